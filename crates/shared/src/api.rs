@@ -1,0 +1,423 @@
+//! The HTTP contract of the upload worker, as pure functions: routing, errors and the checks
+//! made on headers before any body is read.
+
+use serde::Serialize;
+
+use crate::sniff::TypeError;
+use crate::ImageId;
+
+/// A request path, resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/`: the demo page (`GET`) and the original upload endpoint (`POST`).
+    Root,
+    /// `/images`: upload.
+    Images,
+    /// `/images/{id}`: status and record.
+    Image(ImageId),
+    /// `/images/{id}/tags`: just the tags.
+    ImageTags(ImageId),
+}
+
+impl Route {
+    /// Resolves a path. `Ok(None)` is an unknown path; an error is a malformed id.
+    pub fn parse(path: &str) -> Result<Option<Self>, ApiError> {
+        let rest = match path {
+            "/" | "" => return Ok(Some(Self::Root)),
+            "/images" | "/images/" => return Ok(Some(Self::Images)),
+            _ => match path.strip_prefix("/images/") {
+                Some(rest) => rest,
+                None => return Ok(None),
+            },
+        };
+        let (id, tail) = match rest.split_once('/') {
+            Some((id, tail)) => (id, Some(tail)),
+            None => (rest, None),
+        };
+        let id = || ImageId::parse(id).map_err(|_| ApiError::InvalidId);
+        match tail {
+            None | Some("") => Ok(Some(Self::Image(id()?))),
+            Some("tags") => Ok(Some(Self::ImageTags(id()?))),
+            // A malformed id is reported as such; a good id with an unknown tail is a 404.
+            Some(_) => id().map(|_| None),
+        }
+    }
+
+    /// The methods this route answers, for `Allow` and CORS preflights.
+    pub fn allow(self) -> &'static str {
+        match self {
+            Self::Root => "GET, HEAD, POST, OPTIONS",
+            Self::Images => "POST, OPTIONS",
+            Self::Image(_) | Self::ImageTags(_) => "GET, HEAD, OPTIONS",
+        }
+    }
+}
+
+/// Every way a request can fail, with its status and stable code. The HTTP edge logs the
+/// detail of internal errors and sends clients only [`ApiError::body`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiError {
+    /// 404: no such route.
+    NotFound,
+    /// 405, with `Allow`.
+    MethodNotAllowed { allow: &'static str },
+    /// 400: the id in the path is not a canonical lowercase v4 UUID.
+    InvalidId,
+    /// 404: a well-formed id that nobody uploaded.
+    ImageNotFound,
+    /// 400: no body.
+    EmptyBody,
+    /// 400: `Content-Length` is not a non-negative integer.
+    InvalidContentLength,
+    /// 413: larger than `MAX_UPLOAD_BYTES`.
+    PayloadTooLarge { limit: u64 },
+    /// 415: not JPEG, PNG, GIF or WebP, or contradicting its declared `image/*` type.
+    UnsupportedMediaType(String),
+    /// 400: a multipart body without exactly one file in `image` or `file`.
+    InvalidMultipart(String),
+    /// 400: the body ended early or did not match its `Content-Length`.
+    IncompleteBody,
+    /// 400: a malformed `Idempotency-Key`.
+    InvalidIdempotencyKey,
+    /// 401, with `WWW-Authenticate`.
+    Unauthorized,
+    /// 500: a bug or a platform failure; detail is logged, not sent.
+    Internal(String),
+    /// 503: a dependency (R2, KV, the queue) failed; the client may retry.
+    Unavailable(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound | Self::ImageNotFound => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::InvalidId
+            | Self::EmptyBody
+            | Self::InvalidContentLength
+            | Self::InvalidMultipart(_)
+            | Self::IncompleteBody
+            | Self::InvalidIdempotencyKey => 400,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::Unauthorized => 401,
+            Self::Internal(_) => 500,
+            Self::Unavailable(_) => 503,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::InvalidId => "invalid_id",
+            Self::ImageNotFound => "image_not_found",
+            Self::EmptyBody => "empty_body",
+            Self::InvalidContentLength => "invalid_content_length",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::InvalidMultipart(_) => "invalid_multipart",
+            Self::IncompleteBody => "incomplete_body",
+            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::Unauthorized => "unauthorized",
+            Self::Internal(_) => "internal_error",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Message safe to show a client.
+    pub fn message(&self) -> String {
+        match self {
+            Self::NotFound => "no such route".into(),
+            Self::MethodNotAllowed { allow } => format!("method not allowed; use one of: {allow}"),
+            Self::InvalidId => crate::id::InvalidId.to_string(),
+            Self::ImageNotFound => "no image with this id".into(),
+            Self::EmptyBody => "the request has no body; send the image bytes".into(),
+            Self::InvalidContentLength => "Content-Length must be a non-negative integer".into(),
+            Self::PayloadTooLarge { limit } => format!("the image is larger than {limit} bytes"),
+            Self::UnsupportedMediaType(why) => why.clone(),
+            Self::InvalidMultipart(why) => why.clone(),
+            Self::IncompleteBody => "the body could not be read in full".into(),
+            Self::InvalidIdempotencyKey => {
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into()
+            }
+            Self::Unauthorized => "a valid bearer token is required".into(),
+            Self::Internal(_) => "internal error".into(),
+            Self::Unavailable(_) => "a storage service is unavailable; try again".into(),
+        }
+    }
+
+    /// The JSON body: `{"error": {"code": "...", "message": "..."}}`.
+    pub fn body(&self) -> String {
+        let message = self.message();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: &message,
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+impl From<TypeError> for ApiError {
+    fn from(e: TypeError) -> Self {
+        Self::UnsupportedMediaType(match e {
+            TypeError::NotAnImage => "only JPEG, PNG, GIF and WebP images are accepted".into(),
+            TypeError::Mismatch { declared, actual } => format!(
+                "the body is {} but Content-Type says {declared}",
+                actual.mime()
+            ),
+        })
+    }
+}
+
+/// Checks a `Content-Length` header against the limit before any body is read.
+/// `Ok(None)` means no length was given (a chunked body, counted while it streams).
+pub fn check_content_length(header: Option<&str>, limit: u64) -> Result<Option<u64>, ApiError> {
+    let Some(value) = header else { return Ok(None) };
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::InvalidContentLength);
+    }
+    // All digits: only overflow can fail, and an overflowing length is too large anyway.
+    let length = value.parse::<u64>().unwrap_or(u64::MAX);
+    match length {
+        0 => Err(ApiError::EmptyBody),
+        n if n > limit => Err(ApiError::PayloadTooLarge { limit }),
+        n => Ok(Some(n)),
+    }
+}
+
+/// Compares secrets in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// Checks an `Authorization` header against the configured token. No token configured means
+/// the API is open.
+pub fn authorize(header: Option<&str>, token: Option<&str>) -> Result<(), ApiError> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    let presented = header
+        .and_then(|h| h.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials.trim())
+        .unwrap_or_default();
+    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// The `Access-Control-Allow-Origin` value for a request's `Origin`, if CORS allows it.
+/// `allowed` is the `ALLOWED_ORIGINS` var: `*` or a comma-separated list of origins.
+pub fn cors_origin(allowed: &str, origin: Option<&str>) -> Option<String> {
+    let origin = origin?;
+    allowed.split(',').map(str::trim).find_map(|a| match a {
+        "*" => Some("*".to_string()),
+        a if !a.is_empty() && a.eq_ignore_ascii_case(origin) => Some(origin.to_string()),
+        _ => None,
+    })
+}
+
+/// A validated `Idempotency-Key` header value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// How long a key is remembered: 24 hours.
+    pub const TTL_SECONDS: u64 = 24 * 60 * 60;
+
+    /// Parses 1 to 255 visible ASCII characters.
+    pub fn parse(value: &str) -> Result<Self, ApiError> {
+        let ok = (1..=255).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(Self(value.to_string()))
+        } else {
+            Err(ApiError::InvalidIdempotencyKey)
+        }
+    }
+
+    /// The key as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Body of `202 Accepted` (or `200` for a repeated idempotency key).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub image_id: ImageId,
+    pub status: crate::Status,
+    pub status_url: String,
+}
+
+impl Accepted {
+    /// The answer for a stored and enqueued image.
+    pub fn new(image_id: ImageId) -> Self {
+        Self {
+            image_id,
+            status: crate::Status::Queued,
+            status_url: status_url(&image_id),
+        }
+    }
+}
+
+/// Path of an image's status resource, also sent as `Location`.
+pub fn status_url(id: &ImageId) -> String {
+    format!("/images/{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
+
+    #[test]
+    fn routes() {
+        let id = ImageId::parse(ID).unwrap();
+        assert_eq!(Route::parse("/"), Ok(Some(Route::Root)));
+        assert_eq!(Route::parse("/images"), Ok(Some(Route::Images)));
+        assert_eq!(
+            Route::parse(&format!("/images/{ID}")),
+            Ok(Some(Route::Image(id)))
+        );
+        assert_eq!(
+            Route::parse(&format!("/images/{ID}/")),
+            Ok(Some(Route::Image(id)))
+        );
+        assert_eq!(
+            Route::parse(&format!("/images/{ID}/tags")),
+            Ok(Some(Route::ImageTags(id)))
+        );
+        assert_eq!(Route::parse(&format!("/images/{ID}/nope")), Ok(None));
+        assert_eq!(Route::parse("/nope"), Ok(None));
+        assert_eq!(Route::parse("/imagesX"), Ok(None));
+        for bad in [
+            "/images/nope",
+            "/images/NOPE/tags",
+            "/images/3F2B8C1E-9D4A-4B7E-8C2D-1A2B3C4D5E6F",
+            "/images/..%2F..%2Fetc",
+            "/images/a/b/c",
+            "/images/%E2%9C%93",
+        ] {
+            assert_eq!(Route::parse(bad), Err(ApiError::InvalidId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_have_json_bodies() {
+        let body: serde_json::Value =
+            serde_json::from_str(&ApiError::MethodNotAllowed { allow: "GET" }.body()).unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        let internal = ApiError::Internal("secret detail".into());
+        assert_eq!(internal.status(), 500);
+        assert!(!internal.body().contains("secret"));
+    }
+
+    #[test]
+    fn content_length_checks() {
+        assert_eq!(check_content_length(None, 10), Ok(None));
+        assert_eq!(check_content_length(Some("10"), 10), Ok(Some(10)));
+        assert_eq!(
+            check_content_length(Some("11"), 10),
+            Err(ApiError::PayloadTooLarge { limit: 10 })
+        );
+        assert_eq!(
+            check_content_length(Some("0"), 10),
+            Err(ApiError::EmptyBody)
+        );
+        assert_eq!(
+            check_content_length(Some("99999999999999999999999"), 10),
+            Err(ApiError::PayloadTooLarge { limit: 10 })
+        );
+        for bad in ["-1", "abc", "", "1e3", "+5", "0x10"] {
+            assert_eq!(
+                check_content_length(Some(bad), 10),
+                Err(ApiError::InvalidContentLength),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn bearer_auth() {
+        assert_eq!(authorize(None, None), Ok(()));
+        assert_eq!(authorize(None, Some("")), Ok(()));
+        assert_eq!(authorize(Some("Bearer s3cret"), Some("s3cret")), Ok(()));
+        assert_eq!(authorize(Some("bearer s3cret"), Some("s3cret")), Ok(()));
+        for bad in [
+            None,
+            Some("Bearer"),
+            Some("Bearer s3cre"),
+            Some("Basic s3cret"),
+            Some("Bearer s3cret2"),
+        ] {
+            assert_eq!(
+                authorize(bad, Some("s3cret")),
+                Err(ApiError::Unauthorized),
+                "{bad:?}"
+            );
+        }
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"a", b""));
+    }
+
+    #[test]
+    fn cors() {
+        assert_eq!(
+            cors_origin("*", Some("https://a.example")),
+            Some("*".into())
+        );
+        assert_eq!(
+            cors_origin(
+                "https://a.example, https://b.example",
+                Some("https://b.example")
+            ),
+            Some("https://b.example".into())
+        );
+        assert_eq!(
+            cors_origin("https://a.example", Some("https://evil.example")),
+            None
+        );
+        assert_eq!(cors_origin("", Some("https://a.example")), None);
+        assert_eq!(cors_origin("*", None), None);
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert!(IdempotencyKey::parse("order-123").is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
+        for bad in ["", "has space", "tab\t", "ключ"] {
+            assert_eq!(
+                IdempotencyKey::parse(bad),
+                Err(ApiError::InvalidIdempotencyKey)
+            );
+        }
+        assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! Storage key naming. Every R2 and KV key is built here, from validated parts only.
+
+use crate::{ImageId, ImageType};
+
+/// Prefix of every uploaded object in R2.
+pub const OBJECT_PREFIX: &str = "images/";
+
+/// R2 key of an image: `images/{id}.{ext}`.
+pub fn object_key(id: &ImageId, image_type: ImageType) -> String {
+    format!("{OBJECT_PREFIX}{id}.{}", image_type.extension())
+}
+
+/// R2 list prefix that finds an image's object whatever its extension.
+pub fn object_prefix(id: &ImageId) -> String {
+    format!("{OBJECT_PREFIX}{id}.")
+}
+
+/// KV key of an image's tag record.
+pub fn record_key(id: &ImageId) -> String {
+    format!("tags:{id}")
+}
+
+/// KV key under which a message that could not be decoded is kept.
+pub fn poison_key(message_id: &str) -> String {
+    let safe: String = message_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(128)
+        .collect();
+    format!("poison:{safe}")
+}
+
+/// KV key remembering which image an `Idempotency-Key` created.
+pub fn idempotency_key(key: &crate::api::IdempotencyKey) -> String {
+    format!("idem:{}", key.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable() {
+        let id = ImageId::parse("3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f").unwrap();
+        assert_eq!(
+            object_key(&id, ImageType::Png),
+            "images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f.png"
+        );
+        assert!(object_key(&id, ImageType::Jpeg).starts_with(&object_prefix(&id)));
+        assert_eq!(record_key(&id), "tags:3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f");
+        assert_eq!(poison_key("ab/../c d"), "poison:abcd");
+    }
+}

@@ -1,0 +1,23 @@
+//! Pure logic of the image-tagging pipeline, shared by both workers.
+//!
+//! Nothing here touches Workers APIs, so all of it is tested natively with `cargo test`.
+//! The worker crates are thin shells that do the I/O and call into this crate.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod id;
+pub mod keys;
+pub mod labels;
+pub mod message;
+pub mod multipart;
+pub mod record;
+pub mod retry;
+pub mod sniff;
+
+pub use error::TagError;
+pub use id::ImageId;
+pub use labels::Label;
+pub use message::ImageMessage;
+pub use record::{Status, TagRecord};
+pub use sniff::ImageType;

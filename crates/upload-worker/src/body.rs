@@ -1,0 +1,201 @@
+//! Getting an upload's bytes from the request to R2 without copying them into wasm memory.
+//!
+//! Only the first [`SNIFF_LEN`] bytes are ever copied into Rust, to recognise the format.
+//! Everything else stays in JavaScript streams and blobs:
+//! - a body with a `Content-Length` is teed: one branch gives the sniffing prefix, the other
+//!   flows through a `FixedLengthStream` straight into R2;
+//! - a chunked body is counted chunk by chunk and cut off at the limit, then handed on as a
+//!   blob of known size (R2 needs a known length);
+//! - a multipart form is parsed by the runtime's `FormData`, and its file handed on the same
+//!   way.
+
+use shared::api::ApiError;
+use shared::multipart;
+use shared::sniff::{check_type, SNIFF_LEN};
+use shared::ImageType;
+use worker::js_sys::{self, Array, BigInt, Reflect, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::{self, Blob, ReadableStream, ReadableStreamDefaultReader};
+use worker::worker_sys::FixedLengthStream;
+
+/// A checked upload, ready to be put into R2.
+pub struct Upload {
+    pub image_type: ImageType,
+    pub size: u64,
+    /// A stream of exactly `size` bytes.
+    pub stream: ReadableStream,
+    /// Completes when `stream` has been fed; awaited after the R2 put.
+    pub feeding: JsFuture,
+}
+
+/// The request facts the body handling needs.
+pub struct BodyInfo<'a> {
+    pub content_type: Option<&'a str>,
+    /// Checked against the limit already; `None` for a chunked body.
+    pub content_length: Option<u64>,
+    pub limit: u64,
+}
+
+fn js_error(what: &'static str) -> impl FnOnce(JsValue) -> ApiError {
+    move |e| ApiError::Internal(format!("{what}: {e:?}"))
+}
+
+/// Reads a raw (non-multipart) image body.
+pub async fn raw(body: Option<ReadableStream>, info: &BodyInfo<'_>) -> Result<Upload, ApiError> {
+    let body = body.ok_or(ApiError::EmptyBody)?;
+    match info.content_length {
+        Some(size) => {
+            let branches = body.tee();
+            let sniffer: ReadableStream = branches.get(0).unchecked_into();
+            let rest: ReadableStream = branches.get(1).unchecked_into();
+            let prefix = read_prefix(&sniffer).await?;
+            if prefix.is_empty() {
+                return Err(ApiError::EmptyBody);
+            }
+            let image_type = check_type(&prefix, info.content_type)?;
+            let (stream, feeding) = fixed_length(&rest, size)?;
+            Ok(Upload {
+                image_type,
+                size,
+                stream,
+                feeding,
+            })
+        }
+        None => {
+            let blob = collect_limited(&body, info.limit).await?;
+            from_blob(&blob, info.content_type).await
+        }
+    }
+}
+
+/// Reads a `multipart/form-data` body with exactly one file, in field `image` or `file`.
+pub async fn multipart(
+    body: Option<ReadableStream>,
+    info: &BodyInfo<'_>,
+) -> Result<Upload, ApiError> {
+    let content_type = info.content_type.unwrap_or_default();
+    multipart::boundary(content_type)?;
+    let body = body.ok_or(ApiError::EmptyBody)?;
+    // Count the body against the limit before the runtime parses it.
+    let blob = collect_limited(&body, info.limit).await?;
+    let form = parse_form(&blob, content_type).await?;
+    let mut fields = Vec::new();
+    for entry in js_sys::try_iter(&form).ok().flatten().into_iter().flatten() {
+        let pair: Array = entry.map_err(js_error("iterate form"))?.unchecked_into();
+        let name = pair.get(0).as_string().unwrap_or_default();
+        fields.push((name, pair.get(1).is_instance_of::<Blob>()));
+    }
+    let name = multipart::pick_file_field(fields.iter().map(|(n, f)| (n.as_str(), *f)))?;
+    let file: Blob = form
+        .get(name)
+        .dyn_into()
+        .map_err(|_| ApiError::InvalidMultipart("the file part is not a file".into()))?;
+    // The part's own type is only a claim, checked like a raw body's Content-Type.
+    let declared = file.type_();
+    from_blob(&file, Some(declared.as_str()).filter(|t| !t.is_empty())).await
+}
+
+/// Sniffs a blob and wraps it as an [`Upload`].
+async fn from_blob(blob: &Blob, declared: Option<&str>) -> Result<Upload, ApiError> {
+    let size = blob.size() as u64;
+    if size == 0 {
+        return Err(ApiError::EmptyBody);
+    }
+    let head = blob
+        .slice_with_i32_and_i32(0, SNIFF_LEN as i32)
+        .map_err(js_error("slice blob"))?;
+    let head = JsFuture::from(head.array_buffer())
+        .await
+        .map_err(js_error("read blob head"))?;
+    let image_type = check_type(&Uint8Array::new(&head).to_vec(), declared)?;
+    let (stream, feeding) = fixed_length(&blob.stream(), size)?;
+    Ok(Upload {
+        image_type,
+        size,
+        stream,
+        feeding,
+    })
+}
+
+/// Pipes `source` through a `FixedLengthStream` of `size` bytes, which R2 accepts and which
+/// errors if the source is shorter or longer.
+fn fixed_length(
+    source: &ReadableStream,
+    size: u64,
+) -> Result<(ReadableStream, JsFuture), ApiError> {
+    let fls = FixedLengthStream::new_big_int(BigInt::from(size))
+        .map_err(js_error("FixedLengthStream"))?;
+    let feeding = JsFuture::from(source.pipe_to(&fls.writable()));
+    Ok((fls.readable(), feeding))
+}
+
+/// One chunk from a reader: `None` at the end of the stream.
+async fn next_chunk(reader: &ReadableStreamDefaultReader) -> Result<Option<Uint8Array>, ApiError> {
+    let result = JsFuture::from(reader.read())
+        .await
+        .map_err(|_| ApiError::IncompleteBody)?;
+    let done = Reflect::get(&result, &"done".into()).map_err(js_error("read result"))?;
+    if done.is_truthy() {
+        return Ok(None);
+    }
+    let value = Reflect::get(&result, &"value".into()).map_err(js_error("read result"))?;
+    value
+        .dyn_into::<Uint8Array>()
+        .map(Some)
+        .map_err(|_| ApiError::Internal("body chunk is not bytes".into()))
+}
+
+fn reader_of(stream: &ReadableStream) -> ReadableStreamDefaultReader {
+    stream.get_reader().unchecked_into()
+}
+
+/// Copies just the first [`SNIFF_LEN`] bytes (fewer if the body is shorter), then lets go.
+async fn read_prefix(stream: &ReadableStream) -> Result<Vec<u8>, ApiError> {
+    let reader = reader_of(stream);
+    let mut prefix = Vec::with_capacity(SNIFF_LEN);
+    while prefix.len() < SNIFF_LEN {
+        let Some(chunk) = next_chunk(&reader).await? else {
+            break;
+        };
+        let take = (SNIFF_LEN - prefix.len()).min(chunk.length() as usize);
+        prefix.extend(chunk.subarray(0, take as u32).to_vec());
+    }
+    // Cancelling one branch of a tee leaves the other flowing.
+    let _ = reader.cancel();
+    Ok(prefix)
+}
+
+/// Gathers a body of unknown length into a blob, failing as soon as it passes `limit`.
+async fn collect_limited(stream: &ReadableStream, limit: u64) -> Result<Blob, ApiError> {
+    let reader = reader_of(stream);
+    let chunks = Array::new();
+    let mut total: u64 = 0;
+    while let Some(chunk) = next_chunk(&reader).await? {
+        total += u64::from(chunk.length());
+        if total > limit {
+            let _ = reader.cancel();
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        chunks.push(&chunk);
+    }
+    Blob::new_with_u8_array_sequence(&chunks).map_err(js_error("Blob"))
+}
+
+/// Parses a buffered multipart body with the runtime's `FormData`.
+async fn parse_form(blob: &Blob, content_type: &str) -> Result<web_sys::FormData, ApiError> {
+    let headers = web_sys::Headers::new().map_err(js_error("Headers"))?;
+    headers
+        .set("content-type", content_type)
+        .map_err(js_error("Headers"))?;
+    let init = web_sys::ResponseInit::new();
+    init.set_headers(&headers);
+    let response = web_sys::Response::new_with_opt_blob_and_init(Some(blob), &init)
+        .map_err(js_error("Response"))?;
+    let form = response.form_data().map_err(js_error("formData"))?;
+    JsFuture::from(form)
+        .await
+        .map_err(|e| ApiError::InvalidMultipart(format!("malformed multipart body: {e:?}")))?
+        .dyn_into()
+        .map_err(|_| ApiError::InvalidMultipart("malformed multipart body".into()))
+}

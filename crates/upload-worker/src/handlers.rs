@@ -1,0 +1,250 @@
+//! Request handlers: one function per route and method.
+
+use shared::api::{
+    authorize, check_content_length, status_url, Accepted, ApiError, IdempotencyKey, Route,
+};
+use shared::keys::{idempotency_key, object_key, object_prefix, record_key};
+use shared::message::SCHEMA_VERSION;
+use shared::record::{QueuedView, TagsView};
+use shared::{config, multipart, ImageId, ImageMessage, Status, TagRecord};
+use worker::{
+    Bucket, Data, Env, Headers, HttpMetadata, KvStore, MessageBuilder, Method, QueueContentType,
+    Request, Response,
+};
+
+use crate::body::{self, BodyInfo};
+use crate::edge::{self, internal, unavailable, Settings};
+
+/// Entry point: never fails; every error becomes a JSON error response.
+pub async fn handle(req: Request, env: &Env) -> Response {
+    let settings = Settings::from_env(env);
+    let origin = header(&req, "origin");
+    let response = match route(req, env, &settings).await {
+        Ok(response) => response,
+        Err(err) => edge::error(&err),
+    };
+    edge::with_cors(response, &settings, origin.as_deref())
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+async fn route(req: Request, env: &Env, settings: &Settings) -> Result<Response, ApiError> {
+    let route = Route::parse(&req.path())?.ok_or(ApiError::NotFound)?;
+    let method = req.method();
+    if method == Method::Options {
+        return Ok(preflight(route));
+    }
+    authorize(
+        header(&req, "authorization").as_deref(),
+        settings.api_token.as_deref(),
+    )?;
+    match (route, method) {
+        (Route::Root, Method::Get | Method::Head) => Ok(index()),
+        (Route::Root | Route::Images, Method::Post) => upload(req, env, settings).await,
+        (Route::Image(id), Method::Get | Method::Head) => status(env, id).await,
+        (Route::ImageTags(id), Method::Get | Method::Head) => tags(env, id).await,
+        _ => Err(ApiError::MethodNotAllowed {
+            allow: route.allow(),
+        }),
+    }
+}
+
+/// `OPTIONS`: the allowed methods, and what a CORS preflight needs.
+fn preflight(route: Route) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("allow", route.allow());
+    let _ = headers.set("access-control-allow-methods", route.allow());
+    let _ = headers.set(
+        "access-control-allow-headers",
+        "Authorization, Content-Type, Idempotency-Key",
+    );
+    let _ = headers.set("access-control-max-age", "86400");
+    Response::builder()
+        .with_status(204)
+        .with_headers(headers)
+        .fixed(Vec::new())
+}
+
+/// `GET /`: a short description of the API.
+fn index() -> Response {
+    let body = serde_json::json!({
+        "service": "image-upload-worker",
+        "upload": "POST /images with the image bytes as the body",
+        "status": "GET /images/{id}",
+        "tags": "GET /images/{id}/tags",
+    });
+    edge::json(200, &body, Headers::new())
+}
+
+fn bucket(env: &Env) -> Result<Bucket, ApiError> {
+    env.bucket(config::IMAGE_BUCKET)
+        .map_err(internal("IMAGE_BUCKET binding"))
+}
+
+fn kv(env: &Env) -> Result<KvStore, ApiError> {
+    env.kv(config::RESULTS_KV)
+        .map_err(internal("RESULTS_KV binding"))
+}
+
+fn now() -> String {
+    String::from(worker::js_sys::Date::new_0().to_iso_string())
+}
+
+fn accepted(status: u16, id: ImageId) -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("location", &status_url(&id));
+    edge::json(status, &Accepted::new(id), headers)
+}
+
+/// `POST /images`: store, enqueue, answer `202`.
+async fn upload(req: Request, env: &Env, settings: &Settings) -> Result<Response, ApiError> {
+    let idempotency = header(&req, "idempotency-key")
+        .map(|k| IdempotencyKey::parse(&k))
+        .transpose()?;
+    let kv = kv(env)?;
+    if let Some(key) = &idempotency {
+        let earlier = kv
+            .get(&idempotency_key(key))
+            .text()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("KV get idempotency key: {e}")))?;
+        if let Some(id) = earlier.and_then(|id| ImageId::parse(&id).ok()) {
+            return Ok(accepted(200, id));
+        }
+    }
+
+    let content_type = header(&req, "content-type");
+    let content_length = check_content_length(
+        header(&req, "content-length").as_deref(),
+        settings.max_upload_bytes,
+    )?;
+    let info = BodyInfo {
+        content_type: content_type.as_deref(),
+        content_length,
+        limit: settings.max_upload_bytes,
+    };
+    let stream = req.inner().body();
+    let upload = if multipart::is_multipart(info.content_type) {
+        body::multipart(stream, &info).await?
+    } else {
+        body::raw(stream, &info).await?
+    };
+
+    let id = ImageId::from_uuid(uuid::Uuid::new_v4())
+        .map_err(|e| ApiError::Internal(format!("uuid: {e}")))?;
+    let key = object_key(&id, upload.image_type);
+    let uploaded_at = now();
+    let bucket = bucket(env)?;
+    let put = bucket
+        .put(&key, Data::ReadableStream(upload.stream))
+        .http_metadata(HttpMetadata {
+            content_type: Some(upload.image_type.mime().into()),
+            ..Default::default()
+        })
+        .custom_metadata([("uploadedAt".to_string(), uploaded_at.clone())])
+        .execute()
+        .await;
+    let fed = upload.feeding.await;
+    if let Err(e) = put {
+        // A body that broke off or did not match its length fails the feed as well.
+        return Err(if fed.is_err() {
+            ApiError::IncompleteBody
+        } else {
+            ApiError::Unavailable(format!("R2 put {key}: {e}"))
+        });
+    }
+
+    let message = ImageMessage {
+        schema_version: SCHEMA_VERSION,
+        image_id: id,
+        r2_key: key.clone(),
+        content_type: upload.image_type.mime().into(),
+        size: upload.size,
+        uploaded_at,
+    };
+    let queue = env
+        .queue(config::IMAGE_QUEUE)
+        .map_err(internal("IMAGE_QUEUE binding"))?;
+    let sent = queue
+        .send(
+            MessageBuilder::new(message)
+                .content_type(QueueContentType::Json)
+                .build(),
+        )
+        .await;
+    if let Err(e) = sent {
+        // Nothing must stay in R2 that no message will ever tag.
+        let _ = bucket.delete(&key).await;
+        return Err(ApiError::Unavailable(format!("queue send: {e}")));
+    }
+
+    if let Some(key) = &idempotency {
+        let remembered = kv
+            .put(&idempotency_key(key), id.to_string())
+            .map(|put| put.expiration_ttl(IdempotencyKey::TTL_SECONDS));
+        let stored = match remembered {
+            Ok(put) => put.execute().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            // The image is safely queued; a lost key only weakens deduplication.
+            worker::console_warn!("idempotency key not stored for {id}: {e}");
+        }
+    }
+    Ok(accepted(202, id))
+}
+
+/// The tag record of an image, if the tagger has written one.
+async fn record(env: &Env, id: ImageId) -> Result<Option<TagRecord>, ApiError> {
+    kv(env)?
+        .get(&record_key(&id))
+        .json::<TagRecord>()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("KV get record {id}: {e}")))
+}
+
+/// Whether the image's bytes are in R2 (whatever their extension).
+async fn stored(env: &Env, id: ImageId) -> Result<bool, ApiError> {
+    let objects = bucket(env)?
+        .list()
+        .prefix(object_prefix(&id))
+        .limit(1)
+        .execute()
+        .await
+        .map_err(unavailable("R2 list"))?;
+    Ok(!objects.objects().is_empty())
+}
+
+/// `GET /images/{id}`: the record if there is one, else `queued` if the bytes are stored.
+async fn status(env: &Env, id: ImageId) -> Result<Response, ApiError> {
+    match record(env, id).await? {
+        Some(record) => Ok(edge::json(200, &record, Headers::new())),
+        None => untagged(env, id).await,
+    }
+}
+
+/// `GET /images/{id}/tags`: just the tags once done; otherwise as `GET /images/{id}`.
+async fn tags(env: &Env, id: ImageId) -> Result<Response, ApiError> {
+    match record(env, id).await? {
+        Some(record) if record.status == Status::Done => {
+            let view = TagsView {
+                image_id: id,
+                tags: &record.tags,
+            };
+            Ok(edge::json(200, &view, Headers::new()))
+        }
+        Some(record) => Ok(edge::json(200, &record, Headers::new())),
+        None => untagged(env, id).await,
+    }
+}
+
+/// An image without a record: `queued` if its bytes are stored, else unknown.
+async fn untagged(env: &Env, id: ImageId) -> Result<Response, ApiError> {
+    if stored(env, id).await? {
+        Ok(edge::json(200, &QueuedView::new(id), Headers::new()))
+    } else {
+        Err(ApiError::ImageNotFound)
+    }
+}

@@ -1,0 +1,21 @@
+//! The upload worker: the pipeline's HTTP front door.
+//!
+//! `POST /images` streams an image into R2, enqueues an [`shared::ImageMessage`] and answers
+//! `202`; `GET /images/{id}` reports the image's status and tags. Routing, validation and
+//! error codes live in [`shared::api`]; this crate only does the I/O.
+
+mod body;
+mod edge;
+mod handlers;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    Ok(handlers::handle(req, &env).await)
+}

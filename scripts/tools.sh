@@ -1,0 +1,52 @@
+# Sourced by the build scripts: makes sure the wasm build tools are installed, from the
+# package registries only, and exports the variables worker-build reads instead of
+# downloading anything itself.
+#
+# - worker-build and wasm-bindgen-cli come from crates.io, installed once into a cache
+#   folder ($IMAGE_TAGGER_CACHE/tools, by default ~/.cache/image-tagger/tools) and reused.
+# - wasm-opt (binaryen) and esbuild come from npm (package.json).
+# wasm-bindgen-cli must equal the wasm-bindgen version in Cargo.lock, so it is read from there.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${IMAGE_TAGGER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/image-tagger}"
+TOOLS="$CACHE/tools"
+WORKER_BUILD_VERSION="0.8.7"
+WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$ROOT/Cargo.lock")"
+
+log() { printf '\033[2m[tools]\033[0m %s\n' "$*" >&2; }
+
+installed_version() { # binary -> version or empty
+  [ -x "$TOOLS/bin/$1" ] && "$TOOLS/bin/$1" --version 2>/dev/null | awk '{ print $2 }' || true
+}
+
+cargo_install() { # crate version binary
+  if [ "$(installed_version "$3")" != "$2" ]; then
+    log "installing $1 $2 into $TOOLS (once; takes a few minutes)"
+    # --locked first for reproducibility; without it if a locked dependency was yanked.
+    cargo install "$1" --version "$2" --root "$TOOLS" --locked --quiet 2>/dev/null ||
+      cargo install "$1" --version "$2" --root "$TOOLS" --quiet
+  fi
+}
+
+mkdir -p "$TOOLS"
+(
+  # One installer at a time, even when wrangler builds both workers at once.
+  flock 9
+  if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown >&2
+  fi
+  cargo_install worker-build "$WORKER_BUILD_VERSION" worker-build
+  cargo_install wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
+  if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] || [ ! -x "$ROOT/node_modules/.bin/esbuild" ]; then
+    log "installing npm packages"
+    (cd "$ROOT" && npm ci --no-audit --no-fund >&2)
+  fi
+) 9>"$TOOLS/.lock"
+
+export WASM_BINDGEN_BIN="$TOOLS/bin/wasm-bindgen"
+export WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt"
+export ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"
+export WORKER_BUILD_BIN="$TOOLS/bin/worker-build"
