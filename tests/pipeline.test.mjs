@@ -70,3 +70,54 @@ test("GET shows queued before the tagger has run", async () => {
   assert.equal(done.status, "done");
   assert.equal(done.r2Key, `images/${imageId}.jpg`);
 });
+
+test("a batch of uploads is all tagged, one AI call each", async () => {
+  const images = Array.from({ length: 8 }, () => png(300));
+  const ids = [];
+  for (const image of images) {
+    const res = await p.fetch("/images", { method: "POST", body: image });
+    assert.equal(res.status, 202);
+    ids.push((await res.json()).imageId);
+  }
+  for (const id of ids) {
+    const done = await waitForStatus(p, id);
+    assert.equal(done.status, "done", id);
+  }
+  for (const image of images) assert.equal(p.ai.callsFor(image).length, 1);
+});
+
+test("errors are JSON with a stable code", async () => {
+  const cases = [
+    { path: "/nope", method: "GET", status: 404, code: "not_found" },
+    { path: "/images/not-an-id", method: "GET", status: 400, code: "invalid_id" },
+    { path: "/images/3F2B8C1E-9D4A-4B7E-8C2D-1A2B3C4D5E6F", method: "GET", status: 400, code: "invalid_id" },
+    { path: "/images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f", method: "GET", status: 404, code: "image_not_found" },
+    { path: "/images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f/tags", method: "GET", status: 404, code: "image_not_found" },
+    { path: "/images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f", method: "DELETE", status: 405, code: "method_not_allowed", allow: "GET, HEAD, OPTIONS" },
+    { path: "/images", method: "GET", status: 405, code: "method_not_allowed", allow: "POST, OPTIONS" },
+    { path: "/images", method: "POST", status: 400, code: "empty_body" },
+    { path: "/images", method: "POST", body: "<html></html>", status: 415, code: "unsupported_media_type" },
+  ];
+  for (const c of cases) {
+    const res = await p.fetch(c.path, { method: c.method, body: c.body });
+    assert.equal(res.status, c.status, `${c.method} ${c.path}`);
+    assert.equal(res.headers.get("content-type"), "application/json");
+    const body = await res.json();
+    assert.equal(body.error.code, c.code, `${c.method} ${c.path}`);
+    assert.equal(typeof body.error.message, "string");
+    if (c.allow) assert.equal(res.headers.get("allow"), c.allow);
+  }
+});
+
+test("MIN_SCORE is a var: a lower threshold keeps more tags", async () => {
+  const low = await startPipeline({ taggerVars: { MIN_SCORE: "0.5" } });
+  try {
+    const res = await low.fetch("/images", { method: "POST", body: png() });
+    const { imageId } = await res.json();
+    const done = await waitForStatus(low, imageId);
+    assert.deepEqual(done.tags.map((t) => t.label), ["TABBY", "TIGER CAT"]);
+    assert.equal(done.minScore, 0.5);
+  } finally {
+    await low.close();
+  }
+});

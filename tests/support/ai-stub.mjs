@@ -50,6 +50,7 @@ export async function startAiStub() {
       const step = steps ? (steps.length > 1 ? steps.shift() : steps[0]) : fallback(call);
       const delay = step.latencyMs ?? latencyMs;
       if (delay) await new Promise((r) => setTimeout(r, delay));
+      call.doneAt = Date.now(); // when the answer went out: call spans are `at`..`doneAt`
       if (step.error) {
         res.writeHead(step.error.status, { "content-type": "application/json" });
         res.end(JSON.stringify({ errors: [{ code: step.error.code, message: step.error.message }] }));

@@ -1,65 +1,28 @@
 // Starts both workers in one Miniflare instance from the real wrangler configs, with the
 // `AI` binding wired to a scriptable stub, and offers helpers to drive and observe them.
 
-import { readFileSync, existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
 import { Miniflare } from "miniflare";
-import { unstable_getMiniflareWorkerOptions } from "wrangler";
 
 import { startAiStub } from "./ai-stub.mjs";
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const UPLOAD_CONFIG = path.join(ROOT, "wrangler.upload.toml");
-export const TAGGER_CONFIG = path.join(ROOT, "wrangler.tagger.toml");
-export const MAIN_QUEUE = "image-processing-queue";
-export const DEAD_LETTER_QUEUE = "image-processing-dlq";
-export const MODEL = "@cf/microsoft/resnet-50";
-
-/** Miniflare options for one worker, from its wrangler config. Fails if it is not built. */
-export function workerFromConfig(configPath, overrides = {}) {
-  const { workerOptions, main } = unstable_getMiniflareWorkerOptions(configPath);
-  if (!existsSync(main)) {
-    throw new Error(`${main} is missing: build first (npm run build)`);
-  }
-  const { ai, ...rest } = workerOptions;
-  return {
-    ...rest,
-    name: readName(configPath),
-    modules: true,
-    scriptPath: main,
-    ...overrides,
-    bindings: { ...rest.bindings, ...overrides.bindings },
-  };
-}
-
-function readName(configPath) {
-  const match = readFileSync(configPath, "utf8").match(/^name\s*=\s*"([^"]+)"/m);
-  if (!match) throw new Error(`no name in ${configPath}`);
-  return match[1];
-}
-
-/** The wrapped-binding worker that provides `AI`, forwarding to `endpoint`. */
-export function aiBindingWorker() {
-  return {
-    name: "ai-binding",
-    modules: [
-      {
-        type: "ESModule",
-        path: "ai-binding.mjs",
-        contents: readFileSync(path.join(ROOT, "local/ai-binding.mjs"), "utf8"),
-      },
-    ],
-  };
-}
-
-/** Queue consumer settings as in wrangler.tagger.toml, made explicit, with overrides. */
-export function consumers({ maxBatchTimeout = 1, maxBatchSize = 5, maxRetries = 3 } = {}) {
-  return {
-    [MAIN_QUEUE]: { maxBatchSize, maxBatchTimeout, maxRetries, deadLetterQueue: DEAD_LETTER_QUEUE },
-    [DEAD_LETTER_QUEUE]: { maxBatchSize, maxBatchTimeout, maxRetries },
-  };
-}
+export {
+  ROOT,
+  UPLOAD_CONFIG,
+  TAGGER_CONFIG,
+  MAIN_QUEUE,
+  DEAD_LETTER_QUEUE,
+  MODEL,
+  workerFromConfig,
+  aiBindingWorker,
+  consumers,
+} from "../../local/workers.mjs";
+import {
+  UPLOAD_CONFIG,
+  TAGGER_CONFIG,
+  workerFromConfig,
+  aiBindingWorker,
+  consumers,
+} from "../../local/workers.mjs";
 
 /**
  * Starts the pipeline. Options:
