@@ -34,6 +34,10 @@ pub const API_TOKEN: &str = "API_TOKEN";
 /// Var: comma-separated origins allowed by CORS, or `*`. Empty or unset disables CORS.
 pub const ALLOWED_ORIGINS: &str = "ALLOWED_ORIGINS";
 
+/// Var: when `"true"`, upload responses carry `x-wasm-memory-bytes`, the size of the
+/// worker's wasm linear memory. For benchmarks; off in the deployed configs.
+pub const EXPOSE_WASM_MEMORY: &str = "EXPOSE_WASM_MEMORY";
+
 /// Var: base of the exponential retry backoff, in seconds.
 pub const RETRY_BASE_SECONDS: &str = "RETRY_BASE_SECONDS";
 /// Default of [`RETRY_BASE_SECONDS`].

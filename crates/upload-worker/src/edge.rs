@@ -11,6 +11,7 @@ pub struct Settings {
     pub max_upload_bytes: u64,
     pub api_token: Option<String>,
     pub allowed_origins: String,
+    pub expose_wasm_memory: bool,
 }
 
 impl Settings {
@@ -24,6 +25,7 @@ impl Settings {
             ),
             api_token: env.secret(config::API_TOKEN).ok().map(|s| s.to_string()),
             allowed_origins: var(config::ALLOWED_ORIGINS).unwrap_or_default(),
+            expose_wasm_memory: var(config::EXPOSE_WASM_MEMORY).as_deref() == Some("true"),
         }
     }
 }
@@ -90,4 +92,19 @@ pub fn unavailable(what: &'static str) -> impl FnOnce(worker::Error) -> ApiError
 /// A mapper for failures that are our own bug or a broken runtime: 500.
 pub fn internal(what: &'static str) -> impl FnOnce(worker::Error) -> ApiError {
     move |e| ApiError::Internal(format!("{what}: {e}"))
+}
+
+/// Adds `x-wasm-memory-bytes` when the benchmark var asks for it.
+pub fn with_memory_figure(mut response: Response, settings: &Settings) -> Response {
+    if settings.expose_wasm_memory {
+        let bytes = worker::js_sys::Reflect::get(&wasm_bindgen::memory(), &"buffer".into())
+            .and_then(|buffer| worker::js_sys::Reflect::get(&buffer, &"byteLength".into()))
+            .ok()
+            .and_then(|n| n.as_f64())
+            .unwrap_or_default();
+        let _ = response
+            .headers_mut()
+            .set("x-wasm-memory-bytes", &bytes.to_string());
+    }
+    response
 }

@@ -23,6 +23,7 @@ pub async fn handle(req: Request, env: &Env) -> Response {
         Ok(response) => response,
         Err(err) => edge::error(&err),
     };
+    let response = edge::with_memory_figure(response, &settings);
     edge::with_cors(response, &settings, origin.as_deref())
 }
 
@@ -33,15 +34,17 @@ fn header(req: &Request, name: &str) -> Option<String> {
 async fn route(req: Request, env: &Env, settings: &Settings) -> Result<Response, ApiError> {
     let route = Route::parse(&req.path())?.ok_or(ApiError::NotFound)?;
     let method = req.method();
-    if method == Method::Options {
-        return Ok(preflight(route));
+    match (route, &method) {
+        (_, Method::Options) => return Ok(preflight(route)),
+        // The demo page is static; the API calls it makes carry the token.
+        (Route::Root, Method::Get | Method::Head) => return Ok(demo_page()),
+        _ => {}
     }
     authorize(
         header(&req, "authorization").as_deref(),
         settings.api_token.as_deref(),
     )?;
     match (route, method) {
-        (Route::Root, Method::Get | Method::Head) => Ok(index()),
         (Route::Root | Route::Images, Method::Post) => upload(req, env, settings).await,
         (Route::Image(id), Method::Get | Method::Head) => status(env, id).await,
         (Route::ImageTags(id), Method::Get | Method::Head) => tags(env, id).await,
@@ -67,15 +70,19 @@ fn preflight(route: Route) -> Response {
         .fixed(Vec::new())
 }
 
-/// `GET /`: a short description of the API.
-fn index() -> Response {
-    let body = serde_json::json!({
-        "service": "image-upload-worker",
-        "upload": "POST /images with the image bytes as the body",
-        "status": "GET /images/{id}",
-        "tags": "GET /images/{id}/tags",
-    });
-    edge::json(200, &body, Headers::new())
+/// `GET /`: a single self-contained page to upload an image and watch it being tagged.
+fn demo_page() -> Response {
+    let headers = Headers::new();
+    let _ = headers.set("content-type", "text/html; charset=utf-8");
+    let _ = headers.set(
+        "content-security-policy",
+        "default-src 'none'; img-src blob:; style-src 'unsafe-inline'; \
+         script-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'",
+    );
+    Response::builder()
+        .with_status(200)
+        .with_headers(headers)
+        .fixed(include_bytes!("demo.html").to_vec())
 }
 
 fn bucket(env: &Env) -> Result<Bucket, ApiError> {
