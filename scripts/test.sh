@@ -4,7 +4,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export WRANGLER_SEND_METRICS=false
-[ -d node_modules/wrangler ] || npm ci --no-audit --no-fund
+# Quiet wrangler's warning that AI is remote: the tests supply AI themselves.
+export WRANGLER_LOG="${WRANGLER_LOG:-error}"
+# npm packages, the wasm target, worker-build and wasm-bindgen-cli (cached after the first run).
+source scripts/tools.sh
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 # The browser test drives Debian's Chromium (Playwright's own browser download fails offline).
 if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
   echo "== installing chromium (Debian package)"
@@ -12,7 +17,11 @@ if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-echo "== cargo test (shared crate, natively)"
+echo "== cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p upload-worker -p tagger-worker --quiet -- -D warnings
+echo "== cargo test (pure logic, natively)"
 cargo test -p shared
 echo "== build both workers"
 npm run --silent build

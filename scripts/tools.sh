@@ -40,7 +40,7 @@ mkdir -p "$TOOLS"
   fi
   cargo_install worker-build "$WORKER_BUILD_VERSION" worker-build
   cargo_install wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
-  if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] || [ ! -x "$ROOT/node_modules/.bin/esbuild" ]; then
+  if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] || [ ! -d "$ROOT/node_modules/wrangler" ]; then
     log "installing npm packages"
     (cd "$ROOT" && npm ci --no-audit --no-fund >&2)
   fi
