@@ -20,7 +20,7 @@ for (const [config, name] of [
       const output = execFileSync(
         path.join(ROOT, "node_modules/.bin/wrangler"),
         ["deploy", "--dry-run", "--outdir", outdir, "-c", config],
-        { cwd: ROOT, encoding: "utf8", env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
+        { cwd: ROOT, encoding: "utf8", env: { ...process.env, WRANGLER_SEND_METRICS: "false", WRANGLER_LOG: "log" } },
       );
       const size = output.match(/Total Upload: ([\d.]+) KiB \/ gzip: ([\d.]+) KiB/);
       assert.ok(size, `no size line in:\n${output}`);
