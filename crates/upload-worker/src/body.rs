@@ -193,9 +193,14 @@ async fn parse_form(blob: &Blob, content_type: &str) -> Result<web_sys::FormData
     let response = web_sys::Response::new_with_opt_blob_and_init(Some(blob), &init)
         .map_err(js_error("Response"))?;
     let form = response.form_data().map_err(js_error("formData"))?;
+    // The runtime's parser error is logged, not sent: its `Debug` form is an internal
+    // detail (the JS exception and its stack), not a message for clients.
     JsFuture::from(form)
         .await
-        .map_err(|e| ApiError::InvalidMultipart(format!("malformed multipart body: {e:?}")))?
+        .map_err(|e| {
+            worker::console_log!("malformed multipart body: {e:?}");
+            ApiError::InvalidMultipart("malformed multipart body".into())
+        })?
         .dyn_into()
         .map_err(|_| ApiError::InvalidMultipart("malformed multipart body".into()))
 }

@@ -68,18 +68,20 @@ pub fn error(err: &ApiError) -> Response {
         .fixed(err.body().into_bytes())
 }
 
-/// Adds CORS headers when the request's origin is allowed.
+/// Adds CORS headers when the request's origin is allowed. With a list of origins the answer
+/// depends on `Origin`, so every response says so in `Vary`, allowed or not.
 pub fn with_cors(mut response: Response, settings: &Settings, origin: Option<&str>) -> Response {
-    if let Some(allowed) = cors_origin(&settings.allowed_origins, origin) {
-        let headers = response.headers_mut();
-        let _ = headers.set("access-control-allow-origin", &allowed);
+    let allowed = settings.allowed_origins.trim();
+    let headers = response.headers_mut();
+    if !allowed.is_empty() && allowed != "*" {
+        let _ = headers.append("vary", "Origin");
+    }
+    if let Some(allow) = cors_origin(allowed, origin) {
+        let _ = headers.set("access-control-allow-origin", &allow);
         let _ = headers.set(
             "access-control-expose-headers",
             "Location, Content-Type, WWW-Authenticate",
         );
-        if allowed != "*" {
-            let _ = headers.append("vary", "Origin");
-        }
     }
     response
 }

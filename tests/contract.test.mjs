@@ -1,0 +1,304 @@
+// The OpenAPI document (docs/openapi.yaml) against the real worker, so that neither can drift:
+// - every real response's status is documented for its path and method (a path the
+//   document does not list must answer the documented 404 `not_found`);
+// - every header the document marks required is present, every documented header that is
+//   present matches its schema, and every non-generic header sent is documented;
+// - the body has a documented media type and validates against its schema (JSON Schema
+//   2020-12, with Ajv), and responses without content (204, HEAD) have no body;
+// - every operation in the document is exercised at least once;
+// - the error codes in the document are exactly those in the Rust sources.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { Ajv2020 } from "ajv/dist/2020.js";
+
+import { startPipeline, waitForStatus, ROOT } from "./support/pipeline.mjs";
+import { errors, LABELS } from "./support/ai-stub.mjs";
+import { png, jpeg, gif } from "./support/images.mjs";
+import { multipartBody } from "./support/requests.mjs";
+
+const doc = parseYaml(readFileSync(path.join(ROOT, "docs/openapi.yaml"), "utf8"));
+const LIMIT = 4096;
+const TOKEN = "contract-token-0b6e";
+const ORIGIN = "https://app.example";
+const UNKNOWN_ID = "3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
+const METHODS = ["get", "head", "post", "put", "patch", "delete", "options"];
+/** Headers any HTTP response may carry, not part of the API. */
+const GENERIC_HEADERS = new Set(["content-type", "content-length", "transfer-encoding", "date", "connection", "keep-alive", "content-encoding"]);
+
+// ---------------------------------------------------------------------------------------
+// The document, compiled.
+// ---------------------------------------------------------------------------------------
+
+const SCHEMA_BASE = "urn:image-tagger:openapi";
+
+/** Rewrites `#/components/schemas/X` references to the registered `$defs`. */
+function rebase(schema, prefix) {
+  return JSON.parse(
+    JSON.stringify(schema).replaceAll('"#/components/schemas/', `"${prefix}#/$defs/`),
+  );
+}
+
+const ajv = new Ajv2020({ allErrors: true, strict: true, strictTypes: false, strictRequired: false });
+ajv.addFormat("uuid", /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i);
+ajv.addFormat("date-time", {
+  type: "string",
+  validate: (s) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(s) && !Number.isNaN(Date.parse(s)),
+});
+ajv.addSchema({ $id: SCHEMA_BASE, $defs: rebase(doc.components.schemas, "") });
+
+const validators = new Map();
+function validator(schema) {
+  const key = JSON.stringify(schema);
+  if (!validators.has(key)) validators.set(key, ajv.compile(rebase(schema, SCHEMA_BASE)));
+  return validators.get(key);
+}
+
+function validate(schema, value, what) {
+  const check = validator(schema);
+  assert.ok(check(value), `${what} does not match the document: ${ajv.errorsText(check.errors)}\n${JSON.stringify(value)}`);
+}
+
+/** Follows a local `$ref` (responses, headers, parameters) to its object. */
+function deref(object) {
+  let seen = 0;
+  while (object?.$ref) {
+    assert.ok(object.$ref.startsWith("#/"), `only local references: ${object.$ref}`);
+    object = object.$ref.slice(2).split("/").reduce((o, key) => o?.[key], doc);
+    assert.ok(object, "reference resolves");
+    assert.ok(++seen < 10, "reference cycle");
+  }
+  return object;
+}
+
+const templates = Object.keys(doc.paths).map((template) => ({
+  template,
+  pattern: new RegExp(`^${template.replace(/\{[^}]+\}/g, "[^/]+")}$`),
+}));
+
+/** The documented path template of a concrete path, if any. */
+function templateOf(pathname) {
+  return templates.find((t) => t.pattern.test(pathname))?.template;
+}
+
+const exercised = new Set();
+
+/** Checks one real exchange against the document. */
+function assertConforms(method, pathname, reply) {
+  const what = `${method} ${pathname} → ${reply.status}`;
+  const template = templateOf(pathname);
+  let response;
+  if (template === undefined) {
+    assert.equal(reply.status, 404, `${what}: an unlisted path answers 404`);
+    response = deref(doc.components.responses.NotFound);
+  } else {
+    const operation = doc.paths[template][method.toLowerCase()];
+    assert.ok(operation, `${what}: ${method} is not documented for ${template}`);
+    exercised.add(`${method.toLowerCase()} ${template}`);
+    const documented = operation.responses[String(reply.status)];
+    assert.ok(documented, `${what}: status ${reply.status} is not documented for ${method} ${template}`);
+    response = deref(documented);
+  }
+
+  const headers = new Map(Object.entries(response.headers ?? {}).map(([name, h]) => [name.toLowerCase(), deref(h)]));
+  for (const [name, header] of headers) {
+    const value = reply.headers.get(name);
+    if (header.required) assert.notEqual(value, null, `${what}: required header ${name} is missing`);
+    if (value !== null && header.schema) validate(header.schema, value, `${what}: header ${name}`);
+  }
+  for (const [name] of reply.headers) {
+    if (GENERIC_HEADERS.has(name) || name.startsWith("mf-")) continue;
+    assert.ok(headers.has(name), `${what}: header ${name} is sent but not documented`);
+  }
+
+  if (method === "HEAD" || !response.content) {
+    assert.equal(reply.body.length, 0, `${what}: no body expected`);
+    return;
+  }
+  const type = (reply.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
+  const media = response.content[type];
+  assert.ok(media, `${what}: content type ${type} is not documented (${Object.keys(response.content)})`);
+  if (type === "application/json") {
+    validate(media.schema, JSON.parse(reply.body.toString("utf8")), `${what}: body`);
+  } else {
+    assert.equal(media.schema?.type, "string");
+    assert.ok(reply.body.length > 0, `${what}: a body`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The document on its own.
+// ---------------------------------------------------------------------------------------
+
+test("the document is OpenAPI 3.1 and all its schemas and references resolve", () => {
+  assert.match(doc.openapi, /^3\.1\.\d+$/);
+  assert.equal(doc.jsonSchemaDialect, "https://json-schema.org/draft/2020-12/schema");
+  for (const name of Object.keys(doc.components.schemas)) {
+    assert.ok(ajv.getSchema(`${SCHEMA_BASE}#/$defs/${name}`), `schema ${name} compiles`);
+  }
+  const ids = new Set();
+  for (const [template, item] of Object.entries(doc.paths)) {
+    for (const parameter of item.parameters ?? []) deref(parameter);
+    for (const method of METHODS.filter((m) => item[m])) {
+      const operation = item[method];
+      assert.ok(operation.operationId && !ids.has(operation.operationId), `${method} ${template}: unique operationId`);
+      ids.add(operation.operationId);
+      for (const parameter of operation.parameters ?? []) validator(deref(parameter).schema);
+      if (operation.requestBody) {
+        for (const media of Object.values(deref(operation.requestBody).content)) validator(media.schema);
+      }
+      for (const [status, r] of Object.entries(operation.responses)) {
+        assert.match(status, /^[1-5]\d\d$/);
+        const response = deref(r);
+        assert.ok(response.description, `${method} ${template} ${status}: a description`);
+        for (const h of Object.values(response.headers ?? {})) validator(deref(h).schema);
+        for (const media of Object.values(response.content ?? {})) validator(media.schema);
+      }
+    }
+  }
+});
+
+/** The string literals of the match arms of `fn {name}` in a Rust source file. */
+function codesInRust(file, fnName) {
+  const source = readFileSync(path.join(ROOT, file), "utf8");
+  const start = source.indexOf(`pub fn ${fnName}(&self) -> &'static str {`);
+  assert.ok(start >= 0, `fn ${fnName} in ${file}`);
+  const body = source.slice(start, source.indexOf("\n    }\n", start));
+  return [...body.matchAll(/=>\s*"([a-z_]+)"/g)].map((m) => m[1]).sort();
+}
+
+test("the documented error codes are exactly those in the sources", () => {
+  assert.deepEqual([...doc.components.schemas.ErrorCode.enum].sort(), codesInRust("crates/shared/src/api.rs", "code"));
+  assert.deepEqual(
+    [...doc.components.schemas.ErrorInfo.properties.code.enum].sort(),
+    codesInRust("crates/shared/src/error.rs", "code"),
+  );
+});
+
+// ---------------------------------------------------------------------------------------
+// Real exchanges.
+// ---------------------------------------------------------------------------------------
+
+let p;
+before(async () => {
+  p = await startPipeline({ uploadVars: { MAX_UPLOAD_BYTES: String(LIMIT), API_TOKEN: TOKEN, ALLOWED_ORIGINS: ORIGIN } });
+});
+after(async () => {
+  await p?.close();
+});
+
+const AUTH = { authorization: `Bearer ${TOKEN}`, origin: ORIGIN };
+
+/** Sends a request (with the token and an allowed Origin unless `headers` says otherwise),
+ * checks the status it is meant to get, then checks the exchange against the document. */
+async function exchange(method, pathname, { headers = AUTH, body, status } = {}) {
+  const res = await p.fetch(pathname, { method, headers, body });
+  const reply = { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) };
+  if (status !== undefined) {
+    assert.equal(reply.status, status, `${method} ${pathname}: ${reply.body.toString("utf8").slice(0, 200)}`);
+  }
+  assertConforms(method, pathname, reply);
+  return reply.body.length && /json/.test(reply.headers.get("content-type") ?? "")
+    ? JSON.parse(reply.body.toString("utf8"))
+    : reply;
+}
+
+test("202 upload, queued, done and tags views conform", async () => {
+  const image = png(1024);
+  p.ai.script(image, { latencyMs: 2000, labels: LABELS });
+  const accepted = await exchange("POST", "/images", { body: image, headers: { ...AUTH, "content-type": "image/png" }, status: 202 });
+  const id = accepted.imageId;
+  assert.equal((await exchange("GET", `/images/${id}`, { status: 200 })).status, "queued");
+  assert.equal((await exchange("GET", `/images/${id}/tags`, { status: 200 })).status, "queued");
+  await exchange("HEAD", `/images/${id}`, { status: 200 });
+
+  await waitForStatus({ fetch: (u) => p.fetch(u, { headers: AUTH }) }, id);
+  const record = await exchange("GET", `/images/${id}`, { status: 200 });
+  assert.equal(record.status, "done");
+  const tags = await exchange("GET", `/images/${id}/tags`, { status: 200 });
+  assert.deepEqual(Object.keys(tags).sort(), ["imageId", "tags"]);
+  await exchange("HEAD", `/images/${id}/tags`, { status: 200 });
+});
+
+test("a failed record, with its error, conforms", async () => {
+  const image = png(900);
+  p.ai.script(image, { error: errors.invalidImage });
+  const { imageId } = await exchange("POST", "/", { body: image, status: 202 });
+  await waitForStatus({ fetch: (u) => p.fetch(u, { headers: AUTH }) }, imageId);
+  const record = await exchange("GET", `/images/${imageId}`, { status: 200 });
+  assert.equal(record.status, "failed");
+  assert.equal(record.error.code, "invalid_image");
+  assert.equal((await exchange("GET", `/images/${imageId}/tags`, { status: 200 })).status, "failed");
+});
+
+test("multipart and idempotent uploads conform", async () => {
+  const boundary = "contract-boundary";
+  const form = multipartBody(boundary, [{ name: "file", filename: "a.gif", type: "image/gif", body: gif(200) }]);
+  await exchange("POST", "/images", { body: form, headers: { ...AUTH, "content-type": `multipart/form-data; boundary=${boundary}` }, status: 202 });
+  const headers = { ...AUTH, "idempotency-key": "contract-key-1" };
+  const first = await exchange("POST", "/images", { body: jpeg(300), headers, status: 202 });
+  const again = await exchange("POST", "/images", { body: jpeg(300), headers, status: 200 });
+  assert.equal(again.imageId, first.imageId);
+});
+
+test("errors conform: 400, 401, 404, 405, 413, 415", async () => {
+  const code = async (method, pathname, options) => (await exchange(method, pathname, options)).error.code;
+  // 400
+  assert.equal(await code("POST", "/images", { body: Buffer.alloc(0), status: 400 }), "empty_body");
+  assert.equal(await code("POST", "/images", { body: "nope", headers: { ...AUTH, "content-type": "multipart/form-data; boundary=x" }, status: 400 }), "invalid_multipart");
+  assert.equal(await code("POST", "/images", { body: png(100), headers: { ...AUTH, "idempotency-key": "two words" }, status: 400 }), "invalid_idempotency_key");
+  assert.equal(await code("GET", "/images/NOT-AN-ID", { status: 400 }), "invalid_id");
+  assert.equal(await code("GET", "/images/NOT-AN-ID/tags", { status: 400 }), "invalid_id");
+  assert.equal(await code("OPTIONS", "/images/NOT-AN-ID", { status: 400 }), "invalid_id");
+  assert.equal(await code("DELETE", "/images/NOT-AN-ID", { status: 400 }), "invalid_id");
+  await exchange("HEAD", "/images/NOT-AN-ID", { status: 400 });
+  // 401, with and without CORS
+  assert.equal(await code("POST", "/images", { body: png(100), headers: {}, status: 401 }), "unauthorized");
+  assert.equal(await code("GET", `/images/${UNKNOWN_ID}`, { headers: { authorization: "Bearer wrong", origin: ORIGIN }, status: 401 }), "unauthorized");
+  assert.equal(await code("PUT", "/images", { headers: { authorization: `Basic ${TOKEN}` }, status: 401 }), "unauthorized");
+  await exchange("HEAD", `/images/${UNKNOWN_ID}/tags`, { headers: {}, status: 401 });
+  // 404
+  assert.equal(await code("GET", `/images/${UNKNOWN_ID}`, { status: 404 }), "image_not_found");
+  assert.equal(await code("GET", `/images/${UNKNOWN_ID}/tags`, { status: 404 }), "image_not_found");
+  await exchange("HEAD", `/images/${UNKNOWN_ID}`, { status: 404 });
+  assert.equal(await code("GET", "/nope", { status: 404 }), "not_found");
+  assert.equal(await code("POST", `/images/${UNKNOWN_ID}/labels`, { status: 404 }), "not_found");
+  // 413, 415
+  assert.equal(await code("POST", "/images", { body: png(LIMIT + 1), status: 413 }), "payload_too_large");
+  assert.equal(await code("POST", "/", { body: "<html></html>", headers: { ...AUTH, "content-type": "text/html" }, status: 415 }), "unsupported_media_type");
+  assert.equal(await code("POST", "/images", { body: png(100), headers: { ...AUTH, "content-type": "image/jpeg" }, status: 415 }), "unsupported_media_type");
+});
+
+test("every other method on a listed path is a documented 405 with Allow", async () => {
+  const id = UNKNOWN_ID;
+  for (const [pathname, methods] of [
+    ["/", ["PUT", "PATCH", "DELETE"]],
+    ["/images", ["GET", "HEAD", "PUT", "PATCH", "DELETE"]],
+    [`/images/${id}`, ["POST", "PUT", "PATCH", "DELETE"]],
+    [`/images/${id}/tags`, ["POST", "PUT", "PATCH", "DELETE"]],
+  ]) {
+    for (const method of methods) {
+      const body = ["POST", "PUT", "PATCH"].includes(method) ? "{}" : undefined;
+      await exchange(method, pathname, { body, status: 405 });
+    }
+  }
+});
+
+test("OPTIONS, GET / and HEAD / conform", async () => {
+  for (const pathname of ["/", "/images", `/images/${UNKNOWN_ID}`, `/images/${UNKNOWN_ID}/tags`]) {
+    await exchange("OPTIONS", pathname, { headers: { origin: ORIGIN, "access-control-request-method": "POST" }, status: 204 });
+  }
+  await exchange("GET", "/", { headers: {}, status: 200 });
+  await exchange("HEAD", "/", { headers: { origin: ORIGIN }, status: 200 });
+});
+
+test("every documented operation was exercised", () => {
+  const documented = Object.entries(doc.paths).flatMap(([template, item]) =>
+    METHODS.filter((m) => item[m]).map((m) => `${m} ${template}`),
+  );
+  const missed = documented.filter((op) => !exercised.has(op));
+  assert.deepEqual(missed, [], "operations no request reached");
+});
