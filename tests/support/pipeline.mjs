@@ -36,27 +36,37 @@ export async function startPipeline({ taggerVars = {}, uploadVars = {}, queue = 
     ? { kvPersist: persist, r2Persist: persist, cachePersist: persist, defaultPersistRoot: persist }
     : {};
   const logs = [];
-  const mf = new Miniflare({
-    ...persistence,
-    handleRuntimeStdio(stdout, stderr) {
-      for (const stream of [stdout, stderr]) {
-        stream.setEncoding("utf8");
-        stream.on("data", (chunk) => logs.push(...chunk.split("\n").filter(Boolean)));
-      }
-    },
-    workers: [
-      workerFromConfig(UPLOAD_CONFIG, { bindings: { RETRY_BASE_SECONDS: "1", ...uploadVars } }),
-      workerFromConfig(TAGGER_CONFIG, {
-        bindings: { RETRY_BASE_SECONDS: "1", ...taggerVars },
-        queueConsumers: consumers(queue),
-        wrappedBindings: {
-          AI: { scriptName: "ai-binding", bindings: { AI_ENDPOINT: ai.url } },
-        },
-      }),
-      aiBindingWorker(),
-    ],
-  });
-  const url = await mf.ready;
+  let mf;
+  let url;
+  try {
+    const options = {
+      ...persistence,
+      handleRuntimeStdio(stdout, stderr) {
+        for (const stream of [stdout, stderr]) {
+          stream.setEncoding("utf8");
+          stream.on("data", (chunk) => logs.push(...chunk.split("\n").filter(Boolean)));
+        }
+      },
+      workers: [
+        workerFromConfig(UPLOAD_CONFIG, { bindings: uploadVars }),
+        workerFromConfig(TAGGER_CONFIG, {
+          bindings: { RETRY_BASE_SECONDS: "1", ...taggerVars },
+          queueConsumers: consumers(queue),
+          wrappedBindings: {
+            AI: { scriptName: "ai-binding", bindings: { AI_ENDPOINT: ai.url } },
+          },
+        }),
+        aiBindingWorker(),
+      ],
+    };
+    mf = new Miniflare(options);
+    url = await mf.ready;
+  } catch (error) {
+    // Leave nothing running, or the test runner would wait forever.
+    await mf?.dispose().catch(() => {});
+    await ai.close();
+    throw error;
+  }
   const base = new URL(url);
   return {
     mf,

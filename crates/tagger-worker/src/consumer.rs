@@ -10,6 +10,7 @@ use shared::error::Disposition;
 use shared::retry::jitter_seed;
 use shared::{ImageId, ImageMessage, TagError};
 use worker::js_sys::Date;
+use worker::wasm_bindgen::JsValue;
 use worker::{console_log, Env, KvStore};
 
 use crate::queue_api::{QueueBatch, QueueMessage};
@@ -58,7 +59,7 @@ pub async fn consume(batch: QueueBatch, env: &Env) {
         Err(e) => {
             // Without KV nothing can be recorded: retry everything later.
             for message in batch.messages() {
-                let _ = message.retry(&worker::wasm_bindgen::JsValue::UNDEFINED);
+                let _ = message.retry(&JsValue::UNDEFINED);
             }
             worker::console_error!("tagger misconfigured: {e}");
             return;
@@ -106,7 +107,7 @@ async fn poison(kv: &KvStore, queue: &str, message: &QueueMessage, json: &str, e
             ("poison", error.code(), None)
         }
         Err(e) => {
-            let _ = message.retry(&worker::wasm_bindgen::JsValue::UNDEFINED);
+            let _ = message.retry(&JsValue::UNDEFINED);
             ("retry", e.code(), None)
         }
     };
@@ -156,6 +157,11 @@ impl Ctx<'_> {
             Verdict::Ack { outcome, error } => {
                 let _ = work.message.ack();
                 (outcome, error, None)
+            }
+            // The queue's last try: retrying hands the message to the dead letter queue.
+            Verdict::Retry(error) if attempt > self.settings.max_retries => {
+                let _ = work.message.retry(&JsValue::UNDEFINED);
+                ("dead_letter", Some(error), None)
             }
             Verdict::Retry(error) => {
                 let seed = jitter_seed(&work.message.id(), attempt);

@@ -45,15 +45,34 @@ extern "C" {
 impl QueueMessage {
     /// The body as JSON text, whatever content type it was sent with.
     pub fn body_json(&self) -> String {
+        use ::worker::js_sys::{ArrayBuffer, Uint8Array, JSON};
+        use ::worker::wasm_bindgen::JsCast;
         let body = self.body();
-        match body.as_string() {
+        if let Some(text) = body.as_string() {
             // A text body is passed on as-is, so that JSON sent as text still decodes.
-            Some(text) => text,
-            None => ::worker::js_sys::JSON::stringify(&body)
-                .ok()
-                .and_then(|s| s.as_string())
-                .unwrap_or_default(),
+            return text;
         }
+        // A `bytes` body (an ArrayBuffer) would stringify as `{}`: take its bytes as text,
+        // so that JSON sent as bytes decodes and a poison record keeps what was sent.
+        let bytes = if body.is_instance_of::<ArrayBuffer>() {
+            Some(Uint8Array::new(&body))
+        } else if ArrayBuffer::is_view(&body) {
+            let view = body.unchecked_ref::<Uint8Array>();
+            Some(Uint8Array::new_with_byte_offset_and_length(
+                &view.buffer(),
+                view.byte_offset(),
+                view.byte_length(),
+            ))
+        } else {
+            None
+        };
+        if let Some(bytes) = bytes {
+            return String::from_utf8_lossy(&bytes.to_vec()).into_owned();
+        }
+        JSON::stringify(&body)
+            .ok()
+            .and_then(|s| s.as_string())
+            .unwrap_or_default()
     }
 
     /// The delivery attempt, from 1; 1 if the runtime does not say.
