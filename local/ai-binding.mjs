@@ -26,7 +26,10 @@ export class Ai {
     }
     if (!response.ok) {
       const error = body?.errors?.[0];
-      const message = error ? `${error.code}: ${error.message}` : `${response.status}: ${text}`;
+      const detail = error?.message ?? text;
+      const code = error?.code ?? response.status;
+      // Workers AI messages lead with their code; add it unless the service already did.
+      const message = detail.startsWith(`${code}:`) ? detail : `${code}: ${detail}`;
       throw new Error(message);
     }
     return body;

@@ -1,11 +1,15 @@
 // The local run: both workers in one Miniflare (the real workerd) with local R2, KV and
 // Queues, state kept in .local/state, and `AI` served locally. No Cloudflare account.
 //
-//   node scripts/dev.mjs [--port 8787]
+//   node scripts/dev.mjs [--port 8787] [--local-ai BIN --model-dir DIR]
 //
-// Prints the URL, then one line per finished image with its labels.
+// With --local-ai, `AI` is the real offline classifier (crates/local-ai, EfficientNet-Lite0
+// standing in for resnet-50); without it, a stand-in that answers fixed labels.
+// Prints the URL, then one line per finished image with all its labels.
 
 import { mkdirSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import path from "node:path";
 import { Miniflare } from "miniflare";
 
@@ -28,8 +32,43 @@ function argValue(name) {
   return i > 0 ? process.argv[i + 1] : undefined;
 }
 
-const ai = await startStandInAi();
-console.log(`AI: stand-in at ${ai.url} (answers fixed labels; it is NOT a real classifier)`);
+/** A free loopback port. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+/** Starts crates/local-ai and resolves once it listens. */
+async function startLocalAi(bin, modelDir) {
+  const addr = `127.0.0.1:${await freePort()}`;
+  const child = spawn(bin, ["serve", "--addr", addr, "--model-dir", modelDir], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  await new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`local-ai exited with ${code}`)));
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (text) => {
+      process.stdout.write(`AI: ${text}`);
+      if (text.includes("listening on")) resolve();
+    });
+  });
+  // However this process ends (Miniflare's own exit hook may end it first), stop the child.
+  process.on("exit", () => child.kill("SIGTERM"));
+  return { url: `http://${addr}/run`, close: async () => child.kill("SIGTERM") };
+}
+
+const localAi = argValue("--local-ai");
+const ai = localAi
+  ? await startLocalAi(localAi, argValue("--model-dir"))
+  : await startStandInAi();
+if (!localAi) {
+  console.log(`AI: stand-in at ${ai.url} (answers fixed labels; it is NOT a real classifier)`);
+}
 
 let mf;
 const seen = new Set();
@@ -58,6 +97,14 @@ async function report(line) {
   for (const l of record.labels) {
     console.log(`    ${mark(l.score, record.minScore)} ${l.score.toFixed(3)}  ${l.label}`);
   }
+}
+
+// Ctrl-C: exiting runs the exit hooks, which stop workerd (Miniflare's) and local-ai (ours).
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    console.log("\nstopping…");
+    process.exit(0);
+  });
 }
 
 mf = new Miniflare({
@@ -90,18 +137,7 @@ mf = new Miniflare({
 
 const url = await mf.ready;
 console.log(`\nImage tagger running at ${url}`);
+console.log(`  page:    ${url}`);
 console.log(`  upload:  curl -sS --data-binary @photo.jpg ${url}images`);
 console.log(`  status:  curl -sS ${url}images/<imageId>`);
 console.log(`State is kept in .local/state. Ctrl-C stops everything.\n`);
-
-let stopping = false;
-async function stop() {
-  if (stopping) return;
-  stopping = true;
-  console.log("\nstopping…");
-  await mf.dispose();
-  await ai.close();
-  process.exit(0);
-}
-process.on("SIGINT", stop);
-process.on("SIGTERM", stop);

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs the whole pipeline locally: installs what is missing, builds both workers, and serves
-# them with local R2, KV, Queues and AI. No Cloudflare account needed.
+# Runs the whole pipeline locally: installs what is missing, builds both workers and the
+# offline classifier, fetches its model, and serves everything with local R2, KV, Queues and
+# AI. No Cloudflare account needed. Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 npm run --silent build
+echo "== the offline classifier (EfficientNet-Lite0 standing in for resnet-50)"
+model_dir="$(scripts/fetch-model.sh)"
+cargo build --release --quiet -p local-ai
 # Quiet wrangler's warning that AI is remote: the local run supplies AI itself.
 export WRANGLER_LOG="${WRANGLER_LOG:-error}" WRANGLER_SEND_METRICS=false
-exec node scripts/dev.mjs "$@"
+exec node scripts/dev.mjs --local-ai target/release/local-ai --model-dir "$model_dir" "$@"

@@ -96,6 +96,8 @@ PY
 }
 
 # --- work -------------------------------------------------------------------------------------
+command -v sha256sum >/dev/null || die "sha256sum is required (coreutils)"
+command -v "$PYTHON" >/dev/null || die "$PYTHON is required (set PYTHON to another interpreter)"
 mkdir -p "$MODEL_DIR"
 
 if ! has "$MODEL_DIR/$WEIGHTS_FILE" "$WEIGHTS_SHA" || [[ ! -f "$MODEL_DIR/$LICENSE_FILE" ]]; then

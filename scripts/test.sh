@@ -21,8 +21,9 @@ echo "== cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p upload-worker -p tagger-worker --quiet -- -D warnings
-echo "== cargo test (pure logic, natively)"
-cargo test -p shared
+echo "== cargo test (pure logic, and the offline classifier on real photos)"
+scripts/fetch-model.sh >/dev/null
+cargo test -p shared -p local-ai
 echo "== build both workers"
 npm run --silent build
 echo "== Miniflare integration tests"

@@ -1,0 +1,276 @@
+//! EfficientNet-Lite0, built from a state dict named as in `efficientnet-lite-pytorch` 0.1.0.
+//!
+//! Stem (3×3/2 conv, 32 ch) → 16 MBConv blocks → head (1×1 conv, 1280 ch) → global average
+//! pool → 1000-way linear. Every conv is followed by BatchNorm (folded into the conv here) and
+//! ReLU6, except the blocks' projection convs; no squeeze-excitation, no swish.
+
+use std::fmt;
+
+use crate::ops::{gemm_abt, Conv, Map};
+use crate::pth::StateDict;
+
+/// Side of the square input image.
+pub const INPUT_SIZE: usize = 224;
+/// Number of ImageNet classes.
+pub const NUM_CLASSES: usize = 1000;
+/// BatchNorm epsilon used by the reference (`batch_norm_epsilon=1e-3`).
+const BN_EPS: f32 = 1e-3;
+
+/// The stages, as in the package's `efficientnet_lite()`:
+/// `(repeats, kernel, stride, expand ratio, input filters, output filters)`.
+/// Lite0 has width and depth multipliers of 1.0, so no rounding changes them.
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+const STEM_CHANNELS: usize = 32;
+const HEAD_CHANNELS: usize = 1280;
+
+/// A state dict that does not fit EfficientNet-Lite0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError(pub String);
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "weights do not fit EfficientNet-Lite0: {}", self.0)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+/// One inverted-residual block.
+#[derive(Debug, Clone)]
+struct Block {
+    expand: Option<Conv>,
+    depthwise: Conv,
+    project: Conv,
+    residual: bool,
+}
+
+/// EfficientNet-Lite0 with BatchNorm folded into the convolutions.
+#[derive(Debug, Clone)]
+pub struct EfficientNetLite0 {
+    stem: Conv,
+    blocks: Vec<Block>,
+    head: Conv,
+    fc_weight: Vec<f32>,
+    fc_bias: Vec<f32>,
+    threads: usize,
+}
+
+fn tensor<'a>(sd: &'a StateDict, name: &str, shape: &[usize]) -> Result<&'a [f32], ModelError> {
+    let t = sd
+        .get(name)
+        .ok_or_else(|| ModelError(format!("missing tensor {name}")))?;
+    if t.shape != shape {
+        return Err(ModelError(format!(
+            "{name} has shape {:?}, expected {shape:?}",
+            t.shape
+        )));
+    }
+    Ok(&t.data)
+}
+
+/// Loads `{conv}.weight` and folds `{bn}.{weight,bias,running_mean,running_var}` into it.
+#[allow(clippy::too_many_arguments)]
+fn conv_bn(
+    sd: &StateDict,
+    conv: &str,
+    bn: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    depthwise: bool,
+) -> Result<Conv, ModelError> {
+    let cin_g = if depthwise { 1 } else { cin };
+    let w = tensor(sd, &format!("{conv}.weight"), &[cout, cin_g, k, k])?;
+    let gamma = tensor(sd, &format!("{bn}.weight"), &[cout])?;
+    let beta = tensor(sd, &format!("{bn}.bias"), &[cout])?;
+    let mean = tensor(sd, &format!("{bn}.running_mean"), &[cout])?;
+    let var = tensor(sd, &format!("{bn}.running_var"), &[cout])?;
+    let per = cin_g * k * k;
+    let mut weight = w.to_vec();
+    let mut bias = vec![0f32; cout];
+    for co in 0..cout {
+        let scale = gamma[co] / (var[co] + BN_EPS).sqrt();
+        for v in &mut weight[co * per..(co + 1) * per] {
+            *v *= scale;
+        }
+        bias[co] = beta[co] - mean[co] * scale;
+    }
+    Ok(Conv::from_torch(
+        &weight, bias, cin, cout, k, stride, depthwise,
+    ))
+}
+
+impl EfficientNetLite0 {
+    /// Builds the network from a state dict, checking every tensor's shape.
+    pub fn from_state_dict(sd: &StateDict) -> Result<Self, ModelError> {
+        let stem = conv_bn(sd, "_conv_stem", "_bn0", 3, STEM_CHANNELS, 3, 2, false)?;
+        let mut blocks = Vec::new();
+        for &(repeats, k, stride, expand, cin, cout) in &STAGES {
+            for r in 0..repeats {
+                let (cin, stride) = if r == 0 { (cin, stride) } else { (cout, 1) };
+                let p = format!("_blocks.{}", blocks.len());
+                let mid = cin * expand;
+                let expand_conv = if expand != 1 {
+                    Some(conv_bn(
+                        sd,
+                        &format!("{p}._expand_conv"),
+                        &format!("{p}._bn0"),
+                        cin,
+                        mid,
+                        1,
+                        1,
+                        false,
+                    )?)
+                } else {
+                    None
+                };
+                let depthwise = conv_bn(
+                    sd,
+                    &format!("{p}._depthwise_conv"),
+                    &format!("{p}._bn1"),
+                    mid,
+                    mid,
+                    k,
+                    stride,
+                    true,
+                )?;
+                let project = conv_bn(
+                    sd,
+                    &format!("{p}._project_conv"),
+                    &format!("{p}._bn2"),
+                    mid,
+                    cout,
+                    1,
+                    1,
+                    false,
+                )?;
+                blocks.push(Block {
+                    expand: expand_conv,
+                    depthwise,
+                    project,
+                    residual: stride == 1 && cin == cout,
+                });
+            }
+        }
+        let last = STAGES[STAGES.len() - 1].5;
+        let head = conv_bn(sd, "_conv_head", "_bn1", last, HEAD_CHANNELS, 1, 1, false)?;
+        let fc_weight = tensor(sd, "_fc.weight", &[NUM_CLASSES, HEAD_CHANNELS])?.to_vec();
+        let fc_bias = tensor(sd, "_fc.bias", &[NUM_CLASSES])?.to_vec();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
+        Ok(Self {
+            stem,
+            blocks,
+            head,
+            fc_weight,
+            fc_bias,
+            threads,
+        })
+    }
+
+    /// Sets how many threads one forward pass may use (at least 1).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// Number of MBConv blocks (16 for Lite0).
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Runs the network on a normalised `3×224×224` channel-major image; returns the logits.
+    ///
+    /// Any other input length gives an error, never a panic.
+    pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        if input.len() != 3 * INPUT_SIZE * INPUT_SIZE {
+            return Err(ModelError(format!(
+                "input has {} values, expected 3x{INPUT_SIZE}x{INPUT_SIZE}",
+                input.len()
+            )));
+        }
+        let t = self.threads;
+        let x = Map::from_chw(3, INPUT_SIZE, INPUT_SIZE, input);
+        let mut x = self.stem.forward(&x, true, t);
+        for b in &self.blocks {
+            let expanded;
+            let h = match &b.expand {
+                Some(e) => {
+                    expanded = e.forward(&x, true, t);
+                    &expanded
+                }
+                None => &x,
+            };
+            let h = b.depthwise.forward(h, true, t);
+            let mut h = b.project.forward(&h, false, t);
+            if b.residual {
+                for (o, i) in h.data.iter_mut().zip(&x.data) {
+                    *o += i;
+                }
+            }
+            x = h;
+        }
+        let x = self.head.forward(&x, true, t);
+        // Global average pooling (pixel-major: add up the pixels' channel vectors).
+        let mut pooled = vec![0f32; HEAD_CHANNELS];
+        for px in x.data.chunks(HEAD_CHANNELS) {
+            for (p, v) in pooled.iter_mut().zip(px) {
+                *p += v;
+            }
+        }
+        let hw = (x.h * x.w).max(1) as f32;
+        for p in &mut pooled {
+            *p /= hw;
+        }
+        let mut logits = self.fc_bias.clone();
+        gemm_abt(
+            1,
+            HEAD_CHANNELS,
+            NUM_CLASSES,
+            &pooled,
+            &self.fc_weight,
+            &mut logits,
+            1,
+        );
+        Ok(logits)
+    }
+}
+
+/// Softmax over `logits` (numerically stable).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|&e| (e / sum) as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let p = softmax(&[1.0, 3.0, 2.0, 1000.0, -1000.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(p[3] > 0.999);
+        let p = softmax(&[1.0, 3.0, 2.0]);
+        assert!(p[1] > p[2] && p[2] > p[0]);
+    }
+
+    #[test]
+    fn missing_weights_are_an_error() {
+        let sd = StateDict::default();
+        let e = EfficientNetLite0::from_state_dict(&sd).unwrap_err();
+        assert!(e.0.contains("_conv_stem.weight"), "{e}");
+    }
+}
