@@ -24,7 +24,8 @@ cargo clippy --target wasm32-unknown-unknown -p upload-worker -p tagger-worker -
 echo "== cargo test (pure logic, and the offline classifier on real photos)"
 scripts/fetch-model.sh >/dev/null
 cargo test -p shared -p local-ai
-echo "== build both workers"
+echo "== build both workers, and the classifier binary for the local-AI test"
 npm run --silent build
+cargo build --quiet -p local-ai
 echo "== Miniflare integration tests"
 node --test --test-concurrency=1 tests/

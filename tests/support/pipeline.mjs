@@ -28,10 +28,18 @@ import {
  * Starts the pipeline. Options:
  * - `taggerVars`, `uploadVars`: var overrides;
  * - `queue`: consumer settings for `consumers()`;
- * - `persist`: a folder to keep state in (default: in memory).
+ * - `persist`: a folder to keep state in (default: in memory);
+ * - `aiEndpoint`: where `AI` forwards to (default: a scriptable stub, `p.ai`).
  */
-export async function startPipeline({ taggerVars = {}, uploadVars = {}, queue = {}, persist } = {}) {
-  const ai = await startAiStub();
+export async function startPipeline({
+  taggerVars = {},
+  uploadVars = {},
+  queue = {},
+  persist,
+  aiEndpoint,
+} = {}) {
+  // `aiEndpoint` points AI at another service (the real local classifier) instead of the stub.
+  const ai = aiEndpoint ? { url: aiEndpoint, close: async () => {} } : await startAiStub();
   const persistence = persist
     ? { kvPersist: persist, r2Persist: persist, cachePersist: persist, defaultPersistRoot: persist }
     : {};

@@ -1,0 +1,67 @@
+// The local run's AI: the real offline classifier (crates/local-ai) behind the `Ai` binding,
+// end to end through both workers. A cat photo comes back with cat labels; bytes that only
+// look like an image fail as `invalid_image`, permanently, without retries.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { readFileSync, existsSync } from "node:fs";
+import path from "node:path";
+
+import { startPipeline, waitForStatus, ROOT } from "./support/pipeline.mjs";
+import { png } from "./support/images.mjs";
+
+const BIN = path.join(ROOT, "target/debug/local-ai");
+let modelDir;
+let server;
+let p;
+
+before(async () => {
+  assert.ok(existsSync(BIN), `${BIN} is missing: scripts/test.sh builds it (cargo build -p local-ai)`);
+  modelDir = execFileSync(path.join(ROOT, "scripts/fetch-model.sh"), { encoding: "utf8" }).trim();
+  server = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", "--model-dir", modelDir, "--quiet"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const addr = await new Promise((resolve, reject) => {
+    server.once("exit", (code) => reject(new Error(`local-ai exited with ${code}`)));
+    server.stdout.setEncoding("utf8");
+    server.stdout.on("data", (text) => {
+      const match = text.match(/listening on (http:\/\/\S+)/);
+      if (match) resolve(match[1]);
+    });
+  });
+  p = await startPipeline({ aiEndpoint: `${addr}/run` });
+});
+
+after(async () => {
+  await p?.close();
+  server?.kill("SIGTERM");
+});
+
+test("a real cat photo is tagged with cat classes", async () => {
+  const photo = readFileSync(path.join(modelDir, "chelsea.png"));
+  const res = await p.fetch("/images", { method: "POST", body: photo });
+  assert.equal(res.status, 202);
+  const { imageId } = await res.json();
+  const record = await waitForStatus(p, imageId, ["done", "failed"], { timeoutMs: 60_000 });
+  assert.equal(record.status, "done", JSON.stringify(record));
+  assert.equal(record.labels.length, 5);
+  const top3 = record.labels.slice(0, 3).map((l) => l.label);
+  console.log(`chelsea.png top 3: ${record.labels.slice(0, 3).map((l) => `${l.label} ${l.score.toFixed(3)}`).join(", ")}`);
+  assert.ok(top3.some((l) => /CAT|TABBY/.test(l)), `a cat class in the top 3: ${top3}`);
+  const sorted = [...record.labels].sort((a, b) => b.score - a.score);
+  assert.deepEqual(record.labels, sorted, "labels come sorted by score");
+});
+
+test("bytes that are not a decodable image fail as invalid_image, without retries", async () => {
+  const res = await p.fetch("/images", { method: "POST", body: png(4096) });
+  assert.equal(res.status, 202, "the magic bytes pass the upload's sniffing");
+  const { imageId } = await res.json();
+  const record = await waitForStatus(p, imageId, ["done", "failed"], { timeoutMs: 30_000 });
+  assert.equal(record.status, "failed");
+  assert.equal(record.error.code, "invalid_image");
+  assert.match(record.error.message, /5006/);
+  assert.equal(record.attempts, 1);
+  const outcomes = p.outcomes().filter((o) => o.imageId === imageId).map((o) => o.outcome);
+  assert.deepEqual(outcomes, ["failed"]);
+});
