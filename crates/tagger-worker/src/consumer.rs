@@ -93,22 +93,22 @@ pub async fn consume(batch: QueueBatch, env: &Env) {
     stream::iter(work)
         .map(|w| ctx.process(w))
         .buffer_unordered(settings.concurrency)
-        .collect::<Vec<()>>()
+        .collect::<()>()
         .await;
 }
 
 /// Keeps an undecodable message in KV and acks it; retries if it cannot be kept.
 async fn poison(kv: &KvStore, queue: &str, message: &QueueMessage, json: &str, error: TagError) {
     let started = Date::now();
-    let kept = tagging::keep_poison(kv, &message.id(), queue, &error, json).await;
-    let (outcome, error_code, delay_seconds) = match &kept {
+    let (outcome, error) = match tagging::keep_poison(kv, &message.id(), queue, &error, json).await
+    {
         Ok(()) => {
             let _ = message.ack();
-            ("poison", error.code(), None)
+            ("poison", error)
         }
-        Err(e) => {
+        Err(storage) => {
             let _ = message.retry(&JsValue::UNDEFINED);
-            ("retry", e.code(), None)
+            ("retry", storage)
         }
     };
     Outcome {
@@ -119,9 +119,9 @@ async fn poison(kv: &KvStore, queue: &str, message: &QueueMessage, json: &str, e
         outcome,
         attempt: message.attempt(),
         duration_ms: Date::now() - started,
-        error_code: Some(error_code),
+        error_code: Some(error.code()),
         error: Some(error.message()),
-        delay_seconds,
+        delay_seconds: None,
     }
     .log();
 }
@@ -144,11 +144,22 @@ enum Verdict {
     Retry(TagError),
 }
 
+impl Verdict {
+    /// Finished without an error.
+    fn ack(outcome: &'static str) -> Self {
+        Self::Ack {
+            outcome,
+            error: None,
+        }
+    }
+}
+
 impl Ctx<'_> {
     async fn process(&self, work: Work) {
         let started = Date::now();
         let attempt = work.message.attempt();
-        let verdict = if self.queue == config::DEAD_LETTER_QUEUE_NAME {
+        let dead_letters = self.queue == config::DEAD_LETTER_QUEUE_NAME;
+        let verdict = if dead_letters {
             self.dead_letter(&work.body).await
         } else {
             self.tag(&work.body, attempt).await
@@ -158,8 +169,8 @@ impl Ctx<'_> {
                 let _ = work.message.ack();
                 (outcome, error, None)
             }
-            // The queue's last try: retrying hands the message to the dead letter queue.
-            Verdict::Retry(error) if attempt > self.settings.max_retries => {
+            // The main queue's last try: retrying hands the message to the dead letter queue.
+            Verdict::Retry(error) if !dead_letters && attempt > self.settings.max_retries => {
                 let _ = work.message.retry(&JsValue::UNDEFINED);
                 ("dead_letter", Some(error), None)
             }
@@ -196,18 +207,8 @@ impl Ctx<'_> {
     /// Main queue: tag, or record a permanent failure.
     async fn tag(&self, msg: &ImageMessage, attempt: u32) -> Verdict {
         let error = match tagging::tag(self.env, self.kv, msg, self.settings, attempt).await {
-            Ok(Tagged::Done) => {
-                return Verdict::Ack {
-                    outcome: "done",
-                    error: None,
-                }
-            }
-            Ok(Tagged::AlreadyDone) => {
-                return Verdict::Ack {
-                    outcome: "skipped",
-                    error: None,
-                }
-            }
+            Ok(Tagged::Done) => return Verdict::ack("done"),
+            Ok(Tagged::AlreadyDone) => return Verdict::ack("skipped"),
             Err(e) if e.disposition() == Disposition::Retry => return Verdict::Retry(e),
             Err(e) => e,
         };
@@ -218,10 +219,7 @@ impl Ctx<'_> {
     /// after all.
     async fn dead_letter(&self, msg: &ImageMessage) -> Verdict {
         match tagging::current_record(self.kv, msg).await {
-            Ok(record) if tagging::is_done(&record) => Verdict::Ack {
-                outcome: "skipped",
-                error: None,
-            },
+            Ok(record) if tagging::is_done(&record) => Verdict::ack("skipped"),
             Ok(_) => {
                 let attempts = Some(self.settings.max_retries + 1);
                 self.record_failure(msg, TagError::RetriesExhausted, attempts)
