@@ -18,7 +18,7 @@ WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/
 log() { printf '\033[2m[tools]\033[0m %s\n' "$*" >&2; }
 
 installed_version() { # binary -> version or empty
-  [ -x "$TOOLS/bin/$1" ] && "$TOOLS/bin/$1" --version 2>/dev/null | awk '{ print $2 }' || true
+  [ -x "$TOOLS/bin/$1" ] && "$TOOLS/bin/$1" --version 2>/dev/null | awk '{ print $NF }' || true
 }
 
 cargo_install() { # crate version binary
