@@ -112,38 +112,63 @@ async fn upload(req: Request, env: &Env, settings: &Settings) -> Result<Response
         .transpose()?;
     let kv = kv(env)?;
     if let Some(key) = &idempotency {
-        let earlier = kv
-            .get(&idempotency_key(key))
-            .text()
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("KV get idempotency key: {e}")))?;
-        if let Some(id) = earlier.and_then(|id| ImageId::parse(&id).ok()) {
+        if let Some(id) = earlier_upload(&kv, key).await? {
             return Ok(accepted(200, id));
         }
     }
+    let upload = read_body(&req, settings).await?;
+    let id = ImageId::from_uuid(uuid::Uuid::new_v4())
+        .map_err(|e| ApiError::Internal(format!("uuid: {e}")))?;
+    let bucket = bucket(env)?;
+    let message = store(&bucket, id, upload).await?;
+    if let Err(e) = enqueue(env, &message).await {
+        // Nothing must stay in R2 that no message will ever tag.
+        let _ = bucket.delete(&message.r2_key).await;
+        return Err(e);
+    }
+    if let Some(key) = &idempotency {
+        remember(&kv, key, id).await;
+    }
+    Ok(accepted(202, id))
+}
 
-    let content_type = header(&req, "content-type");
-    let content_length = check_content_length(
-        header(&req, "content-length").as_deref(),
-        settings.max_upload_bytes,
-    )?;
+/// The image an `Idempotency-Key` already created, if any.
+async fn earlier_upload(kv: &KvStore, key: &IdempotencyKey) -> Result<Option<ImageId>, ApiError> {
+    let earlier = kv
+        .get(&idempotency_key(key))
+        .text()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("KV get idempotency key: {e}")))?;
+    Ok(earlier.and_then(|id| ImageId::parse(&id).ok()))
+}
+
+/// Checks the headers, then sniffs and sizes the body, raw or multipart.
+async fn read_body(req: &Request, settings: &Settings) -> Result<body::Upload, ApiError> {
+    let content_type = header(req, "content-type");
     let info = BodyInfo {
         content_type: content_type.as_deref(),
-        content_length,
+        content_length: check_content_length(
+            header(req, "content-length").as_deref(),
+            settings.max_upload_bytes,
+        )?,
         limit: settings.max_upload_bytes,
     };
     let stream = req.inner().body();
-    let upload = if multipart::is_multipart(info.content_type) {
-        body::multipart(stream, &info).await?
+    if multipart::is_multipart(info.content_type) {
+        body::multipart(stream, &info).await
     } else {
-        body::raw(stream, &info).await?
-    };
+        body::raw(stream, &info).await
+    }
+}
 
-    let id = ImageId::from_uuid(uuid::Uuid::new_v4())
-        .map_err(|e| ApiError::Internal(format!("uuid: {e}")))?;
+/// Streams the upload into R2 and describes it as the queue message.
+async fn store(
+    bucket: &Bucket,
+    id: ImageId,
+    upload: body::Upload,
+) -> Result<ImageMessage, ApiError> {
     let key = object_key(&id, upload.image_type);
     let uploaded_at = now();
-    let bucket = bucket(env)?;
     let put = bucket
         .put(&key, Data::ReadableStream(upload.stream))
         .http_metadata(HttpMetadata {
@@ -162,45 +187,43 @@ async fn upload(req: Request, env: &Env, settings: &Settings) -> Result<Response
             ApiError::Unavailable(format!("R2 put {key}: {e}"))
         });
     }
-
-    let message = ImageMessage {
+    Ok(ImageMessage {
         schema_version: SCHEMA_VERSION,
         image_id: id,
-        r2_key: key.clone(),
+        r2_key: key,
         content_type: upload.image_type.mime().into(),
         size: upload.size,
         uploaded_at,
-    };
-    let queue = env
-        .queue(config::IMAGE_QUEUE)
-        .map_err(internal("IMAGE_QUEUE binding"))?;
-    let sent = queue
+    })
+}
+
+/// Sends the message to the tagger's queue, as JSON.
+async fn enqueue(env: &Env, message: &ImageMessage) -> Result<(), ApiError> {
+    env.queue(config::IMAGE_QUEUE)
+        .map_err(internal("IMAGE_QUEUE binding"))?
         .send(
             MessageBuilder::new(message)
                 .content_type(QueueContentType::Json)
                 .build(),
         )
-        .await;
-    if let Err(e) = sent {
-        // Nothing must stay in R2 that no message will ever tag.
-        let _ = bucket.delete(&key).await;
-        return Err(ApiError::Unavailable(format!("queue send: {e}")));
-    }
+        .await
+        .map_err(unavailable("queue send"))
+}
 
-    if let Some(key) = &idempotency {
-        let remembered = kv
-            .put(&idempotency_key(key), id.to_string())
-            .map(|put| put.expiration_ttl(IdempotencyKey::TTL_SECONDS));
-        let stored = match remembered {
-            Ok(put) => put.execute().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = stored {
-            // The image is safely queued; a lost key only weakens deduplication.
-            worker::console_warn!("idempotency key not stored for {id}: {e}");
-        }
+/// Remembers which image an `Idempotency-Key` created, for 24 hours.
+async fn remember(kv: &KvStore, key: &IdempotencyKey, id: ImageId) {
+    let stored = match kv.put(&idempotency_key(key), id.to_string()) {
+        Ok(put) => put
+            .expiration_ttl(IdempotencyKey::TTL_SECONDS)
+            .execute()
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = stored {
+        // The image is safely queued; a lost key only weakens deduplication.
+        worker::console_warn!("idempotency key not stored for {id}: {e}");
     }
-    Ok(accepted(202, id))
 }
 
 /// The tag record of an image, if the tagger has written one.
