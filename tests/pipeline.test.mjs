@@ -121,3 +121,27 @@ test("MIN_SCORE is a var: a lower threshold keeps more tags", async () => {
     await low.close();
   }
 });
+
+test("large uploads stream into R2 intact, and are refused before storing when bad", async () => {
+  // Over 1 MiB a body with a length streams (small ones are buffered): check both branches.
+  const big = png(3 * 1024 * 1024 + 17);
+  const res = await p.fetch("/images", { method: "POST", body: big, headers: { "content-type": "image/png" } });
+  assert.equal(res.status, 202);
+  const { imageId } = await res.json();
+  const object = await (await p.bucket()).get(`images/${imageId}.png`);
+  assert.equal(object.size, big.length);
+  assert.ok(Buffer.from(await object.arrayBuffer()).equals(big), "bytes stored unchanged");
+
+  const before = (await (await p.bucket()).list({ prefix: "images/" })).objects.length;
+  const text = Buffer.alloc(2 * 1024 * 1024, "a");
+  const refused = await p.fetch("/images", { method: "POST", body: text });
+  assert.equal(refused.status, 415);
+  const mismatch = await p.fetch("/images", { method: "POST", body: big, headers: { "content-type": "image/gif" } });
+  assert.equal(mismatch.status, 415);
+  const after = (await (await p.bucket()).list({ prefix: "images/" })).objects.length;
+  assert.equal(after, before, "nothing stored for refused uploads");
+
+  const done = await waitForStatus(p, imageId);
+  assert.equal(done.status, "done");
+  assert.equal(p.ai.callsFor(big)[0].image.length, big.length);
+});

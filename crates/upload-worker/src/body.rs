@@ -1,9 +1,12 @@
 //! Getting an upload's bytes from the request to R2 without copying them into wasm memory.
 //!
 //! Only the first [`SNIFF_LEN`] bytes are ever copied into Rust, to recognise the format.
-//! Everything else stays in JavaScript streams and blobs:
-//! - a body with a `Content-Length` is teed: one branch gives the sniffing prefix, the other
-//!   flows through a `FixedLengthStream` straight into R2;
+//! Everything else stays in JavaScript buffers, streams and blobs:
+//! - a body with a `Content-Length` of at most [`BUFFER_LIMIT`] is read whole into an
+//!   `ArrayBuffer` and put into R2 in one piece, which costs less than streaming it;
+//! - a larger body with a `Content-Length` streams: its first chunks are read to sniff, then
+//!   written into a `FixedLengthStream` ahead of the rest of the body, which is piped after
+//!   them straight into R2 (no tee, which costs more);
 //! - a chunked body is counted chunk by chunk and cut off at the limit, then handed on as a
 //!   blob of known size (R2 needs a known length);
 //! - a multipart form is parsed by the runtime's `FormData`, and its file handed on the same
@@ -13,20 +16,32 @@ use shared::api::ApiError;
 use shared::multipart;
 use shared::sniff::{check_type, SNIFF_LEN};
 use shared::ImageType;
-use worker::js_sys::{self, Array, BigInt, Reflect, Uint8Array};
+use worker::js_sys::{self, Array, ArrayBuffer, BigInt, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{self, Blob, ReadableStream, ReadableStreamDefaultReader};
 use worker::worker_sys::FixedLengthStream;
 
+/// Raw bodies up to this size are buffered (in JS) rather than streamed: memory per request
+/// stays bounded by it, whatever the image size.
+pub const BUFFER_LIMIT: u64 = 1024 * 1024;
+
 /// A checked upload, ready to be put into R2.
 pub struct Upload {
     pub image_type: ImageType,
     pub size: u64,
-    /// A stream of exactly `size` bytes.
-    pub stream: ReadableStream,
-    /// Completes when `stream` has been fed; awaited after the R2 put.
-    pub feeding: JsFuture,
+    pub bytes: Bytes,
+}
+
+/// Where an upload's bytes are.
+pub enum Bytes {
+    /// A stream of exactly `size` bytes, and what feeds it: awaited after the R2 put.
+    Stream {
+        stream: ReadableStream,
+        feeding: JsFuture,
+    },
+    /// A small body, whole, in JS memory.
+    Buffer(ArrayBuffer),
 }
 
 /// The request facts the body handling needs.
@@ -42,31 +57,93 @@ fn js_error(what: &'static str) -> impl FnOnce(JsValue) -> ApiError {
 }
 
 /// Reads a raw (non-multipart) image body.
-pub async fn raw(body: Option<ReadableStream>, info: &BodyInfo<'_>) -> Result<Upload, ApiError> {
-    let body = body.ok_or(ApiError::EmptyBody)?;
+pub async fn raw(req: &web_sys::Request, info: &BodyInfo<'_>) -> Result<Upload, ApiError> {
     match info.content_length {
+        Some(size) if size <= BUFFER_LIMIT => buffered(req, size, info.content_type).await,
         Some(size) => {
-            let branches = body.tee();
-            let sniffer: ReadableStream = branches.get(0).unchecked_into();
-            let rest: ReadableStream = branches.get(1).unchecked_into();
-            let prefix = read_prefix(&sniffer).await?;
-            if prefix.is_empty() {
-                return Err(ApiError::EmptyBody);
-            }
-            let image_type = check_type(&prefix, info.content_type)?;
-            let (stream, feeding) = fixed_length(&rest, size)?;
-            Ok(Upload {
-                image_type,
-                size,
-                stream,
-                feeding,
-            })
+            let body = req.body().ok_or(ApiError::EmptyBody)?;
+            streamed(body, size, info.content_type).await
         }
         None => {
+            let body = req.body().ok_or(ApiError::EmptyBody)?;
             let blob = collect_limited(&body, info.limit).await?;
             from_blob(&blob, info.content_type).await
         }
     }
+}
+
+/// Reads a small body of known size whole into an `ArrayBuffer`, and sniffs it.
+async fn buffered(
+    req: &web_sys::Request,
+    size: u64,
+    declared: Option<&str>,
+) -> Result<Upload, ApiError> {
+    let read = req.array_buffer().map_err(js_error("arrayBuffer"))?;
+    let buffer: ArrayBuffer = JsFuture::from(read)
+        .await
+        .map_err(|_| ApiError::IncompleteBody)?
+        .dyn_into()
+        .map_err(|_| ApiError::Internal("body is not an ArrayBuffer".into()))?;
+    let length = buffer.byte_length();
+    if u64::from(length) != size {
+        return Err(ApiError::IncompleteBody);
+    }
+    if length == 0 {
+        return Err(ApiError::EmptyBody);
+    }
+    let head =
+        Uint8Array::new_with_byte_offset_and_length(&buffer, 0, length.min(SNIFF_LEN as u32));
+    let image_type = check_type(&head.to_vec(), declared)?;
+    Ok(Upload {
+        image_type,
+        size,
+        bytes: Bytes::Buffer(buffer),
+    })
+}
+
+/// Sniffs a body of known size from its first chunks, then streams all of it.
+async fn streamed(
+    body: ReadableStream,
+    size: u64,
+    declared: Option<&str>,
+) -> Result<Upload, ApiError> {
+    let reader = reader_of(&body);
+    let mut head = Vec::new();
+    let mut prefix = Vec::with_capacity(SNIFF_LEN);
+    while prefix.len() < SNIFF_LEN {
+        let Some(chunk) = next_chunk(&reader).await? else {
+            break;
+        };
+        let take = (SNIFF_LEN - prefix.len()).min(chunk.length() as usize);
+        prefix.extend(chunk.subarray(0, take as u32).to_vec());
+        head.push(chunk);
+    }
+    if prefix.is_empty() {
+        return Err(ApiError::EmptyBody);
+    }
+    let image_type = check_type(&prefix, declared)?;
+    // The rest of the body is read by the pipe, from where the reader stopped.
+    reader.release_lock();
+    let fls = FixedLengthStream::new_big_int(BigInt::from(size))
+        .map_err(js_error("FixedLengthStream"))?;
+    let writable = fls.writable();
+    // Runs on its own, like a pipeTo: the R2 put reads what it writes.
+    let feeding = worker::wasm_bindgen_futures::future_to_promise(async move {
+        let writer = writable.get_writer()?;
+        for chunk in head {
+            JsFuture::from(writer.write_with_chunk(&chunk)).await?;
+        }
+        writer.release_lock();
+        JsFuture::from(body.pipe_to(&writable)).await
+    });
+    Ok(Upload {
+        image_type,
+        size,
+        bytes: Bytes::Stream {
+            stream: fls.readable(),
+            feeding: JsFuture::from(feeding),
+        },
+    })
 }
 
 /// Reads a `multipart/form-data` body with exactly one file, in field `image` or `file`.
@@ -113,8 +190,7 @@ async fn from_blob(blob: &Blob, declared: Option<&str>) -> Result<Upload, ApiErr
     Ok(Upload {
         image_type,
         size,
-        stream,
-        feeding,
+        bytes: Bytes::Stream { stream, feeding },
     })
 }
 
@@ -148,22 +224,6 @@ async fn next_chunk(reader: &ReadableStreamDefaultReader) -> Result<Option<Uint8
 
 fn reader_of(stream: &ReadableStream) -> ReadableStreamDefaultReader {
     stream.get_reader().unchecked_into()
-}
-
-/// Copies just the first [`SNIFF_LEN`] bytes (fewer if the body is shorter), then lets go.
-async fn read_prefix(stream: &ReadableStream) -> Result<Vec<u8>, ApiError> {
-    let reader = reader_of(stream);
-    let mut prefix = Vec::with_capacity(SNIFF_LEN);
-    while prefix.len() < SNIFF_LEN {
-        let Some(chunk) = next_chunk(&reader).await? else {
-            break;
-        };
-        let take = (SNIFF_LEN - prefix.len()).min(chunk.length() as usize);
-        prefix.extend(chunk.subarray(0, take as u32).to_vec());
-    }
-    // Cancelling one branch of a tee leaves the other flowing.
-    let _ = reader.cancel();
-    Ok(prefix)
 }
 
 /// Gathers a body of unknown length into a blob, failing as soon as it passes `limit`.
@@ -203,4 +263,43 @@ async fn parse_form(blob: &Blob, content_type: &str) -> Result<web_sys::FormData
         })?
         .dyn_into()
         .map_err(|_| ApiError::InvalidMultipart("malformed multipart body".into()))
+}
+
+#[worker::wasm_bindgen::prelude::wasm_bindgen(
+    wasm_bindgen = ::worker::wasm_bindgen,
+    js_sys = ::worker::js_sys
+)]
+extern "C" {
+    /// The runtime's R2 bucket, for a put of a JS `ArrayBuffer` (`worker::Bucket::put` would
+    /// take it only as bytes copied through wasm).
+    #[wasm_bindgen(extends = ::worker::js_sys::Object)]
+    type JsBucket;
+
+    #[wasm_bindgen(method, catch, js_name = put)]
+    fn put_array_buffer(
+        this: &JsBucket,
+        key: &str,
+        value: &ArrayBuffer,
+        options: &js_sys::Object,
+    ) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// Puts a buffered body into R2 with its content type and upload time.
+pub async fn put_buffer(
+    bucket: &worker::Bucket,
+    key: &str,
+    buffer: &ArrayBuffer,
+    content_type: &str,
+    uploaded_at: &str,
+) -> Result<(), JsValue> {
+    let http = js_sys::Object::new();
+    Reflect::set(&http, &"contentType".into(), &content_type.into())?;
+    let custom = js_sys::Object::new();
+    Reflect::set(&custom, &"uploadedAt".into(), &uploaded_at.into())?;
+    let options = js_sys::Object::new();
+    Reflect::set(&options, &"httpMetadata".into(), &http)?;
+    Reflect::set(&options, &"customMetadata".into(), &custom)?;
+    let bucket: &JsBucket = bucket.as_ref().unchecked_ref();
+    JsFuture::from(bucket.put_array_buffer(key, buffer, &options)?).await?;
+    Ok(())
 }

@@ -153,15 +153,14 @@ async fn read_body(req: &Request, settings: &Settings) -> Result<body::Upload, A
         )?,
         limit: settings.max_upload_bytes,
     };
-    let stream = req.inner().body();
     if multipart::is_multipart(info.content_type) {
-        body::multipart(stream, &info).await
+        body::multipart(req.inner().body(), &info).await
     } else {
-        body::raw(stream, &info).await
+        body::raw(req.inner(), &info).await
     }
 }
 
-/// Streams the upload into R2 and describes it as the queue message.
+/// Puts the upload into R2 and describes it as the queue message.
 async fn store(
     bucket: &Bucket,
     id: ImageId,
@@ -169,23 +168,33 @@ async fn store(
 ) -> Result<ImageMessage, ApiError> {
     let key = object_key(&id, upload.image_type);
     let uploaded_at = now();
-    let put = bucket
-        .put(&key, Data::ReadableStream(upload.stream))
-        .http_metadata(HttpMetadata {
-            content_type: Some(upload.image_type.mime().into()),
-            ..Default::default()
-        })
-        .custom_metadata([("uploadedAt".to_string(), uploaded_at.clone())])
-        .execute()
-        .await;
-    let fed = upload.feeding.await;
-    if let Err(e) = put {
-        // A body that broke off or did not match its length fails the feed as well.
-        return Err(if fed.is_err() {
-            ApiError::IncompleteBody
-        } else {
-            ApiError::Unavailable(format!("R2 put {key}: {e}"))
-        });
+    let mime = upload.image_type.mime();
+    match upload.bytes {
+        body::Bytes::Stream { stream, feeding } => {
+            let put = bucket
+                .put(&key, Data::ReadableStream(stream))
+                .http_metadata(HttpMetadata {
+                    content_type: Some(mime.into()),
+                    ..Default::default()
+                })
+                .custom_metadata([("uploadedAt".to_string(), uploaded_at.clone())])
+                .execute()
+                .await;
+            let fed = feeding.await;
+            if let Err(e) = put {
+                // A body that broke off or did not match its length fails the feed as well.
+                return Err(if fed.is_err() {
+                    ApiError::IncompleteBody
+                } else {
+                    ApiError::Unavailable(format!("R2 put {key}: {e}"))
+                });
+            }
+        }
+        body::Bytes::Buffer(buffer) => {
+            body::put_buffer(bucket, &key, &buffer, mime, &uploaded_at)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("R2 put {key}: {e:?}")))?;
+        }
     }
     Ok(ImageMessage {
         schema_version: SCHEMA_VERSION,
