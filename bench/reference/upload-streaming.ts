@@ -1,0 +1,142 @@
+// Ablation for bench/profile.mjs, not part of the benchmark proper: the reference upload
+// worker (upload.ts) with its POST path changed to stream the body the way the Rust worker
+// does (tee, sniff a prefix, FixedLengthStream into R2), everything else equal. Profiling
+// it tells the cost of the streaming design apart from the cost of Rust/wasm.
+
+/// <reference path="./workers-types.d.ts" />
+
+import { SCHEMA_VERSION, recordKey, type ImageMessage, type TagRecord } from "./types";
+
+export interface Env {
+  IMAGE_BUCKET: R2Bucket;
+  IMAGE_QUEUE: Queue<ImageMessage>;
+  RESULTS_KV: KVNamespace;
+  MAX_UPLOAD_BYTES?: string;
+}
+
+const DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
+const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+const TYPES = {
+  jpeg: { mime: "image/jpeg", ext: "jpg" },
+  png: { mime: "image/png", ext: "png" },
+  gif: { mime: "image/gif", ext: "gif" },
+  webp: { mime: "image/webp", ext: "webp" },
+} as const;
+type ImageType = (typeof TYPES)[keyof typeof TYPES];
+
+/** Recognises JPEG, PNG, GIF and WebP from their magic bytes. */
+function sniff(b: Uint8Array): ImageType | null {
+  const ascii = (start: number, text: string) =>
+    [...text].every((c, i) => b[start + i] === c.charCodeAt(0));
+  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return TYPES.jpeg;
+  if (b[0] === 0x89 && ascii(1, "PNG\r\n\x1a\n")) return TYPES.png;
+  if (ascii(0, "GIF8") && (b[4] === 0x37 || b[4] === 0x39) && b[5] === 0x61) return TYPES.gif;
+  if (ascii(0, "RIFF") && ascii(8, "WEBP")) return TYPES.webp;
+  return null;
+}
+
+function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return Response.json(body, { status, headers });
+}
+
+function error(status: number, code: string, message: string, headers: Record<string, string> = {}): Response {
+  return json({ error: { code, message } }, status, headers);
+}
+
+async function upload(request: Request, env: Env): Promise<Response> {
+  const limit = Number(env.MAX_UPLOAD_BYTES) || DEFAULT_MAX_UPLOAD_BYTES;
+  const size = Number(request.headers.get("content-length") ?? 0);
+  if (size > limit) return error(413, "payload_too_large", `the image is larger than ${limit} bytes`);
+  if (!request.body || size === 0) return error(400, "empty_body", "the request has no body; send the image bytes");
+
+  // As the Rust worker does: tee the body, sniff the first bytes of one branch, and stream
+  // the other through a FixedLengthStream into R2.
+  const [sniffer, rest] = request.body.tee();
+  const reader = sniffer.getReader();
+  const head = new Uint8Array(12);
+  let filled = 0;
+  while (filled < head.length) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    const take = Math.min(head.length - filled, value.byteLength);
+    head.set(value.subarray(0, take), filled);
+    filled += take;
+  }
+  reader.cancel().catch(() => {});
+  const type = sniff(head.subarray(0, filled));
+  if (!type) return error(415, "unsupported_media_type", "only JPEG, PNG, GIF and WebP images are accepted");
+
+  const imageId = crypto.randomUUID();
+  const r2Key = `images/${imageId}.${type.ext}`;
+  const uploadedAt = new Date().toISOString();
+  const fixed = new FixedLengthStream(size);
+  const feeding = rest.pipeTo(fixed.writable);
+  await env.IMAGE_BUCKET.put(r2Key, fixed.readable, {
+    httpMetadata: { contentType: type.mime },
+    customMetadata: { uploadedAt },
+  });
+  await feeding;
+
+  const message: ImageMessage = {
+    schemaVersion: SCHEMA_VERSION,
+    imageId,
+    r2Key,
+    contentType: type.mime,
+    size,
+    uploadedAt,
+  };
+  try {
+    await env.IMAGE_QUEUE.send(message);
+  } catch (e) {
+    await env.IMAGE_BUCKET.delete(r2Key);
+    console.error(`queue send failed for ${imageId}`, e);
+    return error(503, "unavailable", "a storage service is unavailable; try again");
+  }
+
+  const statusUrl = `/images/${imageId}`;
+  return json({ imageId, status: "queued", statusUrl }, 202, { location: statusUrl });
+}
+
+async function status(env: Env, imageId: string, tagsOnly: boolean): Promise<Response> {
+  const record = await env.RESULTS_KV.get<TagRecord>(recordKey(imageId), "json");
+  if (record) {
+    if (tagsOnly && record.status === "done") return json({ imageId, tags: record.tags });
+    return json(record);
+  }
+  const stored = await env.IMAGE_BUCKET.list({ prefix: `images/${imageId}.`, limit: 1 });
+  if (stored.objects.length > 0) return json({ imageId, status: "queued" });
+  return error(404, "image_not_found", "no image with this id");
+}
+
+export default {
+  async fetch(request, env): Promise<Response> {
+    const { pathname } = new URL(request.url);
+    const method = request.method;
+
+    if (pathname === "/" || pathname === "/images" || pathname === "/images/") {
+      if (method === "POST") return upload(request, env);
+      if (pathname === "/" && (method === "GET" || method === "HEAD")) {
+        return json({
+          service: "ts-streaming-upload-worker",
+          upload: "POST /images with the image bytes as the body",
+          status: "GET /images/{id}",
+          tags: "GET /images/{id}/tags",
+        });
+      }
+      const allow = pathname === "/" ? "GET, HEAD, POST" : "POST";
+      return error(405, "method_not_allowed", `method not allowed; use one of: ${allow}`, { allow });
+    }
+
+    const match = pathname.match(/^\/images\/([^/]+)(\/tags)?\/?$/);
+    if (!match) return error(404, "not_found", "no such route");
+    const [, imageId, tags] = match;
+    if (!ID.test(imageId)) {
+      return error(400, "invalid_id", "image ids are lowercase version 4 UUIDs");
+    }
+    if (method !== "GET" && method !== "HEAD") {
+      return error(405, "method_not_allowed", "method not allowed; use one of: GET, HEAD", { allow: "GET, HEAD" });
+    }
+    return status(env, imageId, Boolean(tags));
+  },
+} satisfies ExportedHandler<Env>;
