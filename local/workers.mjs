@@ -59,3 +59,14 @@ export function consumers({ maxBatchTimeout = 1, maxBatchSize = 5, maxRetries = 
   };
 }
 
+
+/** The tagger's structured outcome in a runtime log line, or null for any other line. */
+export function parseOutcome(line) {
+  const start = line.indexOf("{");
+  if (start < 0 || !line.includes('"tagger.message"')) return null;
+  try {
+    return JSON.parse(line.slice(start));
+  } catch {
+    return null;
+  }
+}

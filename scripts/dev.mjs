@@ -8,8 +8,6 @@
 // Prints the URL, then one line per finished image with all its labels.
 
 import { mkdirSync } from "node:fs";
-import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import path from "node:path";
 import { Miniflare } from "miniflare";
 
@@ -20,8 +18,10 @@ import {
   workerFromConfig,
   aiBindingWorker,
   consumers,
+  parseOutcome,
 } from "../local/workers.mjs";
 import { startStandInAi } from "../local/stand-in-ai.mjs";
+import { startLocalAi } from "../local/local-ai.mjs";
 
 const port = Number(process.env.PORT ?? argValue("--port") ?? 8787);
 const state = path.join(ROOT, ".local", "state");
@@ -32,39 +32,11 @@ function argValue(name) {
   return i > 0 ? process.argv[i + 1] : undefined;
 }
 
-/** A free loopback port. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-/** Starts crates/local-ai and resolves once it listens. */
-async function startLocalAi(bin, modelDir) {
-  const addr = `127.0.0.1:${await freePort()}`;
-  const child = spawn(bin, ["serve", "--addr", addr, "--model-dir", modelDir], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  await new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`local-ai exited with ${code}`)));
-    child.stdout.setEncoding("utf8");
-    child.stdout.on("data", (text) => {
-      process.stdout.write(`AI: ${text}`);
-      if (text.includes("listening on")) resolve();
-    });
-  });
-  // However this process ends (Miniflare's own exit hook may end it first), stop the child.
-  process.on("exit", () => child.kill("SIGTERM"));
-  return { url: `http://${addr}/run`, close: async () => child.kill("SIGTERM") };
-}
-
 const localAi = argValue("--local-ai");
 const ai = localAi
-  ? await startLocalAi(localAi, argValue("--model-dir"))
+  ? await startLocalAi(localAi, argValue("--model-dir"), {
+      onOutput: (text) => process.stdout.write(`AI: ${text}`),
+    })
   : await startStandInAi();
 if (!localAi) {
   console.log(`AI: stand-in at ${ai.url} (answers fixed labels; it is NOT a real classifier)`);
@@ -75,15 +47,8 @@ const seen = new Set();
 const mark = (score, min) => (score > min ? "✔" : " ");
 
 async function report(line) {
-  const start = line.indexOf("{");
-  if (start < 0 || !line.includes('"tagger.message"')) return;
-  let event;
-  try {
-    event = JSON.parse(line.slice(start));
-  } catch {
-    return;
-  }
-  if (!["done", "failed"].includes(event.outcome) || seen.has(event.imageId)) return;
+  const event = parseOutcome(line);
+  if (!event || !["done", "failed"].includes(event.outcome) || seen.has(event.imageId)) return;
   seen.add(event.imageId);
   const kv = await mf.getKVNamespace("RESULTS_KV", "image-upload-worker");
   const record = await kv.get(`tags:${event.imageId}`, "json");

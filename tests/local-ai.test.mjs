@@ -4,12 +4,13 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 
 import { startPipeline, waitForStatus, ROOT } from "./support/pipeline.mjs";
 import { png } from "./support/images.mjs";
+import { startLocalAi } from "../local/local-ai.mjs";
 
 const BIN = path.join(ROOT, "target/debug/local-ai");
 let modelDir;
@@ -19,23 +20,13 @@ let p;
 before(async () => {
   assert.ok(existsSync(BIN), `${BIN} is missing: scripts/test.sh builds it (cargo build -p local-ai)`);
   modelDir = execFileSync(path.join(ROOT, "scripts/fetch-model.sh"), { encoding: "utf8" }).trim();
-  server = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", "--model-dir", modelDir, "--quiet"], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const addr = await new Promise((resolve, reject) => {
-    server.once("exit", (code) => reject(new Error(`local-ai exited with ${code}`)));
-    server.stdout.setEncoding("utf8");
-    server.stdout.on("data", (text) => {
-      const match = text.match(/listening on (http:\/\/\S+)/);
-      if (match) resolve(match[1]);
-    });
-  });
-  p = await startPipeline({ aiEndpoint: `${addr}/run` });
+  server = await startLocalAi(BIN, modelDir, { args: ["--quiet"] });
+  p = await startPipeline({ aiEndpoint: server.url });
 });
 
 after(async () => {
   await p?.close();
-  server?.kill("SIGTERM");
+  await server?.close();
 });
 
 test("a real cat photo is tagged with cat classes", async () => {

@@ -22,6 +22,7 @@ import {
   workerFromConfig,
   aiBindingWorker,
   consumers,
+  parseOutcome,
 } from "../../local/workers.mjs";
 
 /**
@@ -87,18 +88,7 @@ export async function startPipeline({
     bucket: () => mf.getR2Bucket("IMAGE_BUCKET", "image-upload-worker"),
     queue: () => mf.getQueueProducer("IMAGE_QUEUE", "image-upload-worker"),
     /** The tagger's structured outcome lines. */
-    outcomes: () =>
-      logs
-        .map((line) => line.slice(line.indexOf("{")))
-        .filter((line) => line.includes('"tagger.message"'))
-        .map((line) => {
-          try {
-            return JSON.parse(line);
-          } catch {
-            return null;
-          }
-        })
-        .filter(Boolean),
+    outcomes: () => logs.map(parseOutcome).filter(Boolean),
     async close() {
       await mf.dispose();
       await ai.close();

@@ -84,16 +84,13 @@ async fn put_json<T: Serialize>(
     value: &T,
     ttl: Option<u64>,
 ) -> Result<(), TagError> {
-    let put = kv
-        .put(key, value)
-        .map_err(|e| TagError::Storage(format!("KV put {key}: {e}")))?;
+    let failed = |e: worker::kv::KvError| TagError::Storage(format!("KV put {key}: {e}"));
+    let put = kv.put(key, value).map_err(failed)?;
     let put = match ttl {
         Some(ttl) => put.expiration_ttl(ttl),
         None => put,
     };
-    put.execute()
-        .await
-        .map_err(|e| TagError::Storage(format!("KV put {key}: {e}")))
+    put.execute().await.map_err(failed)
 }
 
 /// Writes an image's record.
