@@ -6,6 +6,32 @@ use serde::Serialize;
 use crate::sniff::TypeError;
 use crate::ImageId;
 
+/// An HTTP method, read from the raw request line. Methods are case-sensitive; anything
+/// this API does not serve is [`Method::Other`], never mistaken for `GET`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Delete,
+    Options,
+    Other,
+}
+
+impl Method {
+    /// Parses a method name as sent.
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "GET" => Self::Get,
+            "HEAD" => Self::Head,
+            "POST" => Self::Post,
+            "DELETE" => Self::Delete,
+            "OPTIONS" => Self::Options,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// A request path, resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -17,6 +43,8 @@ pub enum Route {
     Image(ImageId),
     /// `/images/{id}/tags`: just the tags.
     ImageTags(ImageId),
+    /// `/admin/usage`: today's Workers AI calls.
+    AdminUsage,
 }
 
 impl Route {
@@ -25,6 +53,7 @@ impl Route {
         let rest = match path {
             "/" | "" => return Ok(Some(Self::Root)),
             "/images" | "/images/" => return Ok(Some(Self::Images)),
+            "/admin/usage" => return Ok(Some(Self::AdminUsage)),
             _ => match path.strip_prefix("/images/") {
                 Some(rest) => rest,
                 None => return Ok(None),
@@ -48,7 +77,7 @@ impl Route {
         match self {
             Self::Root => "GET, HEAD, POST, OPTIONS",
             Self::Images => "POST, OPTIONS",
-            Self::Image(_) | Self::ImageTags(_) => "GET, HEAD, OPTIONS",
+            Self::Image(_) | Self::ImageTags(_) | Self::AdminUsage => "GET, HEAD, OPTIONS",
         }
     }
 }
@@ -65,6 +94,12 @@ pub enum ApiError {
     InvalidId,
     /// 404: a well-formed id that nobody uploaded.
     ImageNotFound,
+    /// 413: more pixels than `MAX_PIXELS`, read from the image's header.
+    ImageTooLarge { max_pixels: u64 },
+    /// 409: a request with the same `Idempotency-Key` is still running.
+    IdempotencyKeyInFlight,
+    /// 422: the `Idempotency-Key` was used before with a different body.
+    IdempotencyKeyReused,
     /// 400: no body.
     EmptyBody,
     /// 400: `Content-Length` is not a non-negative integer.
@@ -110,7 +145,9 @@ impl ApiError {
             | Self::InvalidMultipart(_)
             | Self::IncompleteBody
             | Self::InvalidIdempotencyKey => 400,
-            Self::PayloadTooLarge { .. } => 413,
+            Self::PayloadTooLarge { .. } | Self::ImageTooLarge { .. } => 413,
+            Self::IdempotencyKeyInFlight => 409,
+            Self::IdempotencyKeyReused => 422,
             Self::UnsupportedMediaType(_) => 415,
             Self::Unauthorized => 401,
             Self::Internal(_) => 500,
@@ -125,6 +162,9 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::InvalidId => "invalid_id",
             Self::ImageNotFound => "image_not_found",
+            Self::ImageTooLarge { .. } => "image_too_large",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::EmptyBody => "empty_body",
             Self::InvalidContentLength => "invalid_content_length",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -145,6 +185,15 @@ impl ApiError {
             Self::MethodNotAllowed { allow } => format!("method not allowed; use one of: {allow}"),
             Self::InvalidId => crate::id::InvalidId.to_string(),
             Self::ImageNotFound => "no image with this id".into(),
+            Self::ImageTooLarge { max_pixels } => {
+                format!("the image has more than {max_pixels} pixels")
+            }
+            Self::IdempotencyKeyInFlight => {
+                "a request with this Idempotency-Key is still running; retry later".into()
+            }
+            Self::IdempotencyKeyReused => {
+                "this Idempotency-Key was used with a different body".into()
+            }
             Self::EmptyBody => "the request has no body; send the image bytes".into(),
             Self::InvalidContentLength => "Content-Length must be a non-negative integer".into(),
             Self::PayloadTooLarge { limit } => format!("the image is larger than {limit} bytes"),
@@ -171,7 +220,40 @@ impl ApiError {
         };
         serde_json::to_string(&body).unwrap_or_default()
     }
+
+    /// One value of every variant, for the generated contract and exhaustive tests.
+    pub fn samples() -> Vec<Self> {
+        let s = String::new;
+        vec![
+            Self::NotFound,
+            Self::MethodNotAllowed { allow: "" },
+            Self::InvalidId,
+            Self::ImageNotFound,
+            Self::ImageTooLarge { max_pixels: 0 },
+            Self::IdempotencyKeyInFlight,
+            Self::IdempotencyKeyReused,
+            Self::EmptyBody,
+            Self::InvalidContentLength,
+            Self::PayloadTooLarge { limit: 0 },
+            Self::UnsupportedMediaType(s()),
+            Self::InvalidMultipart(s()),
+            Self::IncompleteBody,
+            Self::InvalidIdempotencyKey,
+            Self::Unauthorized,
+            Self::Internal(s()),
+            Self::Unavailable(s()),
+        ]
+    }
 }
+
+impl std::fmt::Display for ApiError {
+    /// The code and the client-safe message; internal detail stays out (log it separately).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status(), self.code(), self.message())
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 impl From<TypeError> for ApiError {
     fn from(e: TypeError) -> Self {
@@ -302,6 +384,7 @@ mod tests {
         let id = ImageId::parse(ID).unwrap();
         assert_eq!(Route::parse("/"), Ok(Some(Route::Root)));
         assert_eq!(Route::parse("/images"), Ok(Some(Route::Images)));
+        assert_eq!(Route::parse("/admin/usage"), Ok(Some(Route::AdminUsage)));
         assert_eq!(
             Route::parse(&format!("/images/{ID}")),
             Ok(Some(Route::Image(id)))
@@ -419,5 +502,21 @@ mod tests {
             );
         }
         assert!(IdempotencyKey::parse(&"k".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn methods_are_read_as_sent() {
+        assert_eq!(Method::parse("GET"), Method::Get);
+        assert_eq!(Method::parse("DELETE"), Method::Delete);
+        for other in ["PROPFIND", "PATCH", "PUT", "get", "BREW", ""] {
+            assert_eq!(Method::parse(other), Method::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn codes_are_unique() {
+        let codes: std::collections::HashSet<_> =
+            ApiError::samples().iter().map(ApiError::code).collect();
+        assert_eq!(codes.len(), ApiError::samples().len());
     }
 }

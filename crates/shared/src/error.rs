@@ -1,7 +1,8 @@
-//! What can go wrong while tagging, split into retryable and permanent.
+//! What can stop a message from being tagged, and how each case is handled.
 //!
-//! The split maps straight onto the queue: a retryable error retries the one message with a
-//! backoff; a permanent one writes a `failed` record and acks.
+//! Every error has a [`Class`], which is all the retry policy ([`crate::policy`]) looks at:
+//! permanent errors fail the image at once; everything else is tried again later, and only
+//! transient errors and an unavailable AI are bounded by the give-up horizon.
 
 use crate::record::ErrorInfo;
 
@@ -10,83 +11,203 @@ use crate::record::ErrorInfo;
 pub enum TagError {
     /// Permanent: the R2 object is gone.
     ObjectMissing,
-    /// Permanent: the model rejected the bytes as not a usable image.
+    /// Permanent: the bytes are not a usable image (they do not decode, or the model says so).
     InvalidImage(String),
-    /// Permanent: the queue body is not JSON of a known shape.
+    /// Permanent: more pixels than `MAX_PIXELS`, or more than the model accepts.
+    ImageTooLarge(String),
+    /// Permanent: the queue body is not a message this build can act on.
     MalformedMessage(String),
-    /// Permanent: the queue body has a schema version this build does not know.
+    /// Permanent: a schema version older than this build understands.
     UnsupportedSchema(u64),
     /// Permanent: the queue gave up after its retries (the dead letter consumer's verdict).
     RetriesExhausted,
-    /// Retryable: Workers AI is out of capacity (3040).
-    AiCapacity(String),
-    /// Retryable: Workers AI rate-limited us (3021).
-    AiRateLimited(String),
-    /// Retryable: any other Workers AI failure (5xx, time-outs, unknown errors).
+    /// Permanent: transient errors lasted past `GIVE_UP_AFTER_SECONDS`; holds the last one.
+    TimedOut(String),
+    /// Busy: Workers AI is out of capacity, timed out or failed upstream.
+    AiBusy(String),
+    /// Busy: any other Workers AI failure, including ones without a documented code.
     AiUnavailable(String),
-    /// Retryable: a transient R2 or KV error.
+    /// Scheduled: the account's daily free allocation is used up (3036), until the next UTC day.
+    AiQuota(String),
+    /// Misconfigured: Workers AI refuses the account or the model; the operator must act.
+    AiMisconfigured(String),
+    /// Scheduled: the fleet-wide pacer has no call to spare now.
+    Paced,
+    /// Scheduled: `AI_DAILY_BUDGET` calls were made today.
+    BudgetSpent,
+    /// Scheduled: another delivery of the same image holds its lease.
+    Leased,
+    /// Transient: a schema version newer than this build; the new tagger may not be deployed yet.
+    NewerSchema(u64),
+    /// Transient: R2, KV, D1 or a queue failed.
     Storage(String),
 }
 
-/// What the queue should do with a message.
+/// How the retry policy treats an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Disposition {
-    /// Acknowledge: the message is finished, successfully or not.
-    Ack,
-    /// Retry this message alone, after a backoff.
-    Retry,
+pub enum Class {
+    /// Fail the image now.
+    Permanent,
+    /// Back off, stop calling the model for the rest of the batch, until the horizon.
+    Busy,
+    /// Wait until a known time (the pacer's slot, the next day, the lease's end).
+    Scheduled,
+    /// Back off long, without a horizon: every image would fail the same way.
+    Misconfigured,
+    /// Back off, until the horizon.
+    Transient,
 }
 
-/// Workers AI error codes that mean the input itself is unusable.
-const AI_INVALID_INPUT_CODES: [u32; 2] = [3010, 5006];
+/// A documented Workers AI error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AiErrorCode {
+    pub code: u32,
+    pub meaning: &'static str,
+    /// The HTTP status Workers AI answers with it.
+    pub http_status: u16,
+    pub kind: AiErrorKind,
+}
+
+const fn ai(code: u32, meaning: &'static str, http_status: u16, kind: AiErrorKind) -> AiErrorCode {
+    AiErrorCode {
+        code,
+        meaning,
+        http_status,
+        kind,
+    }
+}
+
+/// Workers AI error codes, from Cloudflare's documented table (plus 3010, common in the
+/// field), and what each means here.
+pub const AI_ERROR_CODES: &[AiErrorCode] = &[
+    ai(3003, "incomplete request", 400, AiErrorKind::Unknown),
+    ai(3006, "request too large", 413, AiErrorKind::TooLarge),
+    ai(3007, "timeout", 408, AiErrorKind::Busy),
+    ai(3008, "aborted", 408, AiErrorKind::Busy),
+    ai(
+        3010,
+        "invalid or incomplete input for the model",
+        400,
+        AiErrorKind::InvalidInput,
+    ),
+    ai(3023, "account blocked", 403, AiErrorKind::Misconfigured),
+    ai(
+        3036,
+        "daily free allocation used up",
+        429,
+        AiErrorKind::Quota,
+    ),
+    ai(3040, "out of capacity", 429, AiErrorKind::Busy),
+    ai(
+        3041,
+        "private model not allowed",
+        403,
+        AiErrorKind::Misconfigured,
+    ),
+    ai(3042, "invalid model id", 404, AiErrorKind::Misconfigured),
+    ai(5004, "invalid data", 400, AiErrorKind::InvalidInput),
+    ai(5007, "no such model", 400, AiErrorKind::Misconfigured),
+    ai(
+        5016,
+        "model terms not agreed",
+        403,
+        AiErrorKind::Misconfigured,
+    ),
+    ai(
+        5018,
+        "model access not allowed",
+        403,
+        AiErrorKind::Misconfigured,
+    ),
+    ai(
+        5019,
+        "deprecated SDK version",
+        405,
+        AiErrorKind::Misconfigured,
+    ),
+];
+
+/// What a Workers AI error code says about the failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AiErrorKind {
+    /// Try again later.
+    Busy,
+    /// Not before the next UTC day.
+    Quota,
+    /// The image's fault.
+    InvalidInput,
+    /// The image is too large for the model.
+    TooLarge,
+    /// The account's or the model's configuration.
+    Misconfigured,
+    /// Not documented, or documented without a clear meaning: assumed transient.
+    Unknown,
+}
 
 impl TagError {
-    /// Stable, machine-readable code, stored in `error.code`.
+    /// Stable, machine-readable code: stored in `error.code`, logged as `errorCode`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::ObjectMissing => "object_missing",
             Self::InvalidImage(_) => "invalid_image",
+            Self::ImageTooLarge(_) => "image_too_large",
             Self::MalformedMessage(_) => "malformed_message",
             Self::UnsupportedSchema(_) => "unsupported_schema_version",
             Self::RetriesExhausted => "retries_exhausted",
-            Self::AiCapacity(_) => "ai_capacity",
-            Self::AiRateLimited(_) => "ai_rate_limited",
+            Self::TimedOut(_) => "timed_out",
+            Self::AiBusy(_) => "ai_busy",
             Self::AiUnavailable(_) => "ai_unavailable",
+            Self::AiQuota(_) => "ai_quota",
+            Self::AiMisconfigured(_) => "ai_misconfigured",
+            Self::Paced => "paced",
+            Self::BudgetSpent => "budget_spent",
+            Self::Leased => "leased",
+            Self::NewerSchema(_) => "newer_schema_version",
             Self::Storage(_) => "storage_unavailable",
+        }
+    }
+
+    /// How the retry policy treats it.
+    pub fn class(&self) -> Class {
+        match self {
+            Self::ObjectMissing
+            | Self::InvalidImage(_)
+            | Self::ImageTooLarge(_)
+            | Self::MalformedMessage(_)
+            | Self::UnsupportedSchema(_)
+            | Self::RetriesExhausted
+            | Self::TimedOut(_) => Class::Permanent,
+            Self::AiBusy(_) | Self::AiUnavailable(_) => Class::Busy,
+            Self::AiQuota(_) | Self::Paced | Self::BudgetSpent | Self::Leased => Class::Scheduled,
+            Self::AiMisconfigured(_) => Class::Misconfigured,
+            Self::NewerSchema(_) | Self::Storage(_) => Class::Transient,
         }
     }
 
     /// Whether trying again later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::AiCapacity(_)
-                | Self::AiRateLimited(_)
-                | Self::AiUnavailable(_)
-                | Self::Storage(_)
-        )
-    }
-
-    /// Retry or ack.
-    pub fn disposition(&self) -> Disposition {
-        if self.is_retryable() {
-            Disposition::Retry
-        } else {
-            Disposition::Ack
-        }
+        self.class() != Class::Permanent
     }
 
     /// Human-readable detail.
     pub fn message(&self) -> String {
         match self {
             Self::ObjectMissing => "the uploaded object is no longer in R2".into(),
-            Self::InvalidImage(m) => format!("the model rejected the image: {m}"),
+            Self::InvalidImage(m) => format!("not a usable image: {m}"),
+            Self::ImageTooLarge(m) => format!("the image is too large: {m}"),
             Self::MalformedMessage(m) => format!("malformed queue message: {m}"),
             Self::UnsupportedSchema(v) => format!("unsupported message schema version {v}"),
             Self::RetriesExhausted => "gave up after the queue's retries".into(),
-            Self::AiCapacity(m) | Self::AiRateLimited(m) | Self::AiUnavailable(m) => {
+            Self::TimedOut(last) => format!("gave up after the retry horizon; last error: {last}"),
+            Self::AiBusy(m) | Self::AiUnavailable(m) | Self::AiQuota(m) => {
                 format!("Workers AI failed: {m}")
             }
+            Self::AiMisconfigured(m) => format!("Workers AI refuses this account or model: {m}"),
+            Self::Paced => "waiting for the fleet-wide AI rate".into(),
+            Self::BudgetSpent => "AI_DAILY_BUDGET is spent for today".into(),
+            Self::Leased => "another delivery is tagging this image".into(),
+            Self::NewerSchema(v) => format!("message schema version {v} is newer than this build"),
             Self::Storage(m) => format!("storage failed: {m}"),
         }
     }
@@ -99,23 +220,59 @@ impl TagError {
         }
     }
 
-    /// Classifies the error message of a Workers AI call. Messages carry a numeric code,
-    /// e.g. `3040: Capacity temporarily exceeded`; unknown failures are assumed transient.
+    /// Classifies the error of a Workers AI call from its message. Only the shape the binding
+    /// produces is read: an optional `Name: ` prefix, then the code as `NNNN: ` at the start.
+    /// Anything else is an unknown, retryable error, never a permanent one.
     pub fn from_ai_error(message: &str) -> Self {
-        let message = message.to_string();
-        match first_code(&message) {
-            Some(3040) => Self::AiCapacity(message),
-            Some(3021) => Self::AiRateLimited(message),
-            Some(code) if AI_INVALID_INPUT_CODES.contains(&code) => Self::InvalidImage(message),
-            _ => Self::AiUnavailable(message),
+        let text = message.to_string();
+        let kind = ai_error_code(message).map_or(AiErrorKind::Unknown, |code| {
+            AI_ERROR_CODES
+                .iter()
+                .find(|c| c.code == code)
+                .map_or(AiErrorKind::Unknown, |c| c.kind)
+        });
+        match kind {
+            AiErrorKind::Busy => Self::AiBusy(text),
+            AiErrorKind::Quota => Self::AiQuota(text),
+            AiErrorKind::InvalidInput => Self::InvalidImage(text),
+            AiErrorKind::TooLarge => Self::ImageTooLarge(text),
+            AiErrorKind::Misconfigured => Self::AiMisconfigured(text),
+            AiErrorKind::Unknown => Self::AiUnavailable(text),
         }
+    }
+
+    /// One value of every variant, for the generated contract and exhaustive tests.
+    pub fn samples() -> Vec<Self> {
+        let s = String::new;
+        vec![
+            Self::ObjectMissing,
+            Self::InvalidImage(s()),
+            Self::ImageTooLarge(s()),
+            Self::MalformedMessage(s()),
+            Self::UnsupportedSchema(0),
+            Self::RetriesExhausted,
+            Self::TimedOut(s()),
+            Self::AiBusy(s()),
+            Self::AiUnavailable(s()),
+            Self::AiQuota(s()),
+            Self::AiMisconfigured(s()),
+            Self::Paced,
+            Self::BudgetSpent,
+            Self::Leased,
+            Self::NewerSchema(0),
+            Self::Storage(s()),
+        ]
     }
 }
 
 impl From<crate::message::DecodeError> for TagError {
     fn from(e: crate::message::DecodeError) -> Self {
+        use crate::message::DecodeError;
         match e {
-            crate::message::DecodeError::UnsupportedVersion(v) => Self::UnsupportedSchema(v),
+            DecodeError::UnsupportedVersion(v) if v > u64::from(crate::message::SCHEMA_VERSION) => {
+                Self::NewerSchema(v)
+            }
+            DecodeError::UnsupportedVersion(v) => Self::UnsupportedSchema(v),
             malformed => Self::MalformedMessage(malformed.to_string()),
         }
     }
@@ -129,64 +286,110 @@ impl std::fmt::Display for TagError {
 
 impl std::error::Error for TagError {}
 
-/// The first standalone 4-digit number in a message: Workers AI's error code.
-fn first_code(message: &str) -> Option<u32> {
-    message
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|part| part.len() == 4)
-        .and_then(|part| part.parse().ok())
+/// The Workers AI code of an error message of the shape `[Name: ]NNNN: description`.
+pub fn ai_error_code(message: &str) -> Option<u32> {
+    let rest = match message.split_once(": ") {
+        Some((name, rest)) if is_error_name(name) => rest,
+        _ => message,
+    };
+    let (code, _) = rest.split_once(": ")?;
+    (code.len() == 4 && code.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| code.parse().ok())
+        .flatten()
+}
+
+/// A JS error name such as `Error` or `InferenceUpstreamError`.
+fn is_error_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn ai_errors_are_classified_by_code() {
+    fn ai_errors_are_classified_from_the_documented_table() {
         let cases = [
             (
-                "AiError: 3040: Capacity temporarily exceeded, please try again.",
-                "ai_capacity",
-                true,
+                "InferenceUpstreamError: 3040: Capacity temporarily exceeded",
+                "ai_busy",
             ),
-            ("3021: Rate limited", "ai_rate_limited", true),
+            ("3040: Capacity temporarily exceeded", "ai_busy"),
+            ("Error: 3007: Request timeout", "ai_busy"),
+            ("3008: Request aborted", "ai_busy"),
             (
-                "InferenceUpstreamError: ERROR 3010: Invalid or incomplete input",
-                "invalid_image",
-                false,
+                "3036: You have used up your daily free allocation",
+                "ai_quota",
             ),
-            ("5006: Invalid image: not decodable", "invalid_image", false),
-            ("Internal server error (500)", "ai_unavailable", true),
-            ("network connection lost", "ai_unavailable", true),
-            ("", "ai_unavailable", true),
+            (
+                "InferenceUpstreamError: 3010: Invalid or incomplete input",
+                "invalid_image",
+            ),
+            ("5004: Invalid data", "invalid_image"),
+            ("3006: Request is too large", "image_too_large"),
+            ("5007: No such model", "ai_misconfigured"),
+            ("3023: Account blocked", "ai_misconfigured"),
+            ("3042: Invalid model ID", "ai_misconfigured"),
+            ("5019: Deprecated SDK", "ai_misconfigured"),
+            ("3003: Incomplete request", "ai_unavailable"),
+            // Not in the table: unknown, so transient.
+            ("5006: Invalid image", "ai_unavailable"),
+            ("3021: Rate limited", "ai_unavailable"),
+            // Codes anywhere but at the start are not codes.
+            ("upstream timed out after 5006 ms", "ai_unavailable"),
+            ("Error: upstream timed out after 3010 ms", "ai_unavailable"),
+            ("ERROR 3010: Invalid input", "ai_unavailable"),
+            ("Internal server error (500)", "ai_unavailable"),
+            ("network connection lost", "ai_unavailable"),
+            ("", "ai_unavailable"),
         ];
-        for (msg, code, retry) in cases {
-            let e = TagError::from_ai_error(msg);
-            assert_eq!(e.code(), code, "{msg}");
-            assert_eq!(e.is_retryable(), retry, "{msg}");
-            assert_eq!(
-                e.disposition(),
-                if retry {
-                    Disposition::Retry
-                } else {
-                    Disposition::Ack
-                }
-            );
+        for (message, code) in cases {
+            assert_eq!(TagError::from_ai_error(message).code(), code, "{message:?}");
         }
     }
 
     #[test]
-    fn permanent_and_retryable_split() {
-        assert_eq!(TagError::ObjectMissing.disposition(), Disposition::Ack);
-        assert_eq!(TagError::RetriesExhausted.disposition(), Disposition::Ack);
+    fn classes() {
+        assert_eq!(TagError::ObjectMissing.class(), Class::Permanent);
+        assert_eq!(TagError::TimedOut("x".into()).class(), Class::Permanent);
+        assert_eq!(TagError::AiBusy("x".into()).class(), Class::Busy);
+        assert_eq!(TagError::BudgetSpent.class(), Class::Scheduled);
         assert_eq!(
-            TagError::UnsupportedSchema(9).disposition(),
-            Disposition::Ack
+            TagError::AiMisconfigured("x".into()).class(),
+            Class::Misconfigured
         );
-        assert_eq!(
-            TagError::Storage("kv".into()).disposition(),
-            Disposition::Retry
-        );
-        assert_eq!(TagError::ObjectMissing.info().code, "object_missing");
+        assert_eq!(TagError::Storage("kv".into()).class(), Class::Transient);
+        assert!(!TagError::RetriesExhausted.is_retryable());
+        assert!(TagError::Leased.is_retryable());
+        let codes: std::collections::HashSet<_> =
+            TagError::samples().iter().map(TagError::code).collect();
+        assert_eq!(codes.len(), TagError::samples().len(), "codes are unique");
+    }
+
+    proptest! {
+        #[test]
+        fn no_message_without_the_documented_shape_is_ever_permanent(message in "\\PC{0,80}") {
+            let error = TagError::from_ai_error(&message);
+            let shaped = ai_error_code(&message).is_some();
+            prop_assert!(shaped || error.class() != Class::Permanent, "{message:?} -> {error:?}");
+        }
+
+        #[test]
+        fn a_code_inside_a_message_is_never_read(
+            prefix in "[a-z ]{1,20}", code in 1000u32..10000, suffix in "\\PC{0,20}"
+        ) {
+            let message = format!("{prefix} {code}: {suffix}");
+            prop_assert_eq!(ai_error_code(&message), None);
+            prop_assert_ne!(TagError::from_ai_error(&message).class(), Class::Permanent);
+        }
+
+        #[test]
+        fn the_documented_shape_is_read(name in "[A-Z][A-Za-z]{0,20}", i in 0usize..15, rest in "\\PC{0,30}") {
+            let code = AI_ERROR_CODES[i].code;
+            prop_assert_eq!(ai_error_code(&format!("{name}: {code}: {rest}")), Some(code));
+            prop_assert_eq!(ai_error_code(&format!("{code}: {rest}")), Some(code));
+        }
     }
 }

@@ -15,9 +15,14 @@ pub fn object_prefix(id: &ImageId) -> String {
     format!("{OBJECT_PREFIX}{id}.")
 }
 
+/// Prefix of an image's tag record in KV.
+pub const RECORD_PREFIX: &str = "tags:";
+/// Prefix of a kept poison message in KV.
+pub const POISON_PREFIX: &str = "poison:";
+
 /// KV key of an image's tag record.
 pub fn record_key(id: &ImageId) -> String {
-    format!("tags:{id}")
+    format!("{RECORD_PREFIX}{id}")
 }
 
 /// KV key under which a message that could not be decoded is kept.
@@ -27,12 +32,17 @@ pub fn poison_key(message_id: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .take(128)
         .collect();
-    format!("poison:{safe}")
+    format!("{POISON_PREFIX}{safe}")
 }
 
-/// KV key remembering which image an `Idempotency-Key` created.
-pub fn idempotency_key(key: &crate::api::IdempotencyKey) -> String {
-    format!("idem:{}", key.as_str())
+/// The shape of every key, with `{id}`, `{ext}` and `{messageId}` placeholders, for the
+/// generated contract.
+pub fn templates() -> serde_json::Value {
+    serde_json::json!({
+        "object": format!("{OBJECT_PREFIX}{{id}}.{{ext}}"),
+        "record": format!("{RECORD_PREFIX}{{id}}"),
+        "poison": format!("{POISON_PREFIX}{{messageId}}"),
+    })
 }
 
 #[cfg(test)]

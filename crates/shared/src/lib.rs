@@ -5,15 +5,21 @@
 
 pub mod api;
 pub mod config;
+#[cfg(test)]
+mod contract;
+pub mod db;
 pub mod error;
 pub mod id;
 pub mod keys;
 pub mod labels;
 pub mod message;
 pub mod multipart;
+pub mod outcome;
+pub mod pacer;
+pub mod policy;
 pub mod record;
-pub mod retry;
 pub mod sniff;
+pub mod time;
 
 pub use error::TagError;
 pub use id::ImageId;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::labels::{confident, Label};
-use crate::{ImageId, ImageMessage, TagError};
+use crate::{ImageId, TagError};
 
 /// Where an image is in the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,75 +24,58 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
-/// The tag record of one image: the value of [`crate::keys::record_key`] in KV.
+/// The record of a finished image: the value of [`crate::keys::record_key`] in KV (the
+/// fast read path), and the body of `GET /images/{id}` once it is done or failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TagRecord {
     pub image_id: ImageId,
     pub status: Status,
-    /// Labels scoring above `minScore`, best first.
-    pub tags: Vec<Label>,
-    /// Every label the model returned.
+    /// Names of the labels scoring above `minScore`, best first.
+    pub tags: Vec<String>,
+    /// Every label the model returned, with its score.
     pub labels: Vec<Label>,
     pub model: String,
     /// The threshold `tags` was filtered with.
     pub min_score: f64,
     /// RFC 3339.
     pub processed_at: String,
-    pub r2_key: String,
+    /// RFC 3339.
+    pub uploaded_at: String,
+    /// The sniffed MIME type of the upload.
+    pub content_type: String,
+    /// Size of the upload in bytes.
+    pub size: u64,
     /// Why a `failed` image failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
-    /// Delivery attempts it took, when known.
+    /// Deliveries that worked on it, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
 }
 
 impl TagRecord {
-    /// The record of a successful classification.
-    pub fn done(
-        msg: &ImageMessage,
-        model: &str,
-        labels: Vec<Label>,
-        min_score: f64,
-        attempts: u32,
-        processed_at: String,
-    ) -> Self {
-        Self {
-            image_id: msg.image_id,
-            status: Status::Done,
-            tags: confident(&labels, min_score),
-            labels,
-            model: model.into(),
-            min_score,
-            processed_at,
-            r2_key: msg.r2_key.clone(),
-            error: None,
-            attempts: Some(attempts),
-        }
+    /// Whether the record is final (it always is, unless written by a foreign build).
+    pub fn is_terminal(&self) -> bool {
+        self.status != Status::Queued
     }
+}
 
-    /// The record of an image that will never be tagged.
-    pub fn failed(
-        msg: &ImageMessage,
-        model: &str,
-        min_score: f64,
-        error: &TagError,
-        attempts: Option<u32>,
-        processed_at: String,
-    ) -> Self {
-        Self {
-            image_id: msg.image_id,
-            status: Status::Failed,
-            tags: Vec::new(),
-            labels: Vec::new(),
-            model: model.into(),
-            min_score,
-            processed_at,
-            r2_key: msg.r2_key.clone(),
-            error: Some(error.info()),
-            attempts,
-        }
+/// What the tagger learned about an image, to build its record from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classified {
+    pub labels: Vec<Label>,
+    pub model: String,
+    pub min_score: f64,
+}
+
+impl Classified {
+    /// The tag names: labels strictly above `min_score`, best first.
+    pub fn tags(&self) -> Vec<String> {
+        confident(&self.labels, self.min_score)
+            .into_iter()
+            .map(|l| l.label)
+            .collect()
     }
 }
 
@@ -102,16 +85,15 @@ impl TagRecord {
 pub struct QueuedView {
     pub image_id: ImageId,
     pub status: Status,
-}
-
-impl QueuedView {
-    /// The view of a queued image.
-    pub fn new(image_id: ImageId) -> Self {
-        Self {
-            image_id,
-            status: Status::Queued,
-        }
-    }
+    /// RFC 3339, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uploaded_at: Option<String>,
+    /// Deliveries that worked on it so far, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// When the next attempt is expected (RFC 3339), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
 }
 
 /// `GET /images/{id}/tags` once the image is done.
@@ -119,7 +101,7 @@ impl QueuedView {
 #[serde(rename_all = "camelCase")]
 pub struct TagsView<'a> {
     pub image_id: ImageId,
-    pub tags: &'a [Label],
+    pub tags: &'a [String],
 }
 
 /// Kept in KV for a queue message that could not be decoded, so that it is never lost in
@@ -159,55 +141,49 @@ impl PoisonRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::SCHEMA_VERSION;
 
-    fn msg() -> ImageMessage {
-        ImageMessage {
-            schema_version: SCHEMA_VERSION,
-            image_id: ImageId::parse("3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f").unwrap(),
-            r2_key: "images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f.jpg".into(),
-            content_type: "image/jpeg".into(),
-            size: 10,
-            uploaded_at: "2026-11-28T00:00:00.000Z".into(),
+    fn label(label: &str, score: f64) -> Label {
+        Label {
+            label: label.into(),
+            score,
         }
     }
 
     #[test]
-    fn done_record_keeps_all_labels_and_filters_tags() {
-        let labels = vec![
-            Label {
-                label: "TABBY".into(),
-                score: 0.9,
-            },
-            Label {
-                label: "TIGER CAT".into(),
-                score: 0.8,
-            },
-        ];
-        let r = TagRecord::done(&msg(), "m", labels.clone(), 0.8, 1, "t".into());
-        assert_eq!(r.tags, labels[..1]);
-        assert_eq!(r.labels, labels);
-        let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["status"], "done");
-        assert_eq!(json["minScore"], 0.8);
-        assert!(json.get("error").is_none());
-        assert_eq!(serde_json::from_value::<TagRecord>(json).unwrap(), r);
+    fn tags_are_the_confident_label_names_best_first() {
+        let c = Classified {
+            labels: vec![
+                label("TIGER CAT", 0.81),
+                label("TABBY", 0.9),
+                label("LYNX", 0.8),
+            ],
+            model: "m".into(),
+            min_score: 0.8,
+        };
+        assert_eq!(c.tags(), ["TABBY", "TIGER CAT"]);
     }
 
     #[test]
-    fn failed_record_carries_the_reason() {
-        let r = TagRecord::failed(
-            &msg(),
-            "m",
-            0.8,
-            &TagError::ObjectMissing,
-            Some(1),
-            "t".into(),
-        );
+    fn records_are_camel_case_json_with_string_tags() {
+        let r = TagRecord {
+            image_id: ImageId::parse("3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f").unwrap(),
+            status: Status::Done,
+            tags: vec!["TABBY".into()],
+            labels: vec![label("TABBY", 0.9)],
+            model: "m".into(),
+            min_score: 0.8,
+            processed_at: "t".into(),
+            uploaded_at: "u".into(),
+            content_type: "image/png".into(),
+            size: 3,
+            error: None,
+            attempts: Some(1),
+        };
         let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["status"], "failed");
-        assert_eq!(json["error"]["code"], "object_missing");
-        assert_eq!(json["attempts"], 1);
+        assert_eq!(json["tags"], serde_json::json!(["TABBY"]));
+        assert_eq!(json["minScore"], 0.8);
+        assert!(json.get("error").is_none());
+        assert_eq!(serde_json::from_value::<TagRecord>(json).unwrap(), r);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub enum ImageType {
 pub const SNIFF_LEN: usize = 12;
 
 impl ImageType {
+    /// Every accepted format.
+    pub const ALL: [ImageType; 4] = [Self::Jpeg, Self::Png, Self::Gif, Self::Webp];
+
     /// The MIME type stored as the R2 object's content type.
     pub fn mime(self) -> &'static str {
         match self {

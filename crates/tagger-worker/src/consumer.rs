@@ -1,246 +1,730 @@
-//! Batch handling: decode each message on its own, fold duplicates, process concurrently
-//! with a bound, and ack or retry each message according to its outcome.
+//! One batch of queue messages: decode each message on its own, fold duplicates, ask the
+//! pacer for AI calls, tag what it grants (concurrently, within a byte budget), and defer
+//! the rest. Every decision about retrying comes from [`shared::policy::decide`]; this file
+//! only does the I/O around it.
 
-use std::collections::HashMap;
+use std::cell::Cell;
 
 use futures_util::stream::{self, StreamExt};
-use serde::Serialize;
-use shared::config;
-use shared::error::Disposition;
-use shared::retry::jitter_seed;
-use shared::{ImageId, ImageMessage, TagError};
-use worker::js_sys::Date;
+use shared::config::{binding, queue};
+use shared::error::Class;
+use shared::keys::object_key;
+use shared::outcome::Outcome;
+use shared::pacer::{Denial, Grant};
+use shared::policy::{decide, group, jitter_seed, Delivery, Group, QueueKind, Verdict};
+use shared::record::{Classified, TagRecord};
+use shared::{ImageId, ImageMessage, ImageType, TagError};
+use worker::js_sys::{Date, Object, Reflect};
 use worker::wasm_bindgen::JsValue;
-use worker::{console_log, Env, KvStore};
+use worker::{Env, MessageBuilder, QueueContentType};
 
+use crate::budget::ByteBudget;
+use crate::classify;
+use crate::log::MessageLine;
+use crate::pacer::PacerClient;
 use crate::queue_api::{QueueBatch, QueueMessage};
-use crate::tagging::{self, Settings, Tagged};
+use crate::r2;
+use crate::settings::Settings;
+use crate::store::{Claim, OrStorage, Store};
 
-/// One structured log line per message outcome, readable in `wrangler tail`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Outcome<'a> {
-    event: &'static str,
-    queue: &'a str,
-    message_id: String,
-    image_id: Option<ImageId>,
-    outcome: &'static str,
-    attempt: u32,
-    duration_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_code: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delay_seconds: Option<u32>,
+fn now_ms() -> u64 {
+    Date::now() as u64
 }
 
-impl Outcome<'_> {
-    fn log(&self) {
-        if let Ok(line) = serde_json::to_string(self) {
-            console_log!("{line}");
-        }
-    }
-}
+/// The messages of one batch about one image: the first is worked on, the others follow it.
+type Job = Group<ImageId, (QueueMessage, ImageMessage)>;
 
-/// Messages about one image within a batch: the first is processed, the others follow it.
-struct Work {
-    message: QueueMessage,
-    body: ImageMessage,
-    duplicates: Vec<QueueMessage>,
-}
-
-/// Handles a batch from the main queue or the dead letter queue.
+/// Handles a batch from the image queue or its dead letter queue. Never fails: every
+/// message is acked or retried on its own.
 pub async fn consume(batch: QueueBatch, env: &Env) {
-    let settings = Settings::from_env(env);
-    let queue = batch.queue();
-    let kv = match tagging::kv(env) {
-        Ok(kv) => kv,
-        Err(e) => {
-            // Without KV nothing can be recorded: retry everything later.
-            for message in batch.messages() {
-                let _ = message.retry(&JsValue::UNDEFINED);
-            }
-            worker::console_error!("tagger misconfigured: {e}");
+    let name = batch.queue();
+    let kind = match name.as_str() {
+        queue::IMAGES => QueueKind::Images,
+        queue::IMAGES_DEAD_LETTER => QueueKind::DeadLetter,
+        other => {
+            worker::console_error!("tagger: no handler for queue {other}; retrying its batch");
+            batch.messages().iter().for_each(|m| m.retry_after(60));
             return;
         }
     };
-    let mut work: Vec<Work> = Vec::new();
-    let mut index: HashMap<ImageId, usize> = HashMap::new();
-    for message in batch.messages() {
-        let json = message.body_json();
-        match ImageMessage::decode(&json) {
-            Ok(body) => match index.get(&body.image_id) {
-                Some(&i) => work[i].duplicates.push(message),
-                None => {
-                    index.insert(body.image_id, work.len());
-                    work.push(Work {
-                        message,
-                        body,
-                        duplicates: Vec::new(),
-                    });
-                }
-            },
-            Err(e) => poison(&kv, &queue, &message, &json, e.into()).await,
+    let settings = Settings::get(env);
+    let store = match Store::open(env) {
+        Ok(store) => store,
+        Err(e) => {
+            worker::console_error!("tagger misconfigured: {e}");
+            batch.messages().iter().for_each(|m| m.retry_after(60));
+            return;
         }
-    }
+    };
     let ctx = Ctx {
         env,
-        kv: &kv,
         settings: &settings,
-        queue: &queue,
+        store,
+        queue: &name,
+        kind,
+        wall: Cell::new(None),
+        budget: ByteBudget::new(settings.bytes_in_flight),
     };
-    stream::iter(work)
-        .map(|w| ctx.process(w))
-        .buffer_unordered(settings.concurrency)
-        .collect::<()>()
-        .await;
+    let mut decoded = Vec::new();
+    for message in batch.messages() {
+        let body = message.body_json();
+        match ImageMessage::decode(&body) {
+            Ok(m) => decoded.push((m.image_id, (message, m))),
+            Err(e) => ctx.undecodable(&message, &body, e.into()).await,
+        }
+    }
+    let jobs = group(decoded);
+    match kind {
+        QueueKind::DeadLetter => {
+            stream::iter(jobs)
+                .for_each_concurrent(settings.concurrency, |job| ctx.dead_letter(job))
+                .await
+        }
+        QueueKind::Images => ctx.tag_all(jobs).await,
+    }
 }
 
-/// Keeps an undecodable message in KV and acks it; retries if it cannot be kept.
-async fn poison(kv: &KvStore, queue: &str, message: &QueueMessage, json: &str, error: TagError) {
-    let started = Date::now();
-    let (outcome, error) = match tagging::keep_poison(kv, &message.id(), queue, &error, json).await
-    {
-        Ok(()) => {
-            let _ = message.ack();
-            ("poison", error)
+/// Why the rest of a batch stops calling the model.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wall {
+    /// The AI refused a call as busy.
+    Busy,
+    /// Workers AI's daily allocation is used up.
+    Quota,
+    /// The AI refuses this account or model.
+    Misconfigured,
+}
+
+/// A message to be tried again, once the batch knows when.
+struct Later {
+    job: Job,
+    error: TagError,
+    not_before: Option<u64>,
+    /// The lease this delivery holds, to release.
+    lease: Option<u64>,
+    uploaded_at: Option<u64>,
+    /// Stopped by a wall: its time comes from the pacer after the batch.
+    wall: Option<Wall>,
+    started: f64,
+}
+
+/// What became of one job in the first phase.
+struct Worked {
+    later: Option<Later>,
+    /// Whether it spent one of the pacer's calls.
+    called: bool,
+}
+
+impl Worked {
+    fn finished(called: bool) -> Self {
+        Self {
+            later: None,
+            called,
         }
-        Err(storage) => {
-            let _ = message.retry(&JsValue::UNDEFINED);
-            ("retry", storage)
-        }
-    };
-    Outcome {
-        event: "tagger.message",
-        queue,
-        message_id: message.id(),
-        image_id: ImageMessage::sniff_image_id(json),
-        outcome,
-        attempt: message.attempt(),
-        duration_ms: Date::now() - started,
-        error_code: Some(error.code()),
-        error: Some(error.message()),
-        delay_seconds: None,
     }
-    .log();
 }
 
 struct Ctx<'a> {
     env: &'a Env,
-    kv: &'a KvStore,
     settings: &'a Settings,
+    store: Store,
     queue: &'a str,
-}
-
-/// What to do with a message, and why.
-enum Verdict {
-    /// Finished: `outcome` is `done`, `skipped` or `failed` (with its error).
-    Ack {
-        outcome: &'static str,
-        error: Option<TagError>,
-    },
-    /// Try again later.
-    Retry(TagError),
-}
-
-impl Verdict {
-    /// Finished without an error.
-    fn ack(outcome: &'static str) -> Self {
-        Self::Ack {
-            outcome,
-            error: None,
-        }
-    }
+    kind: QueueKind,
+    wall: Cell<Option<Wall>>,
+    budget: ByteBudget,
 }
 
 impl Ctx<'_> {
-    async fn process(&self, work: Work) {
+    /// Logs the outcome of a message (and acks or retries nothing itself).
+    fn log(&self, message: &QueueMessage, id: Option<ImageId>, started: f64) -> MessageLine<'_> {
+        let mut line = MessageLine::new(self.queue, message.id(), message.attempt(), started);
+        line.image_id = id;
+        line
+    }
+
+    /// Acks every message of a job, logging `outcome` for the first and `duplicate` for the
+    /// others.
+    fn ack(&self, job: &Job, outcome: Outcome, error: Option<&TagError>, started: f64) {
+        let (first, _) = &job.first;
+        first.ack_quietly();
+        self.log(first, Some(job.key), started)
+            .outcome(outcome, error)
+            .emit();
+        self.ack_duplicates(job, started);
+    }
+
+    fn ack_duplicates(&self, job: &Job, started: f64) {
+        for (message, _) in &job.duplicates {
+            message.ack_quietly();
+            self.log(message, Some(job.key), started)
+                .outcome(Outcome::Duplicate, None)
+                .emit();
+        }
+    }
+
+    /// A body this build cannot decode.
+    async fn undecodable(&self, message: &QueueMessage, body: &str, error: TagError) {
         let started = Date::now();
-        let attempt = work.message.attempt();
-        let dead_letters = self.queue == config::DEAD_LETTER_QUEUE_NAME;
-        let verdict = if dead_letters {
-            self.dead_letter(&work.body).await
-        } else {
-            self.tag(&work.body, attempt).await
-        };
-        let (outcome, error, delay_seconds) = match verdict {
-            Verdict::Ack { outcome, error } => {
-                let _ = work.message.ack();
-                (outcome, error, None)
+        let id = ImageMessage::sniff_image_id(body);
+        let line = self.log(message, id, started);
+        // A newer producer's message waits for the newer tagger, up to the queue's retries.
+        if let (TagError::NewerSchema(_), QueueKind::Images) = (&error, self.kind) {
+            let delivery = self.delivery(message, None);
+            if let Verdict::Again {
+                delay_seconds,
+                outcome,
+                ..
+            } = decide(error.clone(), None, &delivery, &self.settings.policy)
+            {
+                message.retry_after(delay_seconds);
+                let mut line = line.outcome(outcome, Some(&error));
+                line.delay_seconds = Some(delay_seconds);
+                line.emit();
+                return;
             }
-            // The main queue's last try: retrying hands the message to the dead letter queue.
-            Verdict::Retry(error) if !dead_letters && attempt > self.settings.max_retries => {
-                let _ = work.message.retry(&JsValue::UNDEFINED);
-                ("dead_letter", Some(error), None)
-            }
-            Verdict::Retry(error) => {
-                let seed = jitter_seed(&work.message.id(), attempt);
-                let delay = self.settings.retry.delay_seconds(attempt, seed);
-                let options = worker::js_sys::Object::new();
-                let _ =
-                    worker::js_sys::Reflect::set(&options, &"delaySeconds".into(), &delay.into());
-                let _ = work.message.retry(&options);
-                ("retry", Some(error), Some(delay))
-            }
+        }
+        // An image it names gets a failed record, so that its status never stays queued.
+        let error = match error {
+            TagError::NewerSchema(v) => TagError::UnsupportedSchema(v),
+            other => other,
         };
-        let log = |message: &QueueMessage, outcome| Outcome {
-            event: "tagger.message",
-            queue: self.queue,
-            message_id: message.id(),
-            image_id: Some(work.body.image_id),
-            outcome,
-            attempt: message.attempt(),
-            duration_ms: Date::now() - started,
-            error_code: error.as_ref().map(TagError::code),
-            error: error.as_ref().map(TagError::message),
-            delay_seconds,
+        let recorded = match id {
+            Some(id) => self.record_failure(&id, &error).await.map(|_| ()),
+            None => Ok(()),
         };
-        log(&work.message, outcome).log();
-        // Duplicates in the same batch ride on the first delivery: one AI call per image.
-        for duplicate in &work.duplicates {
-            let _ = duplicate.ack();
-            log(duplicate, "duplicate").log();
+        let kept = self
+            .store
+            .keep_poison(
+                &message.id(),
+                self.queue,
+                &error,
+                body,
+                shared::time::format_ms(now_ms()),
+            )
+            .await;
+        match recorded.and(kept) {
+            Ok(()) => {
+                message.ack_quietly();
+                let outcome = if id.is_some() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Poison
+                };
+                line.outcome(outcome, Some(&error)).emit();
+            }
+            Err(storage) => {
+                let delay = self
+                    .settings
+                    .policy
+                    .backoff
+                    .delay_seconds(message.attempt(), 0);
+                message.retry_after(delay);
+                line.outcome(Outcome::Retry, Some(&storage)).emit();
+            }
         }
     }
 
-    /// Main queue: tag, or record a permanent failure.
-    async fn tag(&self, msg: &ImageMessage, attempt: u32) -> Verdict {
-        let error = match tagging::tag(self.env, self.kv, msg, self.settings, attempt).await {
-            Ok(Tagged::Done) => return Verdict::ack("done"),
-            Ok(Tagged::AlreadyDone) => return Verdict::ack("skipped"),
-            Err(e) if e.disposition() == Disposition::Retry => return Verdict::Retry(e),
-            Err(e) => e,
-        };
-        self.record_failure(msg, error, Some(attempt)).await
-    }
-
-    /// Dead letter queue: the main queue gave up. Record that, unless the image got tagged
-    /// after all.
-    async fn dead_letter(&self, msg: &ImageMessage) -> Verdict {
-        match tagging::current_record(self.kv, msg).await {
-            Ok(record) if tagging::is_done(&record) => Verdict::ack("skipped"),
-            Ok(_) => {
-                let attempts = Some(self.settings.max_retries + 1);
-                self.record_failure(msg, TagError::RetriesExhausted, attempts)
-                    .await
-            }
-            Err(e) => Verdict::Retry(e),
-        }
-    }
-
+    /// Records a permanent failure in D1 and, if this delivery made the transition, in KV.
     async fn record_failure(
         &self,
-        msg: &ImageMessage,
-        error: TagError,
-        attempts: Option<u32>,
-    ) -> Verdict {
-        match tagging::fail(self.kv, msg, self.settings, &error, attempts).await {
-            Ok(()) => Verdict::Ack {
-                outcome: "failed",
-                error: Some(error),
-            },
-            Err(e) => Verdict::Retry(e),
+        id: &ImageId,
+        error: &TagError,
+    ) -> Result<Option<TagRecord>, TagError> {
+        let record = self.store.mark_failed(id, error, now_ms()).await?;
+        if let Some(record) = &record {
+            self.store.publish(record).await?;
         }
+        Ok(record)
+    }
+
+    fn delivery(&self, message: &QueueMessage, uploaded_at: Option<u64>) -> Delivery {
+        Delivery {
+            queue: self.kind,
+            attempt: message.attempt(),
+            now_ms: now_ms(),
+            uploaded_at_ms: uploaded_at,
+            seed: jitter_seed(&message.id(), message.attempt()),
+        }
+    }
+
+    /// The dead letter queue: the image queue gave up on this message (a tagger that kept
+    /// crashing on it). Record the image as failed, unless it was tagged after all.
+    async fn dead_letter(&self, job: Job) {
+        let started = Date::now();
+        match self
+            .record_failure(&job.key, &TagError::RetriesExhausted)
+            .await
+        {
+            Ok(Some(_)) => self.ack(
+                &job,
+                Outcome::Failed,
+                Some(&TagError::RetriesExhausted),
+                started,
+            ),
+            Ok(None) => {
+                let outcome = match self.store.image(&job.key).await {
+                    Ok(None) => Outcome::Gone,
+                    _ => Outcome::Skipped,
+                };
+                self.ack(&job, outcome, None, started)
+            }
+            Err(e) => {
+                let uploaded = shared::time::parse_ms(&job.first.1.uploaded_at);
+                self.again(Later {
+                    job,
+                    error: e,
+                    not_before: None,
+                    lease: None,
+                    uploaded_at: uploaded,
+                    wall: None,
+                    started,
+                })
+                .await
+            }
+        }
+    }
+
+    /// The image queue: pace, tag, defer.
+    async fn tag_all(&self, jobs: Vec<Job>) {
+        let started = Date::now();
+        let mut valid = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if let Err(e) = check_key(&job.first.1) {
+                self.poison_job(job, e, started).await;
+            } else {
+                valid.push(job);
+            }
+        }
+        if valid.is_empty() {
+            return;
+        }
+        let pacer = PacerClient::open(self.env);
+        let n = valid.len() as u32;
+        let grant = match &pacer {
+            Ok(pacer) => pacer.acquire(n).await,
+            Err(e) => Err(e.to_string().into()),
+        };
+        let grant = grant.unwrap_or_else(|e| {
+            // Pacing protects the AI; without it, calls still go out and a busy AI still
+            // defers them. Never stall the pipeline on the pacer.
+            worker::console_warn!("tagger: AI pacer unavailable ({e}); calling without it");
+            Grant {
+                granted: n,
+                not_before_ms: Vec::new(),
+                denial: None,
+                used_today: 0,
+            }
+        });
+        let denial_error = match grant.denial {
+            Some(Denial::Tomorrow) if self.settings.pacer.daily_budget.is_some() => {
+                TagError::BudgetSpent
+            }
+            Some(Denial::Tomorrow) => TagError::AiQuota("the daily allocation is used up".into()),
+            Some(Denial::Cooling) => TagError::AiBusy("fleet-wide back-off after a refusal".into()),
+            Some(Denial::Paced) | None => TagError::Paced,
+        };
+        let mut slots = grant.not_before_ms.into_iter();
+        let mut denied = Vec::new();
+        let mut granted = Vec::new();
+        for (i, job) in valid.into_iter().enumerate() {
+            if (i as u32) < grant.granted {
+                granted.push(job);
+            } else {
+                let uploaded_at = shared::time::parse_ms(&job.first.1.uploaded_at);
+                denied.push(Later {
+                    job,
+                    error: denial_error.clone(),
+                    not_before: slots.next(),
+                    lease: None,
+                    uploaded_at,
+                    wall: None,
+                    started,
+                });
+            }
+        }
+        let worked: Vec<Worked> = stream::iter(granted)
+            .map(|job| self.tag(job))
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+        let unused = worked.iter().filter(|w| !w.called).count() as u32;
+        let mut later: Vec<Later> = worked.into_iter().filter_map(|w| w.later).collect();
+        if let Ok(pacer) = &pacer {
+            if unused > 0 {
+                let _ = pacer.refund(unused).await;
+            }
+            self.schedule_walled(pacer, &mut later).await;
+        }
+        later.extend(denied);
+        stream::iter(later)
+            .for_each_concurrent(self.settings.concurrency, |l| self.again(l))
+            .await;
+    }
+
+    /// Gives the messages stopped by a wall their slots from the pacer: after the fleet-wide
+    /// back-off for a busy AI, tomorrow for a spent allocation.
+    async fn schedule_walled(&self, pacer: &PacerClient, later: &mut [Later]) {
+        for wall in [Wall::Busy, Wall::Quota] {
+            let walled: Vec<&mut Later> =
+                later.iter_mut().filter(|l| l.wall == Some(wall)).collect();
+            if walled.is_empty() {
+                continue;
+            }
+            let n = walled.len() as u32;
+            let grant = match wall {
+                Wall::Busy => pacer.refused(n).await,
+                _ => pacer.quota(n).await,
+            };
+            if let Ok(grant) = grant {
+                for (l, slot) in walled.into_iter().zip(grant.not_before_ms) {
+                    l.not_before = Some(slot);
+                }
+            }
+        }
+    }
+
+    /// Keeps a message that carries a key it has no right to, acking it without any work.
+    async fn poison_job(&self, job: Job, error: TagError, started: f64) {
+        let (message, _) = &job.first;
+        let body = message.body_json();
+        let now = shared::time::format_ms(now_ms());
+        match self
+            .store
+            .keep_poison(&message.id(), self.queue, &error, &body, now)
+            .await
+        {
+            Ok(()) => self.ack(&job, Outcome::Poison, Some(&error), started),
+            Err(storage) => {
+                message.retry_after(
+                    self.settings
+                        .policy
+                        .backoff
+                        .delay_seconds(message.attempt(), 0),
+                );
+                self.log(message, Some(job.key), started)
+                    .outcome(Outcome::Retry, Some(&storage))
+                    .emit();
+            }
+        }
+    }
+
+    /// Tags one image this batch has a call for.
+    async fn tag(&self, job: Job) -> Worked {
+        let started = Date::now();
+        let now = now_ms();
+        let later = |job, error, not_before, lease, uploaded_at, wall| Later {
+            job,
+            error,
+            not_before,
+            lease,
+            uploaded_at,
+            wall,
+            started,
+        };
+        let uploaded = shared::time::parse_ms(&job.first.1.uploaded_at);
+        let (row, lease) = match self
+            .store
+            .claim(&job.key, now, self.settings.lease_ms)
+            .await
+        {
+            Err(e) => {
+                return Worked {
+                    later: Some(later(job, e, None, None, uploaded, None)),
+                    called: false,
+                }
+            }
+            Ok(Claim::Gone) => {
+                self.ack(&job, Outcome::Gone, None, started);
+                return Worked::finished(false);
+            }
+            Ok(Claim::Done(row)) => {
+                // Done elsewhere; make sure the fast read path has it too.
+                let outcome = match self.republish(&job.key, &row).await {
+                    Ok(()) => Outcome::Skipped,
+                    Err(e) => {
+                        return Worked {
+                            later: Some(later(job, e, None, None, uploaded, None)),
+                            called: false,
+                        }
+                    }
+                };
+                self.ack(&job, outcome, None, started);
+                return Worked::finished(false);
+            }
+            Ok(Claim::Leased(until)) => {
+                return Worked {
+                    later: Some(later(
+                        job,
+                        TagError::Leased,
+                        Some(until),
+                        None,
+                        uploaded,
+                        None,
+                    )),
+                    called: false,
+                }
+            }
+            Ok(Claim::Claimed { row, lease_until }) => (row, lease_until),
+        };
+        let uploaded = Some(row.uploaded_at);
+        if row.r2_key != job.first.1.r2_key {
+            let error =
+                TagError::MalformedMessage("r2Key does not match the image's record".into());
+            let _ = self.store.defer(&job.key, now, now, Some(lease)).await;
+            self.poison_job(job, error, started).await;
+            return Worked::finished(false);
+        }
+        let step = self.classify(&row).await;
+        let (result, called) = match step {
+            Err(Step::Stopped(wall)) => {
+                let error = match wall {
+                    Wall::Busy => TagError::AiBusy(
+                        "not called: the AI refused another call of this batch".into(),
+                    ),
+                    Wall::Quota => {
+                        TagError::AiQuota("not called: the daily allocation is used up".into())
+                    }
+                    Wall::Misconfigured => TagError::AiMisconfigured(
+                        "not called: the AI refused this account or model".into(),
+                    ),
+                };
+                return Worked {
+                    later: Some(later(job, error, None, Some(lease), uploaded, Some(wall))),
+                    called: false,
+                };
+            }
+            Err(Step::Failed(error, called)) => (Err(error), called),
+            Ok(classified) => (Ok(classified), true),
+        };
+        let error = match result {
+            Ok(classified) => match self.finish(&job.key, &classified).await {
+                Ok(outcome) => {
+                    self.ack(&job, outcome, None, started);
+                    return Worked::finished(true);
+                }
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        let wall = match error.class() {
+            Class::Busy => Some(Wall::Busy),
+            Class::Scheduled => Some(Wall::Quota),
+            Class::Misconfigured => Some(Wall::Misconfigured),
+            _ => None,
+        };
+        if let Some(w) = wall {
+            self.wall.set(Some(w));
+        }
+        if error.class() == Class::Permanent {
+            match self.record_failure(&job.key, &error).await {
+                Ok(_) => {
+                    self.ack(&job, Outcome::Failed, Some(&error), started);
+                    return Worked::finished(called);
+                }
+                Err(storage) => {
+                    return Worked {
+                        later: Some(later(job, storage, None, Some(lease), uploaded, None)),
+                        called,
+                    }
+                }
+            }
+        }
+        Worked {
+            later: Some(later(
+                job,
+                error,
+                None,
+                Some(lease),
+                uploaded,
+                wall.filter(|w| *w != Wall::Misconfigured),
+            )),
+            called,
+        }
+    }
+
+    /// Reads, normalises and classifies an image, unless the batch has hit a wall.
+    async fn classify(&self, row: &shared::db::ImageRow) -> Result<Classified, Step> {
+        let _permit = self.budget.acquire(classify::working_bytes(row.size)).await;
+        let mut bytes = r2::read(self.env, &row.r2_key)
+            .await
+            .map_err(|e| Step::Failed(e, false))?;
+        let input =
+            classify::prepare(&mut bytes, self.settings).map_err(|e| Step::Failed(e, false))?;
+        if let Some(wall) = self.wall.get() {
+            return Err(Step::Stopped(wall));
+        }
+        let labels = classify::run(self.env, &bytes, &input)
+            .await
+            .map_err(|e| Step::Failed(e, true))?;
+        Ok(Classified {
+            labels,
+            model: shared::config::MODEL.into(),
+            min_score: self.settings.min_score,
+        })
+    }
+
+    /// Records a classification in D1, then KV.
+    async fn finish(&self, id: &ImageId, classified: &Classified) -> Result<Outcome, TagError> {
+        match self.store.mark_done(id, classified, now_ms()).await? {
+            Some(record) => {
+                self.store.publish(&record).await?;
+                Ok(Outcome::Done)
+            }
+            // Done by another delivery meanwhile, or deleted.
+            None => Ok(match self.store.image(id).await? {
+                None => Outcome::Gone,
+                Some(_) => Outcome::Skipped,
+            }),
+        }
+    }
+
+    /// Writes a done image's record to KV if KV does not have it (a failed KV write earlier).
+    async fn republish(&self, id: &ImageId, row: &shared::db::ImageRow) -> Result<(), TagError> {
+        if self
+            .store
+            .published(id)
+            .await?
+            .is_some_and(|r| r.is_terminal())
+        {
+            return Ok(());
+        }
+        match row.view() {
+            Some(shared::db::View::Finished(record)) => self.store.publish(&record).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the policy to a message that could not be finished: fail the image, or try
+    /// again later (retry, or send anew when the queue's retries run low).
+    async fn again(&self, later: Later) {
+        let Later {
+            job,
+            error,
+            not_before,
+            lease,
+            uploaded_at,
+            started,
+            ..
+        } = later;
+        let (message, body) = &job.first;
+        let delivery = self.delivery(message, uploaded_at);
+        let verdict = decide(error.clone(), not_before, &delivery, &self.settings.policy);
+        let (delay_seconds, resend, outcome) = match verdict {
+            Verdict::Fail(failure) => {
+                match self.record_failure(&job.key, &failure).await {
+                    Ok(_) => self.ack(&job, Outcome::Failed, Some(&failure), started),
+                    Err(storage) => {
+                        let delay = self
+                            .settings
+                            .policy
+                            .backoff
+                            .delay_seconds(message.attempt(), delivery.seed);
+                        message.retry_after(delay);
+                        self.log(message, Some(job.key), started)
+                            .outcome(Outcome::Retry, Some(&storage))
+                            .emit();
+                        self.ack_duplicates(&job, started);
+                    }
+                }
+                return;
+            }
+            Verdict::Again {
+                delay_seconds,
+                resend,
+                outcome,
+            } => (delay_seconds, resend, outcome),
+        };
+        let due = delivery.now_ms + u64::from(delay_seconds) * 1000;
+        if let Err(e) = self
+            .store
+            .defer(&job.key, due, delivery.now_ms, lease)
+            .await
+        {
+            worker::console_warn!(
+                "tagger: could not record the next attempt of {}: {e}",
+                job.key
+            );
+        }
+        let outcome = if resend {
+            match self.resend(body, delay_seconds).await {
+                Ok(()) => {
+                    message.ack_quietly();
+                    outcome
+                }
+                Err(e) => {
+                    worker::console_warn!(
+                        "tagger: resend of {} failed ({e}); retrying instead",
+                        job.key
+                    );
+                    message.retry_after(delay_seconds);
+                    Outcome::Deferred
+                }
+            }
+        } else {
+            message.retry_after(delay_seconds);
+            outcome
+        };
+        let mut line = self
+            .log(message, Some(job.key), started)
+            .outcome(outcome, Some(&error));
+        line.delay_seconds = Some(delay_seconds);
+        line.emit();
+        self.ack_duplicates(&job, started);
+    }
+
+    /// Sends a message again as a new one, after `delay_seconds`.
+    async fn resend(&self, body: &ImageMessage, delay_seconds: u32) -> Result<(), TagError> {
+        self.env
+            .queue(binding::IMAGE_QUEUE)
+            .or_storage("IMAGE_QUEUE binding")?
+            .send(
+                MessageBuilder::new(body)
+                    .content_type(QueueContentType::Json)
+                    .delay_seconds(delay_seconds)
+                    .build(),
+            )
+            .await
+            .or_storage("queue resend")
+    }
+}
+
+/// Why classifying stopped.
+enum Step {
+    /// The batch hit a wall before this image's call.
+    Stopped(Wall),
+    /// An error, and whether the AI was called.
+    Failed(TagError, bool),
+}
+
+/// A message's R2 key must be the one its image id and type name: a message carries no
+/// authority its bytes do not back.
+fn check_key(message: &ImageMessage) -> Result<(), TagError> {
+    let expected =
+        ImageType::from_mime(&message.content_type).map(|t| object_key(&message.image_id, t));
+    if expected.as_deref() == Some(message.r2_key.as_str()) {
+        Ok(())
+    } else {
+        Err(TagError::MalformedMessage(format!(
+            "r2Key {:?} is not the key of image {} ({})",
+            message.r2_key, message.image_id, message.content_type
+        )))
+    }
+}
+
+impl QueueMessage {
+    /// Acks; the runtime only fails this for a message already settled.
+    pub fn ack_quietly(&self) {
+        let _ = self.ack();
+    }
+
+    /// Retries after `delay_seconds`.
+    pub fn retry_after(&self, delay_seconds: u32) {
+        let options = Object::new();
+        let _ = Reflect::set(
+            &options,
+            &"delaySeconds".into(),
+            &JsValue::from(delay_seconds),
+        );
+        let _ = self.retry(&options);
     }
 }

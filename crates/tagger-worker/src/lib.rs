@@ -1,17 +1,27 @@
-//! The tagger worker: consumes `image-processing-queue` (and its dead letter queue),
-//! classifies each image with Workers AI and writes the tag record to KV.
+//! The tagger worker: consumes `image-processing-queue` (and its dead letter queue), paces
+//! Workers AI fleet-wide with the [`pacer::AiPacer`] Durable Object, records each image in
+//! D1 and KV, and reconciles stuck images on a cron.
 //!
 //! The queue handler is exported by hand rather than through `#[event(queue)]`: the macro's
 //! message type hides the JS message, and with it the delivery `attempts` count that the
-//! retry backoff needs (workers-rs issue 1057). [`queue_api`] binds the few members used.
+//! retry policy needs (workers-rs issue 1057). [`queue_api`] binds the few members used.
 
+mod budget;
+mod classify;
 mod consumer;
+mod log;
+mod pacer;
 mod queue_api;
-mod tagging;
+mod r2;
+mod reconcile;
+mod settings;
+mod store;
+
+pub use pacer::AiPacer;
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::JsValue;
-use worker::{event, Env};
+use worker::{event, Env, ScheduleContext, ScheduledEvent};
 
 #[event(start)]
 fn start() {
@@ -32,4 +42,12 @@ pub async fn queue(
 ) -> Result<JsValue, JsValue> {
     consumer::consume(batch, &env).await;
     Ok(JsValue::UNDEFINED)
+}
+
+/// The reconciler's cron.
+#[event(scheduled)]
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    let now = event.schedule() as u64;
+    let minute = ((now / 60_000) % 60) as u32;
+    reconcile::run(&env, now, minute).await;
 }

@@ -265,6 +265,69 @@ async fn parse_form(blob: &Blob, content_type: &str) -> Result<web_sys::FormData
         .map_err(|_| ApiError::InvalidMultipart("malformed multipart body".into()))
 }
 
+/// What [`store`] stored.
+pub struct Stored {
+    pub size: u64,
+    /// SHA-256 of the bytes, hex, when it was computed.
+    pub sha256: Option<String>,
+}
+
+/// Puts an upload into R2 under `key`, with its content type and upload time.
+pub async fn store(
+    bucket: &worker::Bucket,
+    key: &str,
+    upload: Upload,
+    uploaded_at: &str,
+) -> Result<Stored, ApiError> {
+    let mime = upload.image_type.mime();
+    match upload.bytes {
+        Bytes::Stream { stream, feeding } => {
+            let put = bucket
+                .put(key, worker::Data::ReadableStream(stream))
+                .http_metadata(worker::HttpMetadata {
+                    content_type: Some(mime.into()),
+                    ..Default::default()
+                })
+                .custom_metadata([("uploadedAt".to_string(), uploaded_at.to_string())])
+                .execute()
+                .await;
+            let fed = feeding.await;
+            if let Err(e) = put {
+                // A body that broke off or did not match its length fails the feed as well.
+                return Err(if fed.is_err() {
+                    ApiError::IncompleteBody
+                } else {
+                    ApiError::Unavailable(format!("R2 put {key}: {e}"))
+                });
+            }
+            Ok(Stored {
+                size: upload.size,
+                sha256: None,
+            })
+        }
+        Bytes::Buffer(buffer) => {
+            put_buffer(bucket, key, &buffer, mime, uploaded_at)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("R2 put {key}: {e:?}")))?;
+            let sha256 = crate::crypto::sha256_hex(&buffer.into()).await.ok();
+            Ok(Stored {
+                size: upload.size,
+                sha256,
+            })
+        }
+    }
+}
+
+/// Reads a whole body only to hash it (a repeated Idempotency-Key): nothing is stored.
+pub async fn digest_only(req: &worker::Request, info: &BodyInfo<'_>) -> Result<String, ApiError> {
+    let body = req.inner().body().ok_or(ApiError::EmptyBody)?;
+    let blob = collect_limited(&body, info.limit).await?;
+    let buffer = JsFuture::from(blob.array_buffer())
+        .await
+        .map_err(js_error("read body"))?;
+    crate::crypto::sha256_hex(&buffer).await
+}
+
 #[worker::wasm_bindgen::prelude::wasm_bindgen(
     wasm_bindgen = ::worker::wasm_bindgen,
     js_sys = ::worker::js_sys

@@ -1,12 +1,18 @@
 //! The upload worker: the pipeline's HTTP front door.
 //!
-//! `POST /images` streams an image into R2, enqueues an [`shared::ImageMessage`] and answers
-//! `202`; `GET /images/{id}` reports the image's status and tags. Routing, validation and
-//! error codes live in [`shared::api`]; this crate only does the I/O.
+//! `POST /images` records an image in D1, streams it into R2, enqueues an
+//! [`shared::ImageMessage`] and answers `202`; `GET /images/{id}` reports the image's
+//! status and tags. Routing, validation and error codes live in [`shared::api`]; this crate
+//! only does the I/O.
 
 mod body;
-mod edge;
+mod crypto;
+mod detach;
 mod handlers;
+mod http;
+mod log;
+mod settings;
+mod store;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
@@ -16,6 +22,6 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    Ok(handlers::handle(req, &env).await)
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    Ok(handlers::handle(req, env, ctx).await)
 }

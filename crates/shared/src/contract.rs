@@ -1,0 +1,88 @@
+//! The contract shared with JavaScript: every name, key shape, code and default that the
+//! local launcher, the tests and the benchmarks need, generated from the Rust definitions
+//! into `local/contract.json`. JavaScript imports that file (through `local/contract.mjs`)
+//! and never spells these facts out itself.
+//!
+//! `cargo test -p shared` fails when the file is stale; `UPDATE_CONTRACT=1 cargo test -p
+//! shared contract` rewrites it.
+
+use serde_json::{json, Value};
+
+use crate::api::ApiError;
+use crate::config::{self, binding, queue};
+use crate::error::{TagError, AI_ERROR_CODES};
+use crate::outcome::Outcome;
+use crate::{keys, message, ImageType, Status};
+
+/// Where the generated file lives, relative to this crate.
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../local/contract.json");
+
+/// The whole contract, as JSON.
+fn contract() -> Value {
+    let vars: Vec<Value> = config::all_vars()
+        .into_iter()
+        .map(|(name, default, doc)| json!({ "name": name, "default": default, "doc": doc }))
+        .collect();
+    let image_types: Vec<Value> = ImageType::ALL
+        .iter()
+        .map(|t| json!({ "mime": t.mime(), "ext": t.extension() }))
+        .collect();
+    let api_errors: Vec<Value> = ApiError::samples()
+        .iter()
+        .map(|e| json!({ "code": e.code(), "status": e.status() }))
+        .collect();
+    let tag_errors: Vec<Value> = TagError::samples()
+        .iter()
+        .map(|e| json!({ "code": e.code(), "retryable": e.is_retryable() }))
+        .collect();
+    let ai_errors: Vec<Value> = AI_ERROR_CODES
+        .iter()
+        .map(|c| json!({ "code": c.code, "meaning": c.meaning, "httpStatus": c.http_status, "kind": c.kind }))
+        .collect();
+    json!({
+        "comment": "Generated from crates/shared by `UPDATE_CONTRACT=1 cargo test -p shared contract`. Do not edit.",
+        "bindings": {
+            "imageBucket": binding::IMAGE_BUCKET,
+            "imageQueue": binding::IMAGE_QUEUE,
+            "notifyQueue": binding::NOTIFY_QUEUE,
+            "resultsKv": binding::RESULTS_KV,
+            "db": binding::DB,
+            "ai": binding::AI,
+            "aiPacer": binding::AI_PACER,
+        },
+        "queues": {
+            "images": queue::IMAGES,
+            "imagesDeadLetter": queue::IMAGES_DEAD_LETTER,
+            "notifications": queue::NOTIFICATIONS,
+        },
+        "databaseName": config::DATABASE_NAME,
+        "aiPacerClass": config::AI_PACER_CLASS,
+        "model": config::MODEL,
+        "keys": keys::templates(),
+        "imageTypes": image_types,
+        "message": { "schemaVersion": message::SCHEMA_VERSION },
+        "statuses": [Status::Queued, Status::Done, Status::Failed],
+        "outcomes": Outcome::ALL,
+        "apiErrors": api_errors,
+        "tagErrors": tag_errors,
+        "aiErrors": ai_errors,
+        "vars": vars,
+    })
+}
+
+#[test]
+fn contract_file_is_current() {
+    let fresh = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&contract()).unwrap_or_default()
+    );
+    let current = std::fs::read_to_string(PATH).unwrap_or_default();
+    if current == fresh {
+        return;
+    }
+    if std::env::var_os("UPDATE_CONTRACT").is_some() {
+        std::fs::write(PATH, fresh).expect("write local/contract.json");
+    } else {
+        panic!("local/contract.json is stale: run `UPDATE_CONTRACT=1 cargo test -p shared contract` and commit it");
+    }
+}

@@ -1,0 +1,363 @@
+//! The fleet-wide pacer of Workers AI calls, as a pure state machine. The tagger's
+//! `AiPacer` Durable Object holds one [`Pacer`] and answers every consumer invocation from
+//! it, so the whole fleet shares one rate, one daily budget and one back-off; the
+//! simulation (`crates/shared/tests/simulation.rs`) runs the very same code.
+//!
+//! - **Rate**: a token bucket of `rate` calls a second, holding at most `burst`.
+//! - **Slots, not a herd**: a request the bucket cannot serve now gets its own future slot,
+//!   `1/rate` after the previous one handed out, so deferred messages come back spread out
+//!   at the rate the bucket refills instead of all at once.
+//! - **Budget**: at most `daily_budget` calls per UTC day; then slots start at midnight.
+//! - **Back-off**: when the AI refuses a call, nobody calls it for a while (doubling up to
+//!   a cap while refusals continue), and Workers AI's own "daily allocation used up" stops
+//!   calls until the next UTC day.
+
+use serde::{Deserialize, Serialize};
+
+const DAY_MS: u64 = 86_400_000;
+
+/// The name of the one pacer object the whole fleet asks.
+pub const OBJECT_NAME: &str = "workers-ai";
+
+/// What the pacer object is asked, as JSON (`{"op": "acquire", "n": 3}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Ask {
+    /// `n` calls, now if possible.
+    Acquire { n: u32 },
+    /// `n` calls granted but not made.
+    Refund { n: u32 },
+    /// The AI refused a call as busy; slots after the back-off for `n` calls.
+    Refused { n: u32 },
+    /// Workers AI's daily allocation is used up; slots tomorrow for `n` calls.
+    Quota { n: u32 },
+    /// Today's usage.
+    Usage,
+}
+
+/// Today's AI calls: `GET /admin/usage` and the reconciler's hourly log line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub used_today: u64,
+    pub daily_budget: Option<u64>,
+    pub requests_per_second: f64,
+}
+
+/// The pacer's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PacerConfig {
+    /// Calls per second (`AI_REQUESTS_PER_SECOND`).
+    pub rate_per_second: f64,
+    /// Most calls granted at once after a quiet spell.
+    pub burst: f64,
+    /// Most calls per UTC day (`AI_DAILY_BUDGET`), if any.
+    pub daily_budget: Option<u64>,
+    /// First back-off after the AI refuses a call.
+    pub cooldown_base_ms: u64,
+    /// Longest back-off.
+    pub cooldown_max_ms: u64,
+}
+
+impl PacerConfig {
+    /// Settings for a rate and budget, with a one-second burst and a 1 s to `cooldown_max_ms`
+    /// back-off.
+    pub fn new(rate_per_second: f64, daily_budget: Option<u64>, cooldown_max_ms: u64) -> Self {
+        let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 {
+            rate_per_second
+        } else {
+            1.0
+        };
+        Self {
+            rate_per_second: rate,
+            burst: rate.max(1.0),
+            daily_budget,
+            cooldown_base_ms: 1000,
+            cooldown_max_ms: cooldown_max_ms.max(1000),
+        }
+    }
+
+    fn spacing_ms(&self) -> f64 {
+        1000.0 / self.rate_per_second
+    }
+}
+
+/// Why a call was not granted now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Denial {
+    /// Over the rate: wait for the slot.
+    Paced,
+    /// The AI refused calls recently: wait out the back-off.
+    Cooling,
+    /// `AI_DAILY_BUDGET` is spent, or Workers AI's daily allocation is: wait for tomorrow.
+    Tomorrow,
+}
+
+/// The answer to [`Pacer::acquire`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    /// How many of the requested calls may be made now.
+    pub granted: u32,
+    /// For each call not granted, the time (ms since the epoch) to come back.
+    pub not_before_ms: Vec<u64>,
+    /// Why the others were not granted.
+    pub denial: Option<Denial>,
+    /// Calls granted so far this UTC day.
+    pub used_today: u64,
+}
+
+/// The pacer's state. Only `day` and `used_today` need to survive a restart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pacer {
+    /// UTC day number (days since the epoch) that `used_today` counts.
+    pub day: u64,
+    pub used_today: u64,
+    #[serde(skip)]
+    tokens: f64,
+    #[serde(skip)]
+    refilled_ms: u64,
+    /// End of the last slot handed out.
+    #[serde(skip)]
+    slots_until_ms: u64,
+    /// Slots handed out for tomorrow.
+    #[serde(skip)]
+    tomorrow_slots: u64,
+    #[serde(skip)]
+    cooldown_until_ms: u64,
+    #[serde(skip)]
+    refusals: u32,
+    /// Workers AI's own daily allocation is used up until the end of this day.
+    #[serde(skip)]
+    quota_day: Option<u64>,
+}
+
+impl Pacer {
+    /// A fresh pacer whose bucket is full at `now_ms`.
+    pub fn new(config: &PacerConfig, now_ms: u64) -> Self {
+        Self {
+            day: now_ms / DAY_MS,
+            tokens: config.burst,
+            refilled_ms: now_ms,
+            ..Self::default()
+        }
+    }
+
+    /// Asks for `n` calls at `now_ms`.
+    pub fn acquire(&mut self, config: &PacerConfig, now_ms: u64, n: u32) -> Grant {
+        self.roll(config, now_ms);
+        let budget_left = match (config.daily_budget, self.quota_day) {
+            (_, Some(_)) => 0,
+            (Some(budget), None) => budget.saturating_sub(self.used_today),
+            (None, None) => u64::MAX,
+        };
+        let cooling = now_ms < self.cooldown_until_ms;
+        let granted = if cooling {
+            0
+        } else {
+            u64::from(n)
+                .min(self.tokens.floor() as u64)
+                .min(budget_left) as u32
+        };
+        self.tokens -= f64::from(granted);
+        self.used_today += u64::from(granted);
+        let rest = n - granted;
+        let spacing = config.spacing_ms();
+        let (denial, not_before_ms) = if rest == 0 {
+            (None, Vec::new())
+        } else if budget_left <= u64::from(granted) {
+            let midnight = (self.day + 1) * DAY_MS;
+            let first = self.tomorrow_slots;
+            self.tomorrow_slots += u64::from(rest);
+            let slots = (first..self.tomorrow_slots)
+                .map(|i| midnight + (i as f64 * spacing) as u64)
+                .collect();
+            (Some(Denial::Tomorrow), slots)
+        } else {
+            let start = self.slots_until_ms.max(now_ms).max(self.cooldown_until_ms);
+            let slots: Vec<u64> = (1..=u64::from(rest))
+                .map(|i| start + (i as f64 * spacing) as u64)
+                .collect();
+            self.slots_until_ms = slots.last().copied().unwrap_or(start);
+            let why = if cooling {
+                Denial::Cooling
+            } else {
+                Denial::Paced
+            };
+            (Some(why), slots)
+        };
+        Grant {
+            granted,
+            not_before_ms,
+            denial,
+            used_today: self.used_today,
+        }
+    }
+
+    /// Gives back calls that were granted but not made.
+    pub fn refund(&mut self, config: &PacerConfig, now_ms: u64, n: u32) {
+        self.roll(config, now_ms);
+        self.tokens = (self.tokens + f64::from(n)).min(config.burst);
+        self.used_today = self.used_today.saturating_sub(u64::from(n));
+    }
+
+    /// The AI refused a call as busy: nobody calls it until the back-off ends, which doubles
+    /// while refusals keep coming.
+    pub fn refused(&mut self, config: &PacerConfig, now_ms: u64) -> u64 {
+        self.roll(config, now_ms);
+        if now_ms >= self.cooldown_until_ms + config.cooldown_max_ms {
+            self.refusals = 0;
+        }
+        let shift = self.refusals.min(20);
+        let wait = config
+            .cooldown_base_ms
+            .saturating_mul(1 << shift)
+            .min(config.cooldown_max_ms);
+        self.refusals += 1;
+        self.tokens = 0.0;
+        self.cooldown_until_ms = self.cooldown_until_ms.max(now_ms + wait);
+        self.cooldown_until_ms
+    }
+
+    /// Workers AI's daily free allocation is used up (3036): no calls until the next UTC day.
+    pub fn quota_exhausted(&mut self, config: &PacerConfig, now_ms: u64) {
+        self.roll(config, now_ms);
+        self.quota_day = Some(self.day);
+    }
+
+    /// Refills the bucket and starts a new day when the date changes.
+    fn roll(&mut self, config: &PacerConfig, now_ms: u64) {
+        let day = now_ms / DAY_MS;
+        if day != self.day {
+            self.day = day;
+            self.used_today = 0;
+            self.tomorrow_slots = 0;
+        }
+        if self.quota_day.is_some_and(|d| d < day) {
+            self.quota_day = None;
+        }
+        let elapsed = now_ms.saturating_sub(self.refilled_ms) as f64;
+        self.tokens = (self.tokens + elapsed / config.spacing_ms()).min(config.burst);
+        self.refilled_ms = self.refilled_ms.max(now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: u64 = 20_000 * DAY_MS + 3_600_000;
+
+    #[test]
+    fn a_burst_is_served_at_the_rate_in_slots() {
+        let config = PacerConfig::new(5.0, None, 60_000);
+        let mut pacer = Pacer::new(&config, T0);
+        let grant = pacer.acquire(&config, T0, 12);
+        assert_eq!(grant.granted, 5, "one second's burst");
+        assert_eq!(grant.denial, Some(Denial::Paced));
+        let slots = grant.not_before_ms;
+        assert_eq!(slots.len(), 7);
+        assert_eq!(slots[0], T0 + 200);
+        assert_eq!(slots[6], T0 + 1400);
+        // Each comes back at its slot and finds a token.
+        for (i, at) in slots.iter().enumerate() {
+            let g = pacer.acquire(&config, *at, 1);
+            assert_eq!(g.granted, 1, "slot {i}");
+        }
+        // A newcomer goes after the last slot handed out.
+        let late = pacer.acquire(&config, T0 + 1400, 1);
+        assert_eq!(late.granted, 0);
+        assert_eq!(late.not_before_ms, [T0 + 1600]);
+    }
+
+    #[test]
+    fn the_daily_budget_defers_to_midnight() {
+        let config = PacerConfig::new(50.0, Some(3), 60_000);
+        let mut pacer = Pacer::new(&config, T0);
+        let grant = pacer.acquire(&config, T0, 5);
+        assert_eq!(grant.granted, 3);
+        assert_eq!(grant.used_today, 3);
+        assert_eq!(grant.denial, Some(Denial::Tomorrow));
+        let midnight = (T0 / DAY_MS + 1) * DAY_MS;
+        assert_eq!(grant.not_before_ms, [midnight, midnight + 20]);
+        pacer.refund(&config, T0 + 10, 1);
+        assert_eq!(
+            pacer.acquire(&config, T0 + 20, 1).granted,
+            1,
+            "a refund frees a call"
+        );
+        assert_eq!(
+            pacer.acquire(&config, midnight, 2).granted,
+            2,
+            "a new day, a new budget"
+        );
+        assert_eq!(pacer.used_today, 2);
+    }
+
+    #[test]
+    fn refusals_cool_everyone_down_with_a_growing_back_off() {
+        let config = PacerConfig::new(50.0, None, 8_000);
+        let mut pacer = Pacer::new(&config, T0);
+        assert_eq!(pacer.refused(&config, T0), T0 + 1000);
+        let g = pacer.acquire(&config, T0 + 500, 2);
+        assert_eq!((g.granted, g.denial), (0, Some(Denial::Cooling)));
+        assert!(g.not_before_ms[0] > T0 + 1000);
+        assert_eq!(pacer.refused(&config, T0 + 1000), T0 + 3000);
+        assert_eq!(pacer.refused(&config, T0 + 3000), T0 + 7000);
+        assert_eq!(
+            pacer.refused(&config, T0 + 7000),
+            T0 + 15_000,
+            "capped at 8 s"
+        );
+        assert!(pacer.acquire(&config, T0 + 16_000, 1).granted == 1);
+    }
+
+    #[test]
+    fn workers_ai_quota_stops_calls_until_tomorrow() {
+        let config = PacerConfig::new(50.0, None, 8_000);
+        let mut pacer = Pacer::new(&config, T0);
+        pacer.quota_exhausted(&config, T0);
+        let g = pacer.acquire(&config, T0 + 1000, 1);
+        assert_eq!(g.denial, Some(Denial::Tomorrow));
+        let midnight = (T0 / DAY_MS + 1) * DAY_MS;
+        assert_eq!(pacer.acquire(&config, midnight + 1, 1).granted, 1);
+    }
+
+    proptest! {
+        #[test]
+        fn never_more_than_the_rate_allows(
+            rate in 1.0f64..100.0,
+            asks in proptest::collection::vec((0u64..3000, 1u32..20), 1..100),
+        ) {
+            let config = PacerConfig::new(rate, None, 60_000);
+            let mut pacer = Pacer::new(&config, T0);
+            let mut now = T0;
+            let mut granted = 0u64;
+            for (step, n) in asks {
+                now += step;
+                let g = pacer.acquire(&config, now, n);
+                prop_assert_eq!(g.granted as usize + g.not_before_ms.len(), n as usize);
+                prop_assert!(g.not_before_ms.iter().all(|&t| t > now));
+                granted += u64::from(g.granted);
+            }
+            let allowed = config.burst + (now - T0) as f64 * rate / 1000.0;
+            prop_assert!(granted as f64 <= allowed + 1e-6, "{} granted, {} allowed", granted, allowed);
+        }
+
+        #[test]
+        fn never_more_than_the_budget(budget in 0u64..50, asks in proptest::collection::vec(1u32..10, 1..40)) {
+            let config = PacerConfig::new(1000.0, Some(budget), 60_000);
+            let mut pacer = Pacer::new(&config, T0);
+            let mut granted = 0u64;
+            for (i, n) in asks.into_iter().enumerate() {
+                granted += u64::from(pacer.acquire(&config, T0 + i as u64 * 1000, n).granted);
+            }
+            prop_assert!(granted <= budget);
+        }
+    }
+}

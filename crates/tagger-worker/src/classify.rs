@@ -1,0 +1,62 @@
+//! Turning an object into labels: the image is normalised for the model in Rust (decoded,
+//! downscaled, re-encoded as a small JPEG), then sent to Workers AI.
+
+use serde::Serialize;
+use shared::config::{binding, MODEL};
+use shared::{Label, TagError};
+use worker::js_sys::{Array, Uint8Array};
+use worker::Env;
+
+use crate::r2::JsBytes;
+use crate::settings::Settings;
+
+/// What the model is sent.
+pub enum ModelInput {
+    /// The original bytes: already small enough.
+    Original,
+    /// A smaller re-encoding.
+    Normalised(Vec<u8>),
+}
+
+/// Bytes an image of `size` bytes may hold while it is prepared: the file itself (in JS
+/// memory) and the decoder's working set.
+pub fn working_bytes(size: u64) -> u64 {
+    size + 4 * 1024 * 1024
+}
+
+/// Decides what to send the model for an object.
+pub fn prepare(_bytes: &mut JsBytes, _settings: &Settings) -> Result<ModelInput, TagError> {
+    Ok(ModelInput::Original)
+}
+
+/// The Workers AI input: the image as an array of byte values (the documented input of
+/// `@cf/microsoft/resnet-50`).
+#[derive(Serialize)]
+struct AiInput {
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    image: Array,
+}
+
+/// Runs the classifier.
+pub async fn run(env: &Env, bytes: &JsBytes, input: &ModelInput) -> Result<Vec<Label>, TagError> {
+    let ai = env
+        .ai(binding::AI)
+        .map_err(|e| TagError::AiMisconfigured(format!("AI binding: {e}")))?;
+    let image = match input {
+        ModelInput::Original => Array::from(&bytes.as_js()),
+        ModelInput::Normalised(jpeg) => Array::from(&Uint8Array::from(jpeg.as_slice())),
+    };
+    ai.run::<_, Vec<Label>>(MODEL, AiInput { image })
+        .await
+        .map_err(|e| TagError::from_ai_error(&ai_message(&e)))
+}
+
+/// The message of a Workers AI error in the shape the binding throws it: `Name: message`.
+fn ai_message(error: &worker::Error) -> String {
+    match error {
+        worker::Error::UnknownJsError { name, message, .. } => {
+            format!("{}: {message}", name.as_deref().unwrap_or("Error"))
+        }
+        other => other.to_string(),
+    }
+}

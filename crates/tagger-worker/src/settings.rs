@@ -1,0 +1,72 @@
+//! The tagger's settings: read from vars once per isolate, then shared by every batch, the
+//! cron and the Durable Object.
+
+use std::rc::Rc;
+
+use shared::config::{self, Vars};
+use shared::pacer::PacerConfig;
+use shared::policy::{Backoff, Policy};
+use worker::Env;
+
+/// Everything the tagger reads from its vars.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub min_score: f64,
+    pub policy: Policy,
+    pub concurrency: usize,
+    pub bytes_in_flight: u64,
+    pub pacer: PacerConfig,
+    pub ai_input_edge: u32,
+    pub max_pixels: u64,
+    pub stuck_after_ms: u64,
+    pub lease_ms: u64,
+    pub retention_days: Option<u32>,
+}
+
+thread_local! {
+    static SETTINGS: std::cell::OnceCell<Rc<Settings>> = const { std::cell::OnceCell::new() };
+}
+
+impl Settings {
+    /// The settings of this isolate (vars never change within one).
+    pub fn get(env: &Env) -> Rc<Settings> {
+        SETTINGS.with(|cell| cell.get_or_init(|| Rc::new(Self::read(env))).clone())
+    }
+
+    fn read(env: &Env) -> Self {
+        let vars = EnvVars(env);
+        let ms = |seconds: u64| seconds.saturating_mul(1000);
+        Self {
+            min_score: config::min_score(vars.raw(config::MIN_SCORE.name).as_deref()),
+            policy: Policy {
+                backoff: Backoff {
+                    base_seconds: vars.get(config::RETRY_BASE_SECONDS),
+                    max_seconds: vars.get(config::RETRY_MAX_SECONDS),
+                },
+                max_retries: vars.get(config::MAX_RETRIES),
+                give_up_after_ms: ms(vars.get(config::GIVE_UP_AFTER_SECONDS)),
+            },
+            concurrency: vars.get(config::CONCURRENCY).max(1),
+            bytes_in_flight: vars.get(config::BYTES_IN_FLIGHT),
+            pacer: PacerConfig::new(
+                vars.get(config::AI_REQUESTS_PER_SECOND),
+                vars.get_opt(config::AI_DAILY_BUDGET),
+                ms(vars.get(config::AI_COOLDOWN_MAX_SECONDS)),
+            ),
+            ai_input_edge: vars.get(config::AI_INPUT_EDGE).max(1),
+            max_pixels: vars.get(config::MAX_PIXELS),
+            stuck_after_ms: ms(vars.get(config::STUCK_AFTER_SECONDS)),
+            lease_ms: ms(vars.get(config::LEASE_SECONDS)).max(1000),
+            retention_days: vars.get_opt(config::RETENTION_DAYS),
+        }
+    }
+}
+
+/// The worker's vars and secrets.
+pub struct EnvVars<'a>(pub &'a Env);
+
+impl Vars for EnvVars<'_> {
+    fn raw(&self, name: &str) -> Option<String> {
+        self.0.var(name).ok().map(|v| v.to_string())
+    }
+}

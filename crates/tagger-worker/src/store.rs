@@ -1,0 +1,274 @@
+//! The tagger's records: D1 (the system of record) and KV (the fast read path of finished
+//! images, and kept poison messages). Every statement comes from [`shared::db`]; every
+//! failure is a retryable [`TagError::Storage`].
+
+use serde::Serialize;
+use shared::config::binding;
+use shared::db::{self, ImageRow, View};
+use shared::keys::{poison_key, record_key};
+use shared::record::{Classified, PoisonRecord, TagRecord};
+use shared::{ImageId, Status, TagError};
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, Env, KvStore};
+
+/// Maps platform errors to [`TagError::Storage`], saying what failed.
+pub trait OrStorage<T> {
+    fn or_storage(self, what: &str) -> Result<T, TagError>;
+}
+
+impl<T, E: std::fmt::Display> OrStorage<T> for Result<T, E> {
+    fn or_storage(self, what: &str) -> Result<T, TagError> {
+        self.map_err(|e| TagError::Storage(format!("{what}: {e}")))
+    }
+}
+
+/// How long a poison message is kept in KV: 30 days.
+const POISON_TTL_SECONDS: u64 = 30 * 24 * 60 * 60;
+
+/// What a claim found.
+pub enum Claim {
+    /// This delivery holds the image until its lease ends.
+    Claimed { row: ImageRow, lease_until: u64 },
+    /// Already done: nothing to do.
+    Done(ImageRow),
+    /// Another delivery holds it until then.
+    Leased(u64),
+    /// No such image: deleted, or never recorded.
+    Gone,
+}
+
+/// D1 and KV.
+pub struct Store {
+    db: D1Database,
+    kv: KvStore,
+}
+
+fn n(value: u64) -> JsValue {
+    JsValue::from_f64(value as f64)
+}
+
+fn s(value: &str) -> JsValue {
+    JsValue::from_str(value)
+}
+
+impl Store {
+    /// Opens the bindings.
+    pub fn open(env: &Env) -> Result<Self, TagError> {
+        Ok(Self {
+            db: env.d1(binding::DB).or_storage("DB binding")?,
+            kv: env
+                .kv(binding::RESULTS_KV)
+                .or_storage("RESULTS_KV binding")?,
+        })
+    }
+
+    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, TagError> {
+        self.db.prepare(sql).bind(params).or_storage("D1 bind")
+    }
+
+    /// An image's row.
+    pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, TagError> {
+        self.statement(db::SELECT_IMAGE, &[s(&id.to_string())])?
+            .first::<ImageRow>(None)
+            .await
+            .or_storage("D1 select image")
+    }
+
+    /// Takes the image's lease for this delivery, or says why not.
+    pub async fn claim(&self, id: &ImageId, now: u64, lease_ms: u64) -> Result<Claim, TagError> {
+        let lease_until = now + lease_ms;
+        let claimed = self
+            .statement(db::CLAIM, &[s(&id.to_string()), n(now), n(lease_until)])?
+            .first::<ImageRow>(None)
+            .await
+            .or_storage("D1 claim")?;
+        if let Some(row) = claimed {
+            return Ok(Claim::Claimed { row, lease_until });
+        }
+        Ok(match self.image(id).await? {
+            None => Claim::Gone,
+            Some(row) if row.status() == Status::Done => Claim::Done(row),
+            Some(row) => Claim::Leased(row.lease_until.unwrap_or(now)),
+        })
+    }
+
+    /// Runs a transition and reads the row back, in one round trip. `Some(record)` when the
+    /// transition happened (the caller then owns writing the record to KV).
+    async fn transition(
+        &self,
+        id: &ImageId,
+        statements: Vec<D1PreparedStatement>,
+    ) -> Result<Option<TagRecord>, TagError> {
+        let mut batch = statements;
+        batch.push(self.statement(db::SELECT_IMAGE, &[s(&id.to_string())])?);
+        let results = self.db.batch(batch).await.or_storage("D1 batch")?;
+        let changed = results
+            .first()
+            .map(|r| r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0))
+            .unwrap_or(0);
+        if changed == 0 {
+            return Ok(None);
+        }
+        let row = results
+            .last()
+            .map(|r| r.results::<ImageRow>())
+            .transpose()
+            .or_storage("D1 read back")?
+            .and_then(|rows| rows.into_iter().next());
+        Ok(match row.and_then(|r| r.view()) {
+            Some(View::Finished(record)) => Some(record),
+            _ => None,
+        })
+    }
+
+    /// Records a classification unless the image is done already (or gone).
+    pub async fn mark_done(
+        &self,
+        id: &ImageId,
+        classified: &Classified,
+        now: u64,
+    ) -> Result<Option<TagRecord>, TagError> {
+        let key = id.to_string();
+        let done = self.statement(
+            db::MARK_DONE,
+            &[
+                s(&key),
+                s(&json(&classified.tags())),
+                s(&json(&classified.labels)),
+                s(&classified.model),
+                JsValue::from_f64(classified.min_score),
+                n(now),
+            ],
+        )?;
+        let index = self.statement(db::INDEX_TAGS, &[s(&key)])?;
+        self.transition(id, vec![done, index]).await
+    }
+
+    /// Records a permanent failure unless the image is done (or gone).
+    pub async fn mark_failed(
+        &self,
+        id: &ImageId,
+        error: &TagError,
+        now: u64,
+    ) -> Result<Option<TagRecord>, TagError> {
+        let failed = self.statement(
+            db::MARK_FAILED,
+            &[
+                s(&id.to_string()),
+                s(error.code()),
+                s(&error.message()),
+                n(now),
+            ],
+        )?;
+        self.transition(id, vec![failed]).await
+    }
+
+    /// Records when the image will be tried next, releasing this delivery's lease if it
+    /// holds one.
+    pub async fn defer(
+        &self,
+        id: &ImageId,
+        due_at: u64,
+        now: u64,
+        lease_until: Option<u64>,
+    ) -> Result<(), TagError> {
+        let lease = lease_until.map_or(JsValue::NULL, n);
+        self.statement(db::DEFER, &[s(&id.to_string()), n(due_at), n(now), lease])?
+            .run()
+            .await
+            .or_storage("D1 defer")
+            .map(|_| ())
+    }
+
+    /// Queued images overdue since before `cutoff`, oldest first.
+    pub async fn overdue(
+        &self,
+        now: u64,
+        cutoff: u64,
+        limit: u32,
+    ) -> Result<Vec<ImageRow>, TagError> {
+        self.statement(
+            db::SELECT_OVERDUE,
+            &[n(now), n(cutoff), n(u64::from(limit))],
+        )?
+        .all()
+        .await
+        .and_then(|r| r.results::<ImageRow>())
+        .or_storage("D1 select overdue")
+    }
+
+    /// Notes that an overdue image was enqueued again.
+    pub async fn requeued(&self, id: &str, now: u64) -> Result<(), TagError> {
+        self.statement(db::REQUEUED, &[s(id), n(now)])?
+            .run()
+            .await
+            .or_storage("D1 requeued")
+            .map(|_| ())
+    }
+
+    /// Writes a finished image's record to KV, the fast read path. If the image was deleted
+    /// meanwhile, the record is removed again: a delete is never undone.
+    pub async fn publish(&self, record: &TagRecord) -> Result<(), TagError> {
+        let key = record_key(&record.image_id);
+        put_json(&self.kv, &key, record, None).await?;
+        let present = self
+            .statement(db::EXISTS, &[s(&record.image_id.to_string())])?
+            .first::<serde_json::Value>(None)
+            .await
+            .or_storage("D1 exists")?;
+        if present.is_none() {
+            self.kv.delete(&key).await.or_storage("KV delete")?;
+        }
+        Ok(())
+    }
+
+    /// The record KV holds for an image, if any.
+    pub async fn published(&self, id: &ImageId) -> Result<Option<TagRecord>, TagError> {
+        let text = self
+            .kv
+            .get(&record_key(id))
+            .text()
+            .await
+            .or_storage("KV get")?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Keeps a message that cannot be acted on, so that it is never lost in silence.
+    pub async fn keep_poison(
+        &self,
+        message_id: &str,
+        queue: &str,
+        error: &TagError,
+        body: &str,
+        now: String,
+    ) -> Result<(), TagError> {
+        let record = PoisonRecord::new(message_id, queue, error, body, now);
+        put_json(
+            &self.kv,
+            &poison_key(message_id),
+            &record,
+            Some(POISON_TTL_SECONDS),
+        )
+        .await
+    }
+}
+
+async fn put_json<T: Serialize>(
+    kv: &KvStore,
+    key: &str,
+    value: &T,
+    ttl: Option<u64>,
+) -> Result<(), TagError> {
+    let what = format!("KV put {key}");
+    let put = kv.put(key, value).or_storage(&what)?;
+    let put = match ttl {
+        Some(ttl) => put.expiration_ttl(ttl),
+        None => put,
+    };
+    put.execute().await.or_storage(&what)
+}
+
+/// JSON text of plain data (which always serializes).
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}

@@ -1,0 +1,194 @@
+//! The upload worker's records: D1 (the system of record, and Idempotency-Key reservations)
+//! and KV (the fast read path of finished images). Statements come from [`shared::db`].
+
+use shared::api::ApiError;
+use shared::config::binding;
+use shared::db::{self, ImageRow};
+use shared::keys::record_key;
+use shared::record::TagRecord;
+use shared::ImageId;
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, Env, KvStore};
+
+/// Maps platform errors to a `503` (a dependency failed; the client may retry).
+pub trait OrUnavailable<T> {
+    fn or_unavailable(self, what: &str) -> Result<T, ApiError>;
+}
+
+impl<T, E: std::fmt::Display> OrUnavailable<T> for Result<T, E> {
+    fn or_unavailable(self, what: &str) -> Result<T, ApiError> {
+        self.map_err(|e| ApiError::Unavailable(format!("{what}: {e}")))
+    }
+}
+
+fn n(value: u64) -> JsValue {
+    JsValue::from_f64(value as f64)
+}
+
+fn s(value: &str) -> JsValue {
+    JsValue::from_str(value)
+}
+
+/// What an `Idempotency-Key` reservation found.
+pub enum Reservation {
+    /// The key is ours, for the new image.
+    New,
+    /// A request with this key is still running.
+    InFlight,
+    /// A finished request with this key created `image_id` from a body with this digest.
+    Done {
+        image_id: ImageId,
+        body_sha256: String,
+    },
+}
+
+/// D1 and KV.
+pub struct Store {
+    db: D1Database,
+    kv: KvStore,
+}
+
+#[derive(serde::Deserialize)]
+struct KeyRow {
+    image_id: String,
+    body_sha256: Option<String>,
+}
+
+impl Store {
+    /// Opens the bindings.
+    pub fn open(env: &Env) -> Result<Self, ApiError> {
+        let internal = |e: worker::Error| ApiError::Internal(format!("binding: {e}"));
+        Ok(Self {
+            db: env.d1(binding::DB).map_err(internal)?,
+            kv: env.kv(binding::RESULTS_KV).map_err(internal)?,
+        })
+    }
+
+    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, ApiError> {
+        self.db.prepare(sql).bind(params).or_unavailable("D1 bind")
+    }
+
+    async fn run(&self, what: &str, sql: &str, params: &[JsValue]) -> Result<(), ApiError> {
+        self.statement(sql, params)?
+            .run()
+            .await
+            .or_unavailable(what)
+            .map(|_| ())
+    }
+
+    /// Records a new image as queued, before its bytes are stored.
+    pub async fn insert_queued(
+        &self,
+        id: &ImageId,
+        r2_key: &str,
+        content_type: &str,
+        size: u64,
+        now: u64,
+    ) -> Result<(), ApiError> {
+        let params = [
+            s(&id.to_string()),
+            s(r2_key),
+            s(content_type),
+            n(size),
+            n(now),
+        ];
+        self.run("D1 insert", db::INSERT_QUEUED, &params).await
+    }
+
+    /// Sets the size of an image whose length was only known once stored.
+    pub async fn set_size(&self, id: &ImageId, size: u64) -> Result<(), ApiError> {
+        self.run("D1 set size", db::SET_SIZE, &[s(&id.to_string()), n(size)])
+            .await
+    }
+
+    /// Removes an image whose upload did not complete.
+    pub async fn delete_unfinished(&self, id: &ImageId) -> Result<(), ApiError> {
+        self.run("D1 delete", db::DELETE_UNFINISHED, &[s(&id.to_string())])
+            .await
+    }
+
+    /// An image's row.
+    pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, ApiError> {
+        self.statement(db::SELECT_IMAGE, &[s(&id.to_string())])?
+            .first::<ImageRow>(None)
+            .await
+            .or_unavailable("D1 select")
+    }
+
+    /// The finished record KV holds for an image, if any.
+    pub async fn published(&self, id: &ImageId) -> Result<Option<TagRecord>, ApiError> {
+        let text = self
+            .kv
+            .get(&record_key(id))
+            .text()
+            .await
+            .or_unavailable("KV get")?;
+        Ok(text.and_then(|t| serde_json::from_str::<TagRecord>(&t).ok()))
+    }
+
+    /// Reserves `key` in `scope` for `image_id`, race-safely, or says who holds it.
+    pub async fn reserve_key(
+        &self,
+        scope: &str,
+        key: &str,
+        image_id: &ImageId,
+        now: u64,
+    ) -> Result<Reservation, ApiError> {
+        let expires = now + shared::api::IdempotencyKey::TTL_SECONDS * 1000;
+        let stale = now.saturating_sub(STALE_PENDING_MS);
+        let id = image_id.to_string();
+        let params = [s(scope), s(key), s(&id), n(now), n(expires), n(stale)];
+        let reserved = self
+            .statement(db::RESERVE_KEY, &params)?
+            .first::<String>(Some("image_id"))
+            .await
+            .or_unavailable("D1 reserve key")?;
+        if reserved.as_deref() == Some(id.as_str()) {
+            return Ok(Reservation::New);
+        }
+        let row = self
+            .statement(db::SELECT_KEY, &[s(scope), s(key)])?
+            .first::<KeyRow>(None)
+            .await
+            .or_unavailable("D1 select key")?;
+        Ok(match row {
+            Some(KeyRow {
+                image_id,
+                body_sha256: Some(digest),
+            }) => match ImageId::parse(&image_id) {
+                Ok(image_id) => Reservation::Done {
+                    image_id,
+                    body_sha256: digest,
+                },
+                Err(_) => Reservation::InFlight,
+            },
+            _ => Reservation::InFlight,
+        })
+    }
+
+    /// Completes a reservation with the body's digest.
+    pub async fn complete_key(
+        &self,
+        scope: &str,
+        key: &str,
+        id: &ImageId,
+        sha256: &str,
+    ) -> Result<(), ApiError> {
+        let params = [s(scope), s(key), s(&id.to_string()), s(sha256)];
+        self.run("D1 complete key", db::COMPLETE_KEY, &params).await
+    }
+
+    /// Drops a reservation whose request failed, so that the client can retry.
+    pub async fn release_key(&self, scope: &str, key: &str, id: &ImageId) -> Result<(), ApiError> {
+        self.run(
+            "D1 release key",
+            db::RELEASE_KEY,
+            &[s(scope), s(key), s(&id.to_string())],
+        )
+        .await
+    }
+}
+
+/// A reservation whose request never finished (the worker was stopped) is taken over
+/// after this long.
+const STALE_PENDING_MS: u64 = 5 * 60 * 1000;
