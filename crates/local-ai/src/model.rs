@@ -1,13 +1,16 @@
-//! EfficientNet-Lite0, built from a state dict named as in `efficientnet-lite-pytorch` 0.1.0.
+//! EfficientNet-Lite0, built from safetensors weights named as in `efficientnet-lite-pytorch`
+//! 0.1.0.
 //!
 //! Stem (3×3/2 conv, 32 ch) → 16 MBConv blocks → head (1×1 conv, 1280 ch) → global average
 //! pool → 1000-way linear. Every conv is followed by BatchNorm (folded into the conv here) and
 //! ReLU6, except the blocks' projection convs; no squeeze-excitation, no swish.
 
+use std::collections::HashMap;
 use std::fmt;
 
+use serde::Deserialize;
+
 use crate::ops::{gemm_abt, Conv, Map};
-use crate::pth::StateDict;
 
 /// Side of the square input image.
 pub const INPUT_SIZE: usize = 224;
@@ -63,17 +66,53 @@ pub struct EfficientNetLite0 {
     threads: usize,
 }
 
-fn tensor<'a>(sd: &'a StateDict, name: &str, shape: &[usize]) -> Result<&'a [f32], ModelError> {
-    let t = sd
-        .get(name)
-        .ok_or_else(|| ModelError(format!("missing tensor {name}")))?;
-    if t.shape != shape {
-        return Err(ModelError(format!(
-            "{name} has shape {:?}, expected {shape:?}",
-            t.shape
-        )));
+/// One tensor's entry in a safetensors header.
+#[derive(Deserialize)]
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (usize, usize),
+}
+
+/// Float32 tensors by name, with their shapes.
+pub type StateDict = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Reads a safetensors file: an 8-byte little-endian header length, a JSON header mapping each
+/// name to its dtype, shape and byte range, then the raw little-endian data. F32 only.
+pub fn read_safetensors(bytes: &[u8]) -> Result<StateDict, String> {
+    let (len, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or("not a safetensors file")?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).unwrap_or(usize::MAX);
+    let (header, data) = rest
+        .split_at_checked(len)
+        .ok_or("truncated safetensors header")?;
+    let mut header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| format!("bad safetensors header: {e}"))?;
+    header.remove("__metadata__");
+    let mut weights = StateDict::new();
+    for (name, entry) in header {
+        let e: Entry = serde_json::from_value(entry).map_err(|e| format!("{name}: {e}"))?;
+        let len = 4 * e.shape.iter().product::<usize>();
+        let raw = data.get(e.data_offsets.0..e.data_offsets.1);
+        let raw = raw.filter(|raw| e.dtype == "F32" && raw.len() == len);
+        let raw = raw.ok_or_else(|| format!("{name}: no F32 data of shape {:?}", e.shape))?;
+        let values = raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        weights.insert(name, (e.shape, values.collect()));
     }
-    Ok(&t.data)
+    Ok(weights)
+}
+
+fn tensor<'a>(sd: &'a StateDict, name: &str, shape: &[usize]) -> Result<&'a [f32], ModelError> {
+    match sd.get(name) {
+        Some((s, data)) if s == shape => Ok(data),
+        Some((s, _)) => Err(ModelError(format!(
+            "{name} has shape {s:?}, expected {shape:?}"
+        ))),
+        None => Err(ModelError(format!("missing tensor {name}"))),
+    }
 }
 
 /// Loads `{conv}.weight` and folds `{bn}.{weight,bias,running_mean,running_var}` into it.
@@ -265,6 +304,43 @@ mod tests {
         assert!(p[3] > 0.999);
         let p = softmax(&[1.0, 3.0, 2.0]);
         assert!(p[1] > p[2] && p[2] > p[0]);
+    }
+
+    #[test]
+    fn safetensors_are_checked() {
+        let file = |header: &str, data: &[u8]| {
+            let mut b = (header.len() as u64).to_le_bytes().to_vec();
+            b.extend_from_slice(header.as_bytes());
+            b.extend_from_slice(data);
+            b
+        };
+        let good = file(
+            r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            &[0, 0, 128, 63, 0, 0, 0, 64],
+        );
+        assert_eq!(
+            read_safetensors(&good).unwrap()["a"],
+            (vec![2], vec![1.0, 2.0])
+        );
+        for bad in [
+            file(
+                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+            ),
+            file(
+                r#"{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+            ),
+            file(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                &[0; 8],
+            ),
+            file("{", &[]),
+            vec![255; 7],
+            u64::MAX.to_le_bytes().to_vec(),
+        ] {
+            assert!(read_safetensors(&bad).is_err());
+        }
     }
 
     #[test]
