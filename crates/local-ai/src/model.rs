@@ -79,7 +79,7 @@ fn tensor<'a>(w: &'a Weights, name: &str, shape: &[usize]) -> Result<&'a [f32], 
 /// Loads `{conv}.weight` (`dims`: in and out channels, kernel size, stride) and folds the
 /// BatchNorm `{bn}` into it.
 fn conv_bn(w: &Weights, conv: &str, bn: &str, dims: [usize; 4], dw: bool) -> Result<Conv, String> {
-    let [cin, cout, k, s] = dims;
+    let [cin, cout, k, _] = dims;
     let cin_g = if dw { 1 } else { cin };
     let mut weight = tensor(w, &format!("{conv}.weight"), &[cout, cin_g, k, k])?.to_vec();
     let [gamma, beta, mean, var] = ["weight", "bias", "running_mean", "running_var"]
@@ -93,7 +93,7 @@ fn conv_bn(w: &Weights, conv: &str, bn: &str, dims: [usize; 4], dw: bool) -> Res
         }
         bias[co] = beta[co] - mean[co] * scale;
     }
-    Ok(Conv::from_torch(&weight, bias, cin, cout, k, s, dw))
+    Ok(Conv::from_torch(&weight, bias, dims, dw))
 }
 
 /// One inverted-residual block.
