@@ -51,7 +51,7 @@ test("bytes that are not a decodable image fail as invalid_image, without retrie
   const record = await waitForStatus(p, imageId, ["done", "failed"], { timeoutMs: 30_000 });
   assert.equal(record.status, "failed");
   assert.equal(record.error.code, "invalid_image");
-  assert.match(record.error.message, /5006/);
+  assert.match(record.error.message, /3010/);
   assert.equal(record.attempts, 1);
   const outcomes = p.outcomes().filter((o) => o.imageId === imageId).map((o) => o.outcome);
   assert.deepEqual(outcomes, ["failed"]);

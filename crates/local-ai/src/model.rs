@@ -1,13 +1,13 @@
-//! EfficientNet-Lite0, built from a state dict named as in `efficientnet-lite-pytorch` 0.1.0.
-//!
-//! Stem (3×3/2 conv, 32 ch) → 16 MBConv blocks → head (1×1 conv, 1280 ch) → global average
-//! pool → 1000-way linear. Every conv is followed by BatchNorm (folded into the conv here) and
-//! ReLU6, except the blocks' projection convs; no squeeze-excitation, no swish.
+//! EfficientNet-Lite0, built from safetensors weights named as in `efficientnet-lite-pytorch`
+//! 0.1.0: stem (3×3/2 conv, 32 ch) → 16 MBConv blocks → head (1×1 conv, 1280 ch) → global
+//! average pool → 1000-way linear. Every conv is followed by BatchNorm (folded into the conv
+//! here) and ReLU6, except the blocks' projection convs; no squeeze-excitation, no swish.
 
-use std::fmt;
+use std::collections::HashMap;
+
+use serde::Deserialize;
 
 use crate::ops::{gemm_abt, Conv, Map};
-use crate::pth::StateDict;
 
 /// Side of the square input image.
 pub const INPUT_SIZE: usize = 224;
@@ -15,10 +15,8 @@ pub const INPUT_SIZE: usize = 224;
 pub const NUM_CLASSES: usize = 1000;
 /// BatchNorm epsilon used by the reference (`batch_norm_epsilon=1e-3`).
 const BN_EPS: f32 = 1e-3;
-
-/// The stages, as in the package's `efficientnet_lite()`:
-/// `(repeats, kernel, stride, expand ratio, input filters, output filters)`.
-/// Lite0 has width and depth multipliers of 1.0, so no rounding changes them.
+/// The stages, as in the package's `efficientnet_lite()`: `(repeats, kernel, stride, expand
+/// ratio, input filters, output filters)`. Lite0's multipliers are 1.0: no rounding.
 const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -31,17 +29,72 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
 const STEM_CHANNELS: usize = 32;
 const HEAD_CHANNELS: usize = 1280;
 
-/// A state dict that does not fit EfficientNet-Lite0.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelError(pub String);
+/// One tensor's entry in a safetensors header.
+#[derive(Deserialize)]
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (usize, usize),
+}
 
-impl fmt::Display for ModelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "weights do not fit EfficientNet-Lite0: {}", self.0)
+/// Float32 tensors by name, with their shapes.
+type Weights = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Reads a safetensors file: an 8-byte little-endian header length, a JSON header mapping each
+/// name to its dtype, shape and byte range, then the raw little-endian data. F32 only.
+fn read_safetensors(bytes: &[u8]) -> Result<Weights, String> {
+    let (len, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or("not a safetensors file")?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).unwrap_or(usize::MAX);
+    let (header, data) = rest
+        .split_at_checked(len)
+        .ok_or("truncated safetensors header")?;
+    let mut header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| format!("bad safetensors header: {e}"))?;
+    header.remove("__metadata__");
+    let mut weights = Weights::new();
+    for (name, entry) in header {
+        let e: Entry = serde_json::from_value(entry).map_err(|e| format!("{name}: {e}"))?;
+        let len = 4 * e.shape.iter().product::<usize>();
+        let raw = data.get(e.data_offsets.0..e.data_offsets.1);
+        let raw = raw.filter(|raw| e.dtype == "F32" && raw.len() == len);
+        let raw = raw.ok_or_else(|| format!("{name}: no F32 data of shape {:?}", e.shape))?;
+        let values = raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        weights.insert(name, (e.shape, values.collect()));
+    }
+    Ok(weights)
+}
+
+fn tensor<'a>(w: &'a Weights, name: &str, shape: &[usize]) -> Result<&'a [f32], String> {
+    match w.get(name) {
+        Some((s, data)) if s == shape => Ok(data),
+        Some((s, _)) => Err(format!("{name} has shape {s:?}, expected {shape:?}")),
+        None => Err(format!("missing tensor {name}")),
     }
 }
 
-impl std::error::Error for ModelError {}
+/// Loads `{conv}.weight` (`dims`: in and out channels, kernel size, stride) and folds the
+/// BatchNorm `{bn}` into it.
+fn conv_bn(w: &Weights, conv: &str, bn: &str, dims: [usize; 4], dw: bool) -> Result<Conv, String> {
+    let [cin, cout, k, _] = dims;
+    let cin_g = if dw { 1 } else { cin };
+    let mut weight = tensor(w, &format!("{conv}.weight"), &[cout, cin_g, k, k])?.to_vec();
+    let [gamma, beta, mean, var] = ["weight", "bias", "running_mean", "running_var"]
+        .map(|name| tensor(w, &format!("{bn}.{name}"), &[cout]));
+    let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
+    let mut bias = vec![0f32; cout];
+    for (co, chunk) in weight.chunks_mut(cin_g * k * k).enumerate() {
+        let scale = gamma[co] / (var[co] + BN_EPS).sqrt();
+        for v in chunk {
+            *v *= scale;
+        }
+        bias[co] = beta[co] - mean[co] * scale;
+    }
+    Ok(Conv::from_torch(&weight, bias, dims, dw))
+}
 
 /// One inverted-residual block.
 #[derive(Debug, Clone)]
@@ -54,164 +107,59 @@ struct Block {
 
 /// EfficientNet-Lite0 with BatchNorm folded into the convolutions.
 #[derive(Debug, Clone)]
-pub struct EfficientNetLite0 {
+pub struct Net {
     stem: Conv,
     blocks: Vec<Block>,
     head: Conv,
     fc_weight: Vec<f32>,
     fc_bias: Vec<f32>,
-    threads: usize,
+    /// Threads one forward pass may use.
+    pub threads: usize,
 }
 
-fn tensor<'a>(sd: &'a StateDict, name: &str, shape: &[usize]) -> Result<&'a [f32], ModelError> {
-    let t = sd
-        .get(name)
-        .ok_or_else(|| ModelError(format!("missing tensor {name}")))?;
-    if t.shape != shape {
-        return Err(ModelError(format!(
-            "{name} has shape {:?}, expected {shape:?}",
-            t.shape
-        )));
-    }
-    Ok(&t.data)
-}
-
-/// Loads `{conv}.weight` and folds `{bn}.{weight,bias,running_mean,running_var}` into it.
-#[allow(clippy::too_many_arguments)]
-fn conv_bn(
-    sd: &StateDict,
-    conv: &str,
-    bn: &str,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    stride: usize,
-    depthwise: bool,
-) -> Result<Conv, ModelError> {
-    let cin_g = if depthwise { 1 } else { cin };
-    let w = tensor(sd, &format!("{conv}.weight"), &[cout, cin_g, k, k])?;
-    let gamma = tensor(sd, &format!("{bn}.weight"), &[cout])?;
-    let beta = tensor(sd, &format!("{bn}.bias"), &[cout])?;
-    let mean = tensor(sd, &format!("{bn}.running_mean"), &[cout])?;
-    let var = tensor(sd, &format!("{bn}.running_var"), &[cout])?;
-    let per = cin_g * k * k;
-    let mut weight = w.to_vec();
-    let mut bias = vec![0f32; cout];
-    for co in 0..cout {
-        let scale = gamma[co] / (var[co] + BN_EPS).sqrt();
-        for v in &mut weight[co * per..(co + 1) * per] {
-            *v *= scale;
-        }
-        bias[co] = beta[co] - mean[co] * scale;
-    }
-    Ok(Conv::from_torch(
-        &weight, bias, cin, cout, k, stride, depthwise,
-    ))
-}
-
-impl EfficientNetLite0 {
-    /// Builds the network from a state dict, checking every tensor's shape.
-    pub fn from_state_dict(sd: &StateDict) -> Result<Self, ModelError> {
-        let stem = conv_bn(sd, "_conv_stem", "_bn0", 3, STEM_CHANNELS, 3, 2, false)?;
+impl Net {
+    /// Builds the network from safetensors bytes, checking every tensor's shape.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, String> {
+        let w = read_safetensors(bytes)?;
+        let stem = conv_bn(&w, "_conv_stem", "_bn0", [3, STEM_CHANNELS, 3, 2], false)?;
         let mut blocks = Vec::new();
         for &(repeats, k, stride, expand, cin, cout) in &STAGES {
             for r in 0..repeats {
-                let (cin, stride) = if r == 0 { (cin, stride) } else { (cout, 1) };
-                let p = format!("_blocks.{}", blocks.len());
-                let mid = cin * expand;
-                let expand_conv = if expand != 1 {
-                    Some(conv_bn(
-                        sd,
-                        &format!("{p}._expand_conv"),
-                        &format!("{p}._bn0"),
-                        cin,
-                        mid,
-                        1,
-                        1,
-                        false,
-                    )?)
-                } else {
-                    None
-                };
-                let depthwise = conv_bn(
-                    sd,
-                    &format!("{p}._depthwise_conv"),
-                    &format!("{p}._bn1"),
-                    mid,
-                    mid,
-                    k,
-                    stride,
-                    true,
-                )?;
-                let project = conv_bn(
-                    sd,
-                    &format!("{p}._project_conv"),
-                    &format!("{p}._bn2"),
-                    mid,
-                    cout,
-                    1,
-                    1,
-                    false,
-                )?;
+                let (cin, s) = if r == 0 { (cin, stride) } else { (cout, 1) };
+                let (i, mid) = (blocks.len(), cin * expand);
+                let p = |name: &str| format!("_blocks.{i}.{name}");
+                let layer = |conv, bn, dims, dw| conv_bn(&w, &p(conv), &p(bn), dims, dw);
+                let expand =
+                    (expand != 1).then(|| layer("_expand_conv", "_bn0", [cin, mid, 1, 1], false));
                 blocks.push(Block {
-                    expand: expand_conv,
-                    depthwise,
-                    project,
-                    residual: stride == 1 && cin == cout,
+                    expand: expand.transpose()?,
+                    depthwise: layer("_depthwise_conv", "_bn1", [mid, mid, k, s], true)?,
+                    project: layer("_project_conv", "_bn2", [mid, cout, 1, 1], false)?,
+                    residual: s == 1 && cin == cout,
                 });
             }
         }
-        let last = STAGES[STAGES.len() - 1].5;
-        let head = conv_bn(sd, "_conv_head", "_bn1", last, HEAD_CHANNELS, 1, 1, false)?;
-        let fc_weight = tensor(sd, "_fc.weight", &[NUM_CLASSES, HEAD_CHANNELS])?.to_vec();
-        let fc_bias = tensor(sd, "_fc.bias", &[NUM_CLASSES])?.to_vec();
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(8);
+        let head = conv_bn(&w, "_conv_head", "_bn1", [320, HEAD_CHANNELS, 1, 1], false)?;
         Ok(Self {
             stem,
             blocks,
             head,
-            fc_weight,
-            fc_bias,
-            threads,
+            fc_weight: tensor(&w, "_fc.weight", &[NUM_CLASSES, HEAD_CHANNELS])?.to_vec(),
+            fc_bias: tensor(&w, "_fc.bias", &[NUM_CLASSES])?.to_vec(),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         })
     }
 
-    /// Sets how many threads one forward pass may use (at least 1).
-    pub fn set_threads(&mut self, threads: usize) {
-        self.threads = threads.max(1);
-    }
-
-    /// Number of MBConv blocks (16 for Lite0).
-    pub fn num_blocks(&self) -> usize {
-        self.blocks.len()
-    }
-
-    /// Runs the network on a normalised `3×224×224` channel-major image; returns the logits.
-    ///
-    /// Any other input length gives an error, never a panic.
-    pub fn logits(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
-        if input.len() != 3 * INPUT_SIZE * INPUT_SIZE {
-            return Err(ModelError(format!(
-                "input has {} values, expected 3x{INPUT_SIZE}x{INPUT_SIZE}",
-                input.len()
-            )));
-        }
+    /// The logits for a normalised `3×224×224` channel-major image.
+    pub fn logits(&self, input: &[f32]) -> Vec<f32> {
         let t = self.threads;
-        let x = Map::from_chw(3, INPUT_SIZE, INPUT_SIZE, input);
-        let mut x = self.stem.forward(&x, true, t);
+        let input = Map::from_chw(3, INPUT_SIZE, INPUT_SIZE, input);
+        let mut x = self.stem.forward(&input, true, t);
         for b in &self.blocks {
-            let expanded;
-            let h = match &b.expand {
-                Some(e) => {
-                    expanded = e.forward(&x, true, t);
-                    &expanded
-                }
-                None => &x,
-            };
-            let h = b.depthwise.forward(h, true, t);
+            let expanded = b.expand.as_ref().map(|e| e.forward(&x, true, t));
+            let h = b
+                .depthwise
+                .forward(expanded.as_ref().unwrap_or(&x), true, t);
             let mut h = b.project.forward(&h, false, t);
             if b.residual {
                 for (o, i) in h.data.iter_mut().zip(&x.data) {
@@ -242,7 +190,7 @@ impl EfficientNetLite0 {
             &mut logits,
             1,
         );
-        Ok(logits)
+        logits
     }
 }
 
@@ -262,15 +210,46 @@ mod tests {
     fn softmax_sums_to_one_and_keeps_order() {
         let p = softmax(&[1.0, 3.0, 2.0, 1000.0, -1000.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(p[3] > 0.999);
-        let p = softmax(&[1.0, 3.0, 2.0]);
-        assert!(p[1] > p[2] && p[2] > p[0]);
+        let q = softmax(&[1.0, 3.0, 2.0]);
+        assert!(p[3] > 0.999 && q[1] > q[2] && q[2] > q[0]);
     }
 
     #[test]
-    fn missing_weights_are_an_error() {
-        let sd = StateDict::default();
-        let e = EfficientNetLite0::from_state_dict(&sd).unwrap_err();
-        assert!(e.0.contains("_conv_stem.weight"), "{e}");
+    fn safetensors_are_checked() {
+        let file = |header: &str, data: &[u8]| {
+            let mut b = (header.len() as u64).to_le_bytes().to_vec();
+            b.extend_from_slice(header.as_bytes());
+            b.extend_from_slice(data);
+            b
+        };
+        let good = file(
+            r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            &[0, 0, 128, 63, 0, 0, 0, 64],
+        );
+        assert_eq!(
+            read_safetensors(&good).unwrap()["a"],
+            (vec![2], vec![1.0, 2.0])
+        );
+        for bad in [
+            file(
+                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+            ),
+            file(
+                r#"{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+            ),
+            file(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                &[0; 8],
+            ),
+            file("{", &[]),
+            vec![255; 7],
+            u64::MAX.to_le_bytes().to_vec(),
+        ] {
+            assert!(read_safetensors(&bad).is_err());
+        }
+        let e = Net::from_safetensors(&good).unwrap_err();
+        assert!(e.contains("_conv_stem.weight"), "{e}");
     }
 }

@@ -5,16 +5,15 @@
 use std::fmt;
 use std::io::Cursor;
 
-use image::{ImageReader, Limits, RgbImage};
+use image::{ImageReader, Limits};
 
 use crate::model::INPUT_SIZE;
 
 /// Largest width or height accepted, in pixels.
-pub const MAX_DIMENSION: u32 = 16_384;
-/// Largest allocation the decoder may make, in bytes.
-pub const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
+const MAX_DIMENSION: u32 = 16_384;
 
-/// Bytes that are not a decodable image (or too large to decode).
+/// Bytes that are not a decodable image (or too large to decode), or RGB data that does not fit
+/// its stated size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidImage(pub String);
 
@@ -26,39 +25,25 @@ impl fmt::Display for InvalidImage {
 
 impl std::error::Error for InvalidImage {}
 
-/// Decodes JPEG, PNG, GIF (first frame) or WebP bytes to 8-bit RGB (alpha is dropped).
-pub fn decode(bytes: &[u8]) -> Result<RgbImage, InvalidImage> {
-    if bytes.is_empty() {
-        return Err(InvalidImage("empty input".into()));
-    }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| InvalidImage(e.to_string()))?;
+/// Decodes JPEG, PNG, GIF (first frame) or WebP bytes to `(width, height, 8-bit RGB)`.
+pub fn decode(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), InvalidImage> {
+    let invalid = |e: &dyn fmt::Display| InvalidImage(e.to_string());
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format();
+    let mut reader = reader.map_err(|e| invalid(&e))?;
     if reader.format().is_none() {
-        return Err(InvalidImage(
-            "not a JPEG, PNG, GIF or WebP image (unrecognised format)".into(),
-        ));
+        return Err(InvalidImage("not a JPEG, PNG, GIF or WebP image".into()));
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_DIMENSION);
     limits.max_image_height = Some(MAX_DIMENSION);
-    limits.max_alloc = Some(MAX_DECODE_ALLOC);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| InvalidImage(e.to_string()))?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(InvalidImage("image has no pixels".into()));
-    }
-    Ok(img.to_rgb8())
+    reader.limits(limits); // and the default 512 MiB allocation limit
+    let img = reader.decode().map_err(|e| invalid(&e))?.into_rgb8();
+    Ok((img.width(), img.height(), img.into_raw()))
 }
 
 /// Python's `round()` (half to even) of `n / 2` for a non-negative `n`.
 fn half_round_even(n: u32) -> u32 {
-    let q = n / 2;
-    if n % 2 == 1 && q % 2 == 1 {
-        q + 1
-    } else {
-        q
-    }
+    n / 2 + (n & (n / 2) & 1) // one more when both n and n / 2 are odd
 }
 
 /// Fixed-point precision of PIL's 8-bit resampling (`PRECISION_BITS = 32 - 8 - 2`).
@@ -99,11 +84,7 @@ impl Coeffs {
             for (x, &kx) in k.iter().enumerate().take(n) {
                 let v = if total != 0.0 { kx / total } else { 0.0 };
                 let f = v * f64::from(1u32 << PRECISION_BITS);
-                weights[i * ksize + x] = if f < 0.0 {
-                    (f - 0.5) as i32
-                } else {
-                    (f + 0.5) as i32
-                };
+                weights[i * ksize + x] = (f + 0.5f64.copysign(f)) as i32; // C's rounding
             }
             bounds.push((xmin, n));
         }
@@ -127,26 +108,26 @@ impl Coeffs {
     }
 }
 
-/// Resizes (shorter side to 224, as torchvision's `Resize(224)` with PIL bilinear), centre-crops
-/// to 224×224 (as `CenterCrop(224)`) and normalises to `(x − 127) / 128`, channel-major.
+/// Resizes `width × height` RGB bytes (shorter side to 224, as torchvision's `Resize(224)` with
+/// PIL bilinear), centre-crops to 224×224 (as `CenterCrop(224)`) and normalises to
+/// `(x − 127) / 128`, channel-major.
 ///
 /// The resize reproduces Pillow's two-pass 8-bit resampling (horizontal, then vertical),
 /// computing only the output pixels inside the crop, so even very elongated images stay cheap.
-pub fn preprocess(img: &RgbImage) -> Vec<f32> {
+pub fn preprocess(width: u32, height: u32, raw: &[u8]) -> Result<Vec<f32>, InvalidImage> {
+    let (w, h, max) = (
+        u64::from(width),
+        u64::from(height),
+        u64::from(MAX_DIMENSION),
+    );
+    if !(1..=max).contains(&w) || !(1..=max).contains(&h) || raw.len() as u64 != w * h * 3 {
+        let msg = format!("{} bytes are not a {width}x{height} RGB image", raw.len());
+        return Err(InvalidImage(msg + &format!(" (1 to {max} pixels a side)")));
+    }
+    let size = INPUT_SIZE as u64;
+    let (nw, nh) = (size * w / w.min(h), size * h / w.min(h));
+    let (nw, nh) = (nw as u32, nh as u32);
     let size = INPUT_SIZE as u32;
-    let (w, h) = img.dimensions();
-    let (nw, nh) = if w <= h {
-        (
-            size,
-            (u64::from(size) * u64::from(h) / u64::from(w.max(1))) as u32,
-        )
-    } else {
-        (
-            (u64::from(size) * u64::from(w) / u64::from(h.max(1))) as u32,
-            size,
-        )
-    };
-    let (nw, nh) = (nw.max(size), nh.max(size));
     let left = half_round_even(nw - size) as usize;
     let top = half_round_even(nh - size) as usize;
     let n = INPUT_SIZE;
@@ -155,7 +136,6 @@ pub fn preprocess(img: &RgbImage) -> Vec<f32> {
     // Input rows that the crop's output rows read.
     let y0 = vc.bounds.iter().map(|b| b.0).min().unwrap_or(0);
     let y1 = vc.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
-    let raw = img.as_raw();
     let stride = w as usize * 3;
     // Horizontal pass over rows y0..y1: (y1 - y0) × 224 × RGB.
     let mut tmp = vec![0u8; (y1 - y0) * n * 3];
@@ -179,75 +159,48 @@ pub fn preprocess(img: &RgbImage) -> Vec<f32> {
             }
         }
     }
-    out
-}
-
-/// [`decode`] then [`preprocess`].
-pub fn load_input(bytes: &[u8]) -> Result<Vec<f32>, InvalidImage> {
-    Ok(preprocess(&decode(bytes)?))
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageFormat, Rgb};
-
-    fn encode(img: &RgbImage, fmt: ImageFormat) -> Vec<u8> {
-        let mut buf = Cursor::new(Vec::new());
-        img.write_to(&mut buf, fmt).unwrap();
-        buf.into_inner()
-    }
 
     #[test]
     fn rejects_non_images() {
         for bytes in [
             &b""[..],
-            b"hello, world",
+            b"hello",
             b"\x89PNG\r\n\x1a\n truncated",
-            b"\xff\xd8\xff\xe0 broken jpeg",
+            b"\xff\xd8\xff\xe0 jpeg",
             b"GIF89a",
-            b"BM not enabled",
+            b"BM",
         ] {
             assert!(decode(bytes).is_err(), "{bytes:?} decoded");
         }
-    }
-
-    #[test]
-    fn decodes_png_and_normalises() {
-        let img = RgbImage::from_pixel(300, 200, Rgb([255, 127, 0]));
-        let x = load_input(&encode(&img, ImageFormat::Png)).unwrap();
-        assert_eq!(x.len(), 3 * 224 * 224);
-        let plane = 224 * 224;
-        assert!((x[0] - 1.0).abs() < 1e-6);
-        assert!(x[plane].abs() < 1e-6);
-        assert!((x[2 * plane] + 127.0 / 128.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn decodes_gif() {
-        let img = RgbImage::from_pixel(10, 30, Rgb([10, 20, 30]));
-        assert!(load_input(&encode(&img, ImageFormat::Gif)).is_ok());
-    }
-
-    #[test]
-    fn crop_is_centred_and_extreme_shapes_work() {
-        // Left half black, right half white, 448x224: the crop shows the middle 224 columns.
-        let img = RgbImage::from_fn(448, 224, |x, _| {
-            if x < 224 {
-                Rgb([0, 0, 0])
-            } else {
-                Rgb([255, 255, 255])
-            }
-        });
-        let x = preprocess(&img);
-        assert!(x[0] < -0.9 && x[223] > 0.9);
-        for (w, h) in [(1, 1), (1, 5000), (5000, 1), (225, 224), (224, 224)] {
-            let img = RgbImage::from_pixel(w, h, Rgb([1, 2, 3]));
-            assert_eq!(preprocess(&img).len(), 3 * 224 * 224, "{w}x{h}");
+        for (w, h, len) in [(0, 0, 0), (2, 2, 11), (1, 20_000, 60_000)] {
+            assert!(preprocess(w, h, &vec![0; len]).is_err(), "{w}x{h}");
         }
-        assert_eq!(half_round_even(1), 0);
-        assert_eq!(half_round_even(3), 2);
-        assert_eq!(half_round_even(5), 2);
-        assert_eq!(half_round_even(112), 56);
+    }
+
+    #[test]
+    fn normalises_crops_the_centre_and_takes_any_shape() {
+        let x = preprocess(3, 2, &[255, 127, 0].repeat(6)).unwrap();
+        let plane = 224 * 224;
+        assert_eq!(x.len(), 3 * plane);
+        assert_eq!((x[0], x[plane], x[2 * plane]), (1.0, 0.0, -127.0 / 128.0));
+        // Left half black, right half white, 448x224: the crop shows the middle 224 columns.
+        let img: Vec<u8> = (0..224 * 448)
+            .flat_map(|i| [if i % 448 < 224 { 0 } else { 255 }; 3])
+            .collect();
+        let x = preprocess(448, 224, &img).unwrap();
+        assert!(x[0] < -0.9 && x[223] > 0.9);
+        for (w, h) in [(1, 1), (1, 5000), (5000, 1), (225, 224)] {
+            assert!(
+                preprocess(w, h, &vec![7; (w * h * 3) as usize]).is_ok(),
+                "{w}x{h}"
+            );
+        }
+        assert_eq!([1, 3, 5, 112].map(half_round_even), [0, 2, 2, 56]);
     }
 }

@@ -1,212 +1,135 @@
-//! HTTP behaviour over real sockets, with a stand-in classifier (no model needed): the
-//! not-an-image path still goes through the real decoder.
+//! The binary as its callers use it: `serve --addr 127.0.0.1:0 --model-dir DIR --quiet` (the
+//! launcher reads the URL from the first line it prints), then real requests over sockets.
 
 mod common;
 
-use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{read_reply, request, run_body, start_server};
-use local_ai::{preprocess, ClassifyError, ImageClassifier, Prediction};
+use serde_json::{json, Value};
 
-/// Decodes for real, then answers a fixed ranking.
-struct DecodeOnly;
+const BIN: &str = env!("CARGO_BIN_EXE_local-ai");
 
-impl ImageClassifier for DecodeOnly {
-    fn classify(&self, image: &[u8], k: usize) -> Result<Vec<Prediction>, ClassifyError> {
-        preprocess::load_input(image)?;
-        Ok([
-            ("TABBY", 0.5),
-            ("TIGER CAT", 0.3),
-            ("LYNX", 0.1),
-            ("A", 0.05),
-            ("B", 0.02),
-            ("C", 0.01),
-        ]
-        .iter()
-        .take(k)
-        .map(|&(l, s)| Prediction {
-            label: l.into(),
-            score: s,
-        })
-        .collect())
+/// A running `local-ai serve`, stopped on drop (also when a test fails).
+struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-fn png() -> Vec<u8> {
-    let img = image::RgbImage::from_pixel(40, 30, image::Rgb([200, 100, 50]));
-    let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
-    buf.into_inner()
-}
-
-#[test]
-fn healthz_and_unknown_routes() {
-    let addr = start_server(DecodeOnly);
-    let r = request(addr, "GET", "/healthz", None, b"");
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, br#"{"ok":true,"model":"efficientnet-lite0"}"#);
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(request(addr, "GET", "/nothing", None, b"").status, 404);
-    assert_eq!(request(addr, "GET", "/run", None, b"").status, 405);
-}
-
-#[test]
-fn run_with_json_and_raw_bodies() {
-    let addr = start_server(DecodeOnly);
-    let img = png();
-    for (path, ctype, body) in [
-        (
-            "/run",
-            Some("application/json"),
-            run_body("@cf/microsoft/resnet-50", &img),
-        ),
-        ("/", None, run_body("@cf/microsoft/resnet-50", &img)),
-        ("/run", Some("application/octet-stream"), img.clone()),
-        (
-            "/run/@cf/microsoft/resnet-50",
-            Some("image/png"),
-            img.clone(),
-        ),
-    ] {
-        let r = request(addr, "POST", path, ctype, &body);
-        assert_eq!(
-            r.status,
-            200,
-            "{path}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        let v = r.json();
-        let arr = v.as_array().unwrap();
-        assert_eq!(arr.len(), 5);
-        assert_eq!(arr[0]["label"], "TABBY");
-        assert_eq!(arr[0]["score"].as_f64().unwrap(), 0.5);
-        let scores: Vec<f64> = arr.iter().map(|p| p["score"].as_f64().unwrap()).collect();
-        assert!(scores.windows(2).all(|w| w[0] >= w[1]));
-    }
-}
-
-#[test]
-fn not_an_image_is_a_permanent_5006() {
-    let addr = start_server(DecodeOnly);
-    for (ctype, body) in [
-        (
-            Some("application/json"),
-            run_body("@cf/microsoft/resnet-50", b"this is not an image"),
-        ),
-        (
-            Some("application/octet-stream"),
-            b"this is not an image".to_vec(),
-        ),
-        (Some("application/octet-stream"), Vec::new()),
-        (Some("image/png"), png()[..40].to_vec()),
-    ] {
-        let r = request(addr, "POST", "/run", ctype, &body);
-        assert_eq!(r.status, 400);
-        let v = r.json();
-        assert_eq!(v["errors"][0]["code"], 5006);
-        let msg = v["errors"][0]["message"].as_str().unwrap();
-        assert!(msg.starts_with("5006: Invalid image: "), "{msg}");
-    }
-}
-
-#[test]
-fn wrong_model_is_5007() {
-    let addr = start_server(DecodeOnly);
-    let r = request(
-        addr,
-        "POST",
-        "/run",
-        Some("application/json"),
-        &run_body("@cf/meta/llama-3-8b-instruct", &png()),
-    );
-    assert_eq!(r.status, 400);
-    let v = r.json();
-    assert_eq!(v["errors"][0]["code"], 5007);
-    assert!(v["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("5007: No such model @cf/meta/llama-3-8b-instruct"));
-}
-
-#[test]
-fn too_large_is_413_without_reading_the_body() {
-    let addr = start_server(DecodeOnly);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"POST /run HTTP/1.1\r\nHost: t\r\nContent-Length: 67108865\r\nExpect: 100-continue\r\n\r\n")
+fn start() -> Option<Server> {
+    let dir = common::model_dir()?;
+    let args = ["serve", "--addr", "127.0.0.1:0", "--quiet", "--model-dir"];
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let r = read_reply(&mut BufReader::new(s));
-    assert_eq!(r.status, 413);
-    assert_eq!(r.json()["errors"][0]["code"], 413);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("listening on http://")
+        .nth(1)
+        .map(|a| a.trim().to_string());
+    Some(Server(child, addr.unwrap_or_else(|| panic!("{line:?}"))))
+}
+
+/// Sends `head` (request line and headers) and `body`, half-closes, returns status and JSON.
+fn send(server: &Server, head: &str, body: &[u8]) -> (u16, Value) {
+    let mut s = TcpStream::connect(&server.1).unwrap();
+    write!(s, "{head}\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(body).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+fn post(server: &Server, body: &[u8]) -> (u16, Value) {
+    let head = format!("POST /run HTTP/1.1\r\nContent-Length: {}", body.len());
+    send(server, &head, body)
+}
+
+/// The status and Workers AI error code of an error reply, and its message.
+fn error((status, body): (u16, Value)) -> (u16, u64, String) {
+    let error = &body["errors"][0];
+    let (code, message) = (error["code"].as_u64().unwrap(), error["message"].as_str());
+    assert!(message.unwrap().starts_with(&format!("{code}: ")), "{body}");
+    (status, code, message.unwrap().to_string())
+}
+
+fn local_ai(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
 }
 
 #[test]
-fn keep_alive_chunked_and_expect_continue() {
-    let addr = start_server(DecodeOnly);
-    let img = png();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reader = BufReader::new(s.try_clone().unwrap());
-    // 1: Expect: 100-continue, then the body.
+fn serves_the_workers_ai_contract() {
+    let Some(server) = start() else { return };
+    let photo = std::fs::read(common::model_dir().unwrap().join("chelsea.png")).unwrap();
+    // As the local `Ai` binding sends it, then as raw bytes.
+    let run = json!({ "model": "@cf/microsoft/resnet-50", "image": photo }).to_string();
+    let (status, top5) = post(&server, run.as_bytes());
+    assert_eq!((status, top5.as_array().unwrap().len()), (200, 5), "{top5}");
+    assert_eq!(top5[0]["label"], "EGYPTIAN CAT");
+    let score = top5[0]["score"].as_f64().unwrap();
+    assert!((score - 0.3885).abs() < 0.002, "{top5}");
+    assert_eq!(post(&server, &photo), (200, top5));
+    // Not an image (in JSON, raw, truncated), or bad JSON: 400 with code 3010.
+    let junk = json!({ "image": b"\x89PNG\r\n\x1a\nnot really" }).to_string();
+    for body in [
+        junk.as_bytes(),
+        b"not an image",
+        &photo[..100],
+        b"{\"image\": 1",
+    ] {
+        let (status, code, message) = error(post(&server, body));
+        assert_eq!((status, code), (400, 3010));
+        assert!(message.starts_with("3010: Invalid or incomplete input for the model: "));
+    }
+    let llama = br#"{"model": "@cf/meta/llama-3-8b-instruct", "image": []}"#;
+    assert_eq!(error(post(&server, llama)).1, 5007);
+    // Over 64 MiB: 413 before the body is sent (no `100 Continue`).
+    let head = "POST /run HTTP/1.1\r\nContent-Length: 67108865\r\nExpect: 100-continue";
+    assert_eq!(error(send(&server, head, b"")).0, 413);
+    // A lying Content-Length (1 TB, never sent) gets no answer, and the server survives it.
+    let mut liar = TcpStream::connect(&server.1).unwrap();
     write!(
-        s,
-        "POST /run HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
-        img.len()
+        liar,
+        "POST /run HTTP/1.1\r\nContent-Length: 1000000000000\r\n\r\n"
     )
     .unwrap();
-    let cont = read_reply(&mut reader);
-    assert_eq!(cont.status, 100);
-    s.write_all(&img).unwrap();
-    let r = read_reply(&mut reader);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("connection"), Some("keep-alive"));
-    // 2: same connection, chunked body.
-    s.write_all(b"POST /run HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    liar.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    for chunk in img.chunks(17) {
-        write!(s, "{:x}\r\n", chunk.len()).unwrap();
-        s.write_all(chunk).unwrap();
-        s.write_all(b"\r\n").unwrap();
-    }
-    s.write_all(b"0\r\n\r\n").unwrap();
-    assert_eq!(read_reply(&mut reader).status, 200);
-    // 3: and a close.
-    s.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let r = read_reply(&mut reader);
-    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
-    let mut rest = Vec::new();
-    assert_eq!(reader.read_to_end(&mut rest).unwrap(), 0);
+    assert!(liar.read(&mut [0]).is_err(), "no answer");
+    assert_eq!(error(send(&server, "GET /run HTTP/1.1", b"")).0, 405);
+    assert_eq!(error(send(&server, "POST /nothing HTTP/1.1", b"")).0, 404);
+    let healthz = send(&server, "GET /healthz HTTP/1.1", b"");
+    assert_eq!(healthz, (200, json!({ "ok": true })));
 }
 
 #[test]
-fn malformed_request_gets_400() {
-    let addr = start_server(DecodeOnly);
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"NONSENSE\r\n\r\n").unwrap();
-    assert_eq!(read_reply(&mut BufReader::new(s)).status, 400);
-}
-
-#[test]
-fn cli_without_model_says_how_to_fetch_it() {
-    let dir = std::env::temp_dir().join(format!("local-ai-empty-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_local-ai"))
-        .args(["classify", "whatever.png", "--model-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir(&dir);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("scripts/fetch-model.sh"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_local-ai"))
-        .arg("--bogus")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+fn classify_command_and_errors() {
+    let Some(dir) = common::model_dir() else {
+        return;
+    };
+    let dir = dir.to_str().unwrap();
+    let out = local_ai(&["classify", &format!("{dir}/coffee.png"), "--model-dir", dir]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("0.9443  ESPRESSO"),
+        "{stdout}"
+    );
+    let out = local_ai(&["classify", "x.png", "--model-dir", "/nonexistent"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/fetch-model.sh"));
+    assert_eq!(local_ai(&["--bogus"]).status.code(), Some(2));
 }
