@@ -573,6 +573,15 @@ export async function startPipeline(options = {}) {
         await p.waitForOutcome({ imageId: marker.imageId }, { timeoutMs, what: `the barrier marker on ${queue}` });
       }
     },
+    /**
+     * Runs a worker's scheduled handler once, as its cron trigger would (Miniflare does not
+     * fire crons by itself). Resolves to the runtime's result; fails unless it is "ok".
+     */
+    async scheduled(role = "tagger", { cron = "* * * * *", scheduledTime = new Date() } = {}) {
+      const result = await (await mf.getWorker(names[role])).scheduled({ cron, scheduledTime });
+      if (result.outcome !== "ok") throw new Error(`${names[role]}: scheduled handler ended with ${result.outcome}`);
+      return result;
+    },
     /** Stops everything (idempotent). */
     async close() {
       if (closed) return;
