@@ -86,6 +86,7 @@ fn contract() -> Value {
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,
+            "claim": db::CLAIM,
             "selectImage": db::SELECT_IMAGE,
         },
         "statuses": [Status::Queued, Status::Done, Status::Failed],
