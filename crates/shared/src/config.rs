@@ -53,6 +53,18 @@ pub const CONCURRENCY: &str = "CONCURRENCY";
 /// Default of [`CONCURRENCY`].
 pub const DEFAULT_CONCURRENCY: usize = 8;
 
+/// Var: images with more pixels than this (width × height, read from the header before any
+/// decoding) fail permanently as `image_too_large`.
+pub const MAX_PIXELS: &str = "MAX_PIXELS";
+/// Default of [`MAX_PIXELS`]: 50 megapixels.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+
+/// Var: the shorter side, in pixels, of the image the tagger sends to the model; larger images
+/// are downscaled to it (never upscaled).
+pub const AI_INPUT_EDGE: &str = "AI_INPUT_EDGE";
+/// Default of [`AI_INPUT_EDGE`]. ResNet-50 looks at 224 × 224, so 512 leaves room to spare.
+pub const DEFAULT_AI_INPUT_EDGE: u32 = 512;
+
 /// Parses a numeric var, falling back to `default` when it is unset, empty or invalid.
 pub fn parse_var<T: std::str::FromStr>(value: Option<&str>, default: T) -> T {
     value

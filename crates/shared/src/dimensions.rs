@@ -507,10 +507,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// A JPEG with `app_bytes` of APP1 (EXIF-like) and APP2 (ICC-like) segments before SOF.
-    fn jpeg_with_big_app_segments(app_bytes: usize) -> Vec<u8> {
-        let plain = encoded(image::ImageFormat::Jpeg, 40, 30);
-        let mut out = plain[..2].to_vec();
+    /// `jpeg` with `app_bytes` of APP1 and APP2 segments (as EXIF and ICC data) after SOI.
+    pub fn with_app_segments(jpeg: &[u8], app_bytes: usize) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
         let mut left = app_bytes;
         let mut marker = 0xE1;
         while left > 0 {
@@ -521,13 +520,13 @@ pub(crate) mod tests {
             left -= n;
             marker = if marker == 0xE1 { 0xE2 } else { 0xE1 };
         }
-        out.extend_from_slice(&plain[2..]);
+        out.extend_from_slice(&jpeg[2..]);
         out
     }
 
     #[test]
     fn jpeg_frame_header_far_into_the_file() {
-        let file = jpeg_with_big_app_segments(200_000);
+        let file = with_app_segments(&encoded(image::ImageFormat::Jpeg, 40, 30), 200_000);
         assert_eq!(parse(&file[..150_000]), Header::NeedMore);
         assert_eq!(parse(&file), known(ImageType::Jpeg, 40, 30));
         check_prefixes(&file, known(ImageType::Jpeg, 40, 30));

@@ -8,6 +8,8 @@ pub mod config;
 pub mod dimensions;
 pub mod error;
 pub mod id;
+#[cfg(feature = "imaging")]
+pub mod imaging;
 pub mod keys;
 pub mod labels;
 pub mod message;
