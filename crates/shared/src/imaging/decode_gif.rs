@@ -45,27 +45,41 @@ pub(super) fn decode<R: Read>(
         Some(&c) if Some(i) != transparent => c,
         _ => WHITE,
     };
-    let mut out = Resampler::new(width, height, plan.out_w, plan.out_h, Order::Any)?;
-    if frame_w > 0 && frame_h > 0 {
-        let mut line = vec![0u8; frame_w as usize];
-        let mut ended = false;
-        for i in 0..frame_h {
-            let y = top
-                + if interlaced {
-                    interlaced_row(i, frame_h)
-                } else {
-                    i
-                };
-            // Many encoders write a little too little data: the rest stays transparent.
-            ended = ended || !decoder.fill_buffer(&mut line).map_err(err)?;
-            if ended {
-                out.push_row(y, left, 1, line.iter().map(|_| WHITE))?;
-            } else {
-                out.push_row(y, left, 1, line.iter().map(|&i| color(i)))?;
-            }
+    // Interlaced frames come in four passes: sums for the whole output, and the canvas around
+    // the frame added at the end. Others come top to bottom: whole canvas rows.
+    let order = if interlaced {
+        Order::Any
+    } else {
+        Order::TopDown
+    };
+    let mut out = Resampler::new(width, height, plan.out_w, plan.out_h, order)?;
+    let white = |n: u32| std::iter::repeat_n(WHITE, n as usize);
+    let frame_rows = if frame_w > 0 { frame_h } else { 0 };
+    if order == Order::TopDown {
+        for y in 0..top {
+            out.push_row(y, 0, 1, white(width))?;
         }
     }
-    out.fill_outside((left, top, left + frame_w, top + frame_h), WHITE);
+    let mut line = vec![0u8; frame_w as usize];
+    let mut ended = false;
+    for i in 0..frame_rows {
+        // Many encoders write a little too little data: the rest stays transparent.
+        ended = ended || !decoder.fill_buffer(&mut line).map_err(err)?;
+        let pixels = line.iter().map(|&i| if ended { WHITE } else { color(i) });
+        if interlaced {
+            out.push_row(top + interlaced_row(i, frame_h), left, 1, pixels)?;
+        } else {
+            let right = white(width - left - frame_w);
+            out.push_row(top + i, 0, 1, white(left).chain(pixels).chain(right))?;
+        }
+    }
+    if order == Order::TopDown {
+        for y in top + frame_rows..height {
+            out.push_row(y, 0, 1, white(width))?;
+        }
+    } else {
+        out.fill_outside((left, top, left + frame_w, top + frame_rows), WHITE);
+    }
     Ok((plan.info, Some(out.finish())))
 }
 

@@ -505,16 +505,21 @@ fn colour_types_become_rgb() {
 
 #[test]
 fn gif_frame_off_the_screen_edge() {
-    // A 10 x 5 screen, a 4 x 3 black frame at (8, 3): the canvas grows to 12 x 6, and all but
-    // the 12 black pixels of its 72 are white.
-    let file = gif_of((10, 5), (8, 3, 4, 3), false, None, &[0; 12]);
-    let limits = Limits {
-        edge: 16,
-        ..limits()
-    };
-    let img = reencoded(normalise_bytes(&file, &limits), (ImageType::Gif, 12, 6));
-    let mean = img.pixels().map(|p| u32::from(p[1])).sum::<u32>() / 72;
-    assert!((205..=220).contains(&mean), "{mean}");
+    // A 100 x 50 screen, a 40 x 30 black frame at (80, 30): the canvas grows to 120 x 60, and
+    // all but 1200 of its 7200 pixels are white. Plain and interlaced, whole and downscaled.
+    for (interlaced, edge, size) in [
+        (false, 512, (120, 60)),
+        (true, 512, (120, 60)),
+        (false, 16, (32, 16)),
+        (true, 16, (32, 16)),
+    ] {
+        let file = gif_of((100, 50), (80, 30, 40, 30), interlaced, None, &[0; 1200]);
+        let limits = Limits { edge, ..limits() };
+        let img = reencoded(normalise_bytes(&file, &limits), (ImageType::Gif, 120, 60));
+        assert_eq!(img.dimensions(), size);
+        let mean = img.pixels().map(|p| u32::from(p[1])).sum::<u32>() / (size.0 * size.1);
+        assert!((207..=218).contains(&mean), "{interlaced} {edge}: {mean}");
+    }
 }
 
 #[test]
