@@ -36,7 +36,7 @@ pub(super) fn decode<R: BufRead + Seek>(
         // YUV planes padded to 16 x 16 macroblocks, plus the compressed partitions.
         let planes = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16)) * 384;
         check_decode_bytes("lossy WebP", &plan.info, planes + compressed, limits)?;
-        return decode_vp8(r, plan);
+        return decode_vp8(&mut r, plan);
     }
 
     let bytes_per_pixel = if alpha { 4 } else { 3 };
@@ -77,7 +77,8 @@ fn decode_vp8<R: Read + Seek>(mut r: R, plan: Plan) -> Result<Decoded, ImageErro
     let (start, size) = find_chunk(&mut r, *b"VP8 ")?;
     r.seek(SeekFrom::Start(start))
         .map_err(|e| invalid("WebP", e))?;
-    let frame = Vp8Decoder::decode_frame(r.take(size)).map_err(|e| invalid("WebP", e))?;
+    // `Take<&mut R>`, the type `WebPDecoder` gives its own VP8 decoder: one copy in the binary.
+    let frame = Vp8Decoder::decode_frame((&mut r).take(size)).map_err(|e| invalid("WebP", e))?;
     let (width, height) = (u32::from(frame.width), u32::from(frame.height));
     if (width, height) != (plan.info.width, plan.info.height) {
         return Err(ImageError::Invalid(

@@ -212,13 +212,26 @@ const HEADER_READ_LIMIT: usize = 1 << 20;
 /// The decoded, downscaled image, or `None` when the original is to be sent.
 type Decoded = (ImageInfo, Option<Rgb>);
 
-fn run<R: BufRead + Seek>(r: &mut R, len: u64, limits: &Limits) -> Result<Normalised, ImageError> {
+/// What the decoders read from. One type whatever the caller's reader, so that each decoder is
+/// compiled once (generic decoders are large: this halves the wasm when a caller uses both
+/// [`normalise`] and [`normalise_bytes`]).
+pub(crate) trait Input: BufRead + Seek {}
+
+impl<T: BufRead + Seek + ?Sized> Input for T {}
+
+fn run(r: &mut dyn Input, len: u64, limits: &Limits) -> Result<Normalised, ImageError> {
     let (format, details) = read_header(r)?;
     if let Some(d) = details {
         dimensions::check_pixels(d.width, d.height, limits.max_pixels)?;
     }
     let (source, image) = match format {
-        ImageType::Jpeg => decode_jpeg::decode(r, details, len, limits)?,
+        // jpeg-decoder reads a byte at a time: a buffer saves a virtual call for each.
+        ImageType::Jpeg => decode_jpeg::decode(
+            io::BufReader::with_capacity(16 << 10, r),
+            details,
+            len,
+            limits,
+        )?,
         ImageType::Png => decode_png::decode(r, details, len, limits)?,
         ImageType::Gif => decode_gif::decode(r, details, limits)?,
         ImageType::Webp => decode_webp::decode(r, details, len, limits)?,
@@ -236,12 +249,12 @@ fn run<R: BufRead + Seek>(r: &mut R, len: u64, limits: &Limits) -> Result<Normal
 
 /// Reads a growing prefix until [`dimensions::parse_details`] answers, then rewinds. The
 /// details are `None` when the header is longer than [`HEADER_READ_LIMIT`].
-fn read_header<R: BufRead + Seek>(r: &mut R) -> Result<(ImageType, Option<Details>), ImageError> {
+fn read_header(r: &mut dyn Input) -> Result<(ImageType, Option<Details>), ImageError> {
     let mut prefix = Vec::new();
     let mut want = 4096;
     let details = loop {
         let missing = (want - prefix.len()) as u64;
-        let got = r.by_ref().take(missing).read_to_end(&mut prefix);
+        let got = (&mut *r).take(missing).read_to_end(&mut prefix);
         got.map_err(|e| ImageError::Invalid(format!("reading the header: {e}")))?;
         match dimensions::parse_details(&prefix) {
             Ok(details) => break Some(details),
