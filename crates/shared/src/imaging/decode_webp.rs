@@ -33,9 +33,10 @@ pub(super) fn decode<R: BufRead + Seek>(
     );
     if lossy && !alpha && !animated {
         drop(decoder);
-        // YUV planes padded to 16 x 16 macroblocks, plus the compressed partitions.
+        // YUV planes padded to 16 x 16 macroblocks, plus the compressed partitions (read into
+        // a growing buffer: up to twice their size).
         let planes = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16)) * 384;
-        check_decode_bytes("lossy WebP", &plan.info, planes + compressed, limits)?;
+        check_decode_bytes("lossy WebP", &plan.info, planes + 2 * compressed, limits)?;
         return decode_vp8(&mut r, plan);
     }
 
@@ -45,7 +46,7 @@ pub(super) fn decode<R: BufRead + Seek>(
     let inside = if animated {
         pixels * 8
     } else if lossy {
-        pixels * 3 / 2 + compressed
+        pixels * 3 / 2 + 2 * compressed
     } else if alpha {
         0
     } else {

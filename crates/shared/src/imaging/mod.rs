@@ -8,15 +8,18 @@
 //! it as a baseline 4:2:0 JPEG ([`Normalised::Jpeg`]). Alpha is composited over white; greyscale,
 //! palette and CMYK images become RGB. Only the first frame of an animation is used.
 //!
-//! No full-size copy of a large image is ever made:
+//! Memory stays bounded; only where a decoder cannot do otherwise does it hold the whole image,
+//! within [`Limits::max_decode_bytes`]:
 //! - JPEG is decoded at 1/2, 1/4 or 1/8 scale inside the IDCT (the largest reduction that still
 //!   leaves the shorter side at least `edge`) and box-filtered from there. Progressive JPEGs
 //!   keep every DCT coefficient (2 bytes a sample, e.g. 36 MB for 4000 × 3000 in 4:2:0) until
 //!   their last scan: they are refused when that exceeds [`Limits::max_decode_bytes`].
 //! - PNG is read row by row (also Adam7-interlaced ones) into the downscaler.
 //! - GIF's first frame is read line by line into the downscaler.
-//! - WebP is decoded whole by its decoder (about 4.5 bytes a pixel for lossy images, 7 for
-//!   lossless and 12 for animated ones): refused when that exceeds `max_decode_bytes`.
+//! - WebP: opaque lossy images (the usual photo) go through the VP8 decoder alone, which keeps
+//!   the YUV planes (1.5 bytes a pixel: 18 MB for 12 MP) and the compressed data; alpha,
+//!   lossless and animated ones are decoded whole (4 to 12 bytes a pixel). Refused when that
+//!   exceeds `max_decode_bytes`.
 //!
 //! Every failure is an [`ImageError`] with a stable [`code`](ImageError::code); nothing that the
 //! input can reach panics.
@@ -54,8 +57,8 @@ pub struct Limits {
     pub quality: u8,
 }
 
-/// Default of [`Limits::max_decode_bytes`]: 40 MiB (a 4000 × 3000 progressive 4:2:0 JPEG
-/// needs 35 MiB of coefficients; a lossy WebP about 4.5 bytes a pixel).
+/// Default of [`Limits::max_decode_bytes`]: 40 MiB. Enough for a 4000 × 3000 progressive 4:2:0
+/// JPEG (39 MiB) and opaque lossy WebP up to about 25 MP; lossless WebP stops near 6 MP.
 pub const DEFAULT_MAX_DECODE_BYTES: u64 = 40 << 20;
 /// Default of [`Limits::passthrough_bytes`]: 256 KiB.
 pub const DEFAULT_PASSTHROUGH_BYTES: u64 = 256 << 10;
