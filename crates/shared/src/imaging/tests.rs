@@ -844,8 +844,7 @@ fn outcome_is_sane(result: &Result<Normalised, ImageError>) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
-
+    // 256 cases; PROPTEST_CASES=N for a longer fuzzing session.
     /// Random bytes behind each magic number never panic.
     #[test]
     fn random_bytes_behind_a_magic_number(magic in any_magic(), rest in proptest::collection::vec(any::<u8>(), 0..2000)) {
