@@ -10,8 +10,10 @@ use crate::record::ErrorInfo;
 pub enum TagError {
     /// Permanent: the R2 object is gone.
     ObjectMissing,
-    /// Permanent: the model rejected the bytes as not a usable image.
+    /// Permanent: the bytes are not a usable image (the model, or decoding, says so).
     InvalidImage(String),
+    /// Permanent: the image has more pixels, or needs more memory to decode, than allowed.
+    ImageTooLarge(String),
     /// Permanent: the queue body is not JSON of a known shape.
     MalformedMessage(String),
     /// Permanent: the queue body has a schema version this build does not know.
@@ -46,6 +48,7 @@ impl TagError {
         match self {
             Self::ObjectMissing => "object_missing",
             Self::InvalidImage(_) => "invalid_image",
+            Self::ImageTooLarge(_) => "image_too_large",
             Self::MalformedMessage(_) => "malformed_message",
             Self::UnsupportedSchema(_) => "unsupported_schema_version",
             Self::RetriesExhausted => "retries_exhausted",
@@ -80,7 +83,8 @@ impl TagError {
     pub fn message(&self) -> String {
         match self {
             Self::ObjectMissing => "the uploaded object is no longer in R2".into(),
-            Self::InvalidImage(m) => format!("the model rejected the image: {m}"),
+            Self::InvalidImage(m) => format!("the image is not usable: {m}"),
+            Self::ImageTooLarge(m) => format!("the image is too large: {m}"),
             Self::MalformedMessage(m) => format!("malformed queue message: {m}"),
             Self::UnsupportedSchema(v) => format!("unsupported message schema version {v}"),
             Self::RetriesExhausted => "gave up after the queue's retries".into(),
@@ -117,6 +121,20 @@ impl From<crate::message::DecodeError> for TagError {
         match e {
             crate::message::DecodeError::UnsupportedVersion(v) => Self::UnsupportedSchema(v),
             malformed => Self::MalformedMessage(malformed.to_string()),
+        }
+    }
+}
+
+/// Decoding failures: `image_too_large` and `invalid_image` are permanent; a failing reader is
+/// a storage problem, retried.
+#[cfg(feature = "imaging")]
+impl From<crate::imaging::ImageError> for TagError {
+    fn from(e: crate::imaging::ImageError) -> Self {
+        use crate::imaging::ImageError;
+        match e {
+            ImageError::TooLarge(m) => Self::ImageTooLarge(m),
+            ImageError::Invalid(m) => Self::InvalidImage(m),
+            ImageError::Read(m) => Self::Storage(format!("reading the image: {m}")),
         }
     }
 }
@@ -188,5 +206,26 @@ mod tests {
             Disposition::Retry
         );
         assert_eq!(TagError::ObjectMissing.info().code, "object_missing");
+        let too_large = TagError::ImageTooLarge("9000x9000".into());
+        assert_eq!(too_large.code(), "image_too_large");
+        assert_eq!(too_large.disposition(), Disposition::Ack);
+    }
+
+    #[cfg(feature = "imaging")]
+    #[test]
+    fn image_errors_map_to_tag_errors() {
+        use crate::imaging::ImageError;
+        for (e, code, retry) in [
+            (ImageError::TooLarge("x".into()), "image_too_large", false),
+            (ImageError::Invalid("x".into()), "invalid_image", false),
+            (ImageError::Read("x".into()), "storage_unavailable", true),
+        ] {
+            let tag = TagError::from(e.clone());
+            assert_eq!(tag.code(), code);
+            assert_eq!(tag.is_retryable(), retry);
+            if e.is_permanent() {
+                assert_eq!(tag.code(), e.code());
+            }
+        }
     }
 }
