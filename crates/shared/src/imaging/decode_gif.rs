@@ -4,7 +4,7 @@
 //! cover, and its transparent pixels, are white.
 
 use super::resample::{Order, Resampler, WHITE};
-use super::{invalid, Decoded, ImageError, Limits, Plan};
+use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
 use crate::dimensions::Details;
 use crate::sniff::ImageType;
 use gif::{ColorOutput, DecodeOptions, MemoryLimit};
@@ -52,6 +52,8 @@ pub(super) fn decode<R: Read>(
     } else {
         Order::TopDown
     };
+    let resampler = Resampler::bytes(plan.out_w, plan.out_h, order);
+    check_decode_bytes("GIF", &plan.info, resampler + u64::from(frame_w), limits)?;
     let mut out = Resampler::new(width, height, plan.out_w, plan.out_h, order)?;
     let white = |n: u32| std::iter::repeat_n(WHITE, n as usize);
     let frame_rows = if frame_w > 0 { frame_h } else { 0 };

@@ -65,9 +65,12 @@ pub(super) fn decode<R: Read>(
         )
         .map_err(err)?;
     let (w, h) = (u32::from(w), u32::from(h));
-    // Component planes plus the interleaved output, both at the reduced size.
+    // Component planes plus the interleaved output, both at the reduced size, and the
+    // downscaler.
     let scaled = u64::from(w) * u64::from(h) * components * 2;
-    check_decode_bytes(what, &plan.info, coefficients + scaled, limits)?;
+    let (out_w, out_h) = (plan.out_w.min(w), plan.out_h.min(h));
+    let resampler = Resampler::bytes(out_w, out_h, Order::TopDown);
+    check_decode_bytes(what, &plan.info, coefficients + scaled + resampler, limits)?;
     decoder.set_max_decoding_buffer_size(
         usize::try_from(limits.max_decode_bytes).unwrap_or(usize::MAX),
     );
@@ -81,7 +84,7 @@ pub(super) fn decode<R: Read>(
         return Ok((plan.info, None));
     }
 
-    let mut out = Resampler::new(w, h, plan.out_w.min(w), plan.out_h.min(h), Order::TopDown)?;
+    let mut out = Resampler::new(w, h, out_w, out_h, Order::TopDown)?;
     let row_len = w as usize * components as usize;
     for (y, row) in (0..h).zip(pixels.chunks_exact(row_len)) {
         match components {

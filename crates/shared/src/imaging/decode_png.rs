@@ -32,27 +32,25 @@ pub(super) fn decode<R: BufRead + Seek>(
     decoder.set_ignore_text_chunk(true);
     decoder.set_ignore_iccp_chunk(true);
     let header = decoder.read_header_info().map_err(err)?;
-    let (width, height) = (header.width, header.height);
+    let (width, height, interlaced) = (header.width, header.height, header.interlaced);
     let plan = Plan::new(ImageType::Png, width, height, details, len, limits)?;
+    // Adam7 passes come one after the other: sums for every output pixel.
+    let order = if interlaced {
+        Order::Any
+    } else {
+        Order::TopDown
+    };
     // The decoder keeps two raw rows (up to 8 bytes a pixel) and one 8-bit RGBA row.
     let rows = u64::from(width) * (2 * 8 + 4);
-    check_decode_bytes("PNG", &plan.info, rows, limits)?;
+    let resampler = Resampler::bytes(plan.out_w, plan.out_h, order);
+    check_decode_bytes("PNG", &plan.info, rows + resampler, limits)?;
 
     let mut reader = decoder.read_info().map_err(err)?;
     let (color, _) = reader.output_color_type();
-    let interlaced = reader.info().interlaced;
     let mut out = match plan.keep {
         true => None,
         false => Some(Resampler::new(
-            width,
-            height,
-            plan.out_w,
-            plan.out_h,
-            if interlaced {
-                Order::Any
-            } else {
-                Order::TopDown
-            },
+            width, height, plan.out_w, plan.out_h, order,
         )?),
     };
 

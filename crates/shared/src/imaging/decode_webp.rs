@@ -26,6 +26,7 @@ pub(super) fn decode<R: BufRead + Seek>(
     let plan = Plan::new(ImageType::Webp, width, height, details, len, limits)?;
     let pixels = u64::from(width) * u64::from(height);
     let compressed = len.min(u64::from(u32::MAX));
+    let resampler = Resampler::bytes(plan.out_w, plan.out_h, Order::TopDown);
     let (alpha, animated, lossy) = (
         decoder.has_alpha(),
         decoder.is_animated(),
@@ -36,7 +37,12 @@ pub(super) fn decode<R: BufRead + Seek>(
         // YUV planes padded to 16 x 16 macroblocks, plus the compressed partitions (read into
         // a growing buffer: up to twice their size).
         let planes = u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16)) * 384;
-        check_decode_bytes("lossy WebP", &plan.info, planes + 2 * compressed, limits)?;
+        check_decode_bytes(
+            "lossy WebP",
+            &plan.info,
+            planes + 2 * compressed + resampler,
+            limits,
+        )?;
         return decode_vp8(&mut r, plan);
     }
 
@@ -55,7 +61,7 @@ pub(super) fn decode<R: BufRead + Seek>(
     check_decode_bytes(
         "WebP",
         &plan.info,
-        pixels * bytes_per_pixel + inside,
+        pixels * bytes_per_pixel + inside + resampler,
         limits,
     )?;
     decoder.set_memory_limit(usize::try_from(limits.max_decode_bytes).unwrap_or(usize::MAX));

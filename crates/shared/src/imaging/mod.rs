@@ -46,10 +46,11 @@ pub const MAX_OUTPUT_ASPECT: u32 = 4;
 pub struct Limits {
     /// Images with more pixels (width × height from the header) fail as `image_too_large`.
     pub max_pixels: u64,
-    /// The output's shorter side, in pixels (clamped to 16..=8192).
+    /// The output's shorter side, in pixels (clamped to 16..=4096).
     pub edge: u32,
-    /// Most bytes a decoder that must hold the whole image may use (progressive JPEG, WebP);
-    /// more fails as `image_too_large`.
+    /// Most heap the decoder and the downscaler may use, estimated from the header before
+    /// decoding; more fails as `image_too_large`. Only decoders that hold whole images
+    /// (progressive JPEG, WebP) come near the default.
     pub max_decode_bytes: u64,
     /// A JPEG or PNG that needs no downscaling and is at most this long is sent unchanged.
     pub passthrough_bytes: u64,
@@ -90,7 +91,7 @@ impl Limits {
 
     fn sanitised(&self) -> Self {
         Self {
-            edge: self.edge.clamp(16, 8192),
+            edge: self.edge.clamp(16, 4096),
             quality: self.quality.clamp(1, 100),
             ..*self
         }
@@ -182,11 +183,13 @@ pub fn output_size(width: u32, height: u32, edge: u32) -> (u32, u32) {
     (side(width), side(height))
 }
 
-/// Normalises the image that `reader` yields (`len` bytes, from its start).
+/// Normalises the image that `reader` yields: `len` bytes from position 0.
 ///
-/// The reader is read in small pieces as the decoders need them (a few bytes to 64 KiB), and
-/// rewound once after the header; it never has to hold the whole file. Wrap a slow reader in
-/// a [`std::io::BufReader`].
+/// The header is read first (4 KiB, more for JPEGs with large metadata, up to 1 MiB), then the
+/// reader is rewound and read front to back as the decoder needs it; seeks are rare (WebP
+/// chunks, PNG's end). The file never has to be in memory as a whole, except the compressed
+/// data of a WebP image, which its decoder reads whole. `len` decides whether a small file may
+/// pass unchanged and budgets WebP.
 pub fn normalise<R: BufRead + Seek>(
     reader: R,
     len: u64,

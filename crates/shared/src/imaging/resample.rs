@@ -103,6 +103,16 @@ impl Resampler {
         })
     }
 
+    /// The heap a resampler to `out_w × out_h` takes: the output plus the sums.
+    pub fn bytes(out_w: u32, out_h: u32, order: Order) -> u64 {
+        let out = u64::from(out_w) * u64::from(out_h);
+        let sums = match order {
+            Order::TopDown => u64::from(out_w) * 12,
+            Order::Any => out * 12,
+        };
+        out * 3 + sums
+    }
+
     fn out_row(&self, y: u32) -> u32 {
         (u64::from(y) * u64::from(self.out_h) / u64::from(self.src_h)) as u32
     }
