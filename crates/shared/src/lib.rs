@@ -8,8 +8,11 @@ pub mod config;
 #[cfg(test)]
 mod contract;
 pub mod db;
+pub mod dimensions;
 pub mod error;
 pub mod id;
+#[cfg(feature = "imaging")]
+pub mod imaging;
 pub mod keys;
 pub mod labels;
 pub mod message;
