@@ -191,3 +191,16 @@ test('ALLOWED_ORIGINS="*": any origin can upload and read, end to end', async ()
     assert.equal(refused.headers.get("access-control-allow-origin"), "*", "errors carry CORS too");
   });
 });
+
+test("the demo page may not be framed, and every response says nosniff; API answers are never cached", async () => {
+  const page = await p.fetch("/");
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
+  assert.equal(page.headers.get("x-frame-options"), "DENY");
+  for (const res of [page, await p.fetch("/nope"), await p.fetch(`/images/${await upload(p, png(300))}`)]) {
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff", res.url);
+    assert.equal(res.headers.get("referrer-policy"), "no-referrer", res.url);
+  }
+  const api = await p.fetch("/nope");
+  assert.equal(api.headers.get("cache-control"), "no-store");
+});
