@@ -1,0 +1,109 @@
+//! The tagger's pacing and retry policy under Cloudflare Queues, simulated (see `sim`).
+//!
+//! The figures of BENCHMARKS.md come from the ignored `benchmark_table`, in release:
+//! `cargo test -p shared --release --test simulation -- --ignored --nocapture`
+//! (`SIM=<text>` keeps only the scenarios whose name contains it).
+
+mod sim;
+
+use std::time::Instant;
+
+use sim::{run, AiLimit, Load, Report, Scenario};
+
+fn burst(n: u32) -> Scenario {
+    Scenario::production(&format!("burst of {n}"), Load::Burst(n))
+}
+
+/// Steady uploads at 40/s for `minutes`, the AI down for `down` seconds in the middle.
+fn outage(minutes: u64, down: u64) -> Scenario {
+    let seconds = minutes * 60;
+    let from = (seconds - down) / 2;
+    let mut s = Scenario::production(
+        &format!("40/s for {minutes} min, AI down {from}-{} s", from + down),
+        Load::Steady {
+            per_second: 40.0,
+            seconds,
+        },
+    );
+    s.outages = vec![(from, from + down)];
+    s
+}
+
+fn miniflare_burst() -> Scenario {
+    Scenario::miniflare("Miniflare: 150 at 5/s", Load::Burst(150), 5.0)
+}
+
+fn miniflare_outage() -> Scenario {
+    let mut s = Scenario::miniflare("Miniflare: 10, AI down 0-60 s", Load::Burst(10), 5.0);
+    s.outages = vec![(0, 60)];
+    s
+}
+
+/// The same scenario against an AI that limits with a token bucket instead of per-second
+/// windows.
+fn token_bucket(mut s: Scenario) -> Scenario {
+    if let AiLimit::Window { calls, .. } = s.ai_limit {
+        s.ai_limit = AiLimit::TokenBucket {
+            per_second: f64::from(calls),
+            burst: f64::from(calls),
+        };
+    }
+    s.name = format!("{} (AI: token bucket)", s.name);
+    s
+}
+
+fn run_timed(s: &Scenario) -> (Report, f64) {
+    let started = Instant::now();
+    let r = run(s);
+    (r, started.elapsed().as_secs_f64())
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let s = miniflare_burst();
+    assert_eq!(run(&s), run(&s));
+    let other = Scenario {
+        seed: 2,
+        ..s.clone()
+    };
+    assert_ne!(run(&s), run(&other));
+}
+
+/// The table of BENCHMARKS.md: every scenario, against both models of the AI's limit.
+#[test]
+#[ignore = "minutes in debug; run in release"]
+fn benchmark_table() {
+    let only = std::env::var("SIM").unwrap_or_default();
+    let scenarios = [
+        burst(10_000),
+        burst(100_000),
+        burst(1_000_000),
+        outage(30, 600),
+        miniflare_burst(),
+        miniflare_outage(),
+    ];
+    println!("{}", Report::HEADER);
+    for s in scenarios
+        .iter()
+        .cloned()
+        .chain(scenarios.iter().cloned().map(token_bucket))
+        .filter(|s| s.name.contains(&only))
+    {
+        let (r, seconds) = run_timed(&s);
+        println!("{}", r.row());
+        eprintln!(
+            "    {seconds:.1} s to run ({} events): {} AI calls, {} refused; {} writes, {} reads, {} deletes, {} re-sends; {} pacer calls; peak {} reads/s, {} pacer calls/s; last done {:?} s after the outage",
+            r.events,
+            r.ai_calls,
+            r.refused_calls,
+            r.queue_writes,
+            r.queue_reads,
+            r.queue_deletes,
+            r.resends,
+            r.pacer_calls,
+            r.peak_reads_per_s,
+            r.peak_pacer_calls_per_s,
+            r.done_after_outage_s.map(f64::round),
+        );
+    }
+}
