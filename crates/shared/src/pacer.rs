@@ -8,13 +8,19 @@
 //!   `1/rate` after the previous one handed out, so deferred messages come back spread out
 //!   at the rate the bucket refills instead of all at once.
 //! - **Budget**: at most `daily_budget` calls per UTC day; then slots start at midnight.
-//! - **Back-off**: when the AI refuses a call, nobody calls it for a while (doubling up to
-//!   a cap while refusals continue), and Workers AI's own "daily allocation used up" stops
-//!   calls until the next UTC day.
+//! - **Back-off**: when the AI refuses a call, nobody calls it for a while, then calls resume
+//!   at the rate rather than in a burst. Reports of refusals during a back-off belong to the
+//!   same episode and do not lengthen it; a refusal soon after a back-off ends (the AI is
+//!   still down) doubles the next one, up to a cap. Workers AI's own "daily allocation used
+//!   up" stops calls until the next UTC day.
 
 use serde::{Deserialize, Serialize};
 
 const DAY_MS: u64 = 86_400_000;
+
+/// A refusal this soon after a back-off ends continues the streak (the AI is still down);
+/// a later one starts again from the first back-off.
+const STREAK_MS: u64 = 5_000;
 
 /// The name of the one pacer object the whole fleet asks.
 pub const OBJECT_NAME: &str = "workers-ai";
@@ -206,10 +212,14 @@ impl Pacer {
     }
 
     /// The AI refused a call as busy: nobody calls it until the back-off ends, which doubles
-    /// while refusals keep coming.
+    /// while refusals keep coming right after each back-off. Returns the back-off's end.
     pub fn refused(&mut self, config: &PacerConfig, now_ms: u64) -> u64 {
         self.roll(config, now_ms);
-        if now_ms >= self.cooldown_until_ms + config.cooldown_max_ms {
+        if now_ms < self.cooldown_until_ms {
+            // Another batch's report of the same episode.
+            return self.cooldown_until_ms;
+        }
+        if now_ms >= self.cooldown_until_ms + STREAK_MS {
             self.refusals = 0;
         }
         let shift = self.refusals.min(20);
@@ -218,8 +228,10 @@ impl Pacer {
             .saturating_mul(1 << shift)
             .min(config.cooldown_max_ms);
         self.refusals += 1;
+        self.cooldown_until_ms = now_ms + wait;
+        // The bucket starts empty when the back-off ends: calls resume at the rate.
         self.tokens = 0.0;
-        self.cooldown_until_ms = self.cooldown_until_ms.max(now_ms + wait);
+        self.refilled_ms = self.cooldown_until_ms;
         self.cooldown_until_ms
     }
 
@@ -307,6 +319,7 @@ mod tests {
         let g = pacer.acquire(&config, T0 + 500, 2);
         assert_eq!((g.granted, g.denial), (0, Some(Denial::Cooling)));
         assert!(g.not_before_ms[0] > T0 + 1000);
+        // Refused again as soon as each back-off ends: the AI is down.
         assert_eq!(pacer.refused(&config, T0 + 1000), T0 + 3000);
         assert_eq!(pacer.refused(&config, T0 + 3000), T0 + 7000);
         assert_eq!(
@@ -315,6 +328,21 @@ mod tests {
             "capped at 8 s"
         );
         assert!(pacer.acquire(&config, T0 + 16_000, 1).granted == 1);
+    }
+
+    #[test]
+    fn one_episode_is_one_back_off_and_calls_resume_at_the_rate() {
+        let config = PacerConfig::new(50.0, None, 30_000);
+        let mut pacer = Pacer::new(&config, T0);
+        assert_eq!(pacer.refused(&config, T0), T0 + 1000);
+        // Other batches report refusals of the same moment: the back-off does not grow.
+        assert_eq!(pacer.refused(&config, T0 + 300), T0 + 1000);
+        // When it ends, calls resume one every 20 ms, not 50 at once.
+        assert_eq!(pacer.acquire(&config, T0 + 1000, 10).granted, 0);
+        assert_eq!(pacer.acquire(&config, T0 + 1020, 10).granted, 1);
+        assert_eq!(pacer.acquire(&config, T0 + 1100, 10).granted, 4);
+        // A refusal after a calm spell starts again from the first back-off.
+        assert_eq!(pacer.refused(&config, T0 + 60_000), T0 + 61_000);
     }
 
     #[test]
