@@ -3,16 +3,21 @@
 //! it, so the whole fleet shares one rate, one daily budget and one back-off; the
 //! simulation (`crates/shared/tests/simulation.rs`) runs the very same code.
 //!
-//! - **Rate**: a token bucket of `rate` calls a second, holding at most `burst`.
-//! - **Slots, not a herd**: a request the bucket cannot serve now gets its own future slot,
-//!   `1/rate` after the previous one handed out, so deferred messages come back spread out
-//!   at the rate the bucket refills instead of all at once.
+//! - **Rate**: at most `burst` calls in any `burst / rate` seconds, rounded up to whole
+//!   seconds (by default `rate` calls in any one second), counted over a sliding window. A token bucket would let the second
+//!   after a quiet one carry up to twice the rate, which an AI that counts calls per second
+//!   refuses; the simulation (BENCHMARKS.md) shows what each refusal then costs.
+//! - **Slots, not a herd**: a request the window cannot serve now gets its own future slot,
+//!   `1/rate` after the previous one handed out (and not before the window has room), so
+//!   deferred messages come back spread out at the rate instead of all at once.
 //! - **Budget**: at most `daily_budget` calls per UTC day; then slots start at midnight.
 //! - **Back-off**: when the AI refuses a call, nobody calls it for a while, then calls resume
 //!   at the rate rather than in a burst. Reports of refusals during a back-off belong to the
 //!   same episode and do not lengthen it; a refusal soon after a back-off ends (the AI is
 //!   still down) doubles the next one, up to a cap. Workers AI's own "daily allocation used
 //!   up" stops calls until the next UTC day.
+
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +62,8 @@ pub struct Usage {
 pub struct PacerConfig {
     /// Calls per second (`AI_REQUESTS_PER_SECOND`).
     pub rate_per_second: f64,
-    /// Most calls granted at once after a quiet spell.
+    /// Most calls in any `burst / rate` seconds (rounded up to whole seconds), and so the
+    /// most granted at once after a quiet spell.
     pub burst: f64,
     /// Most calls per UTC day (`AI_DAILY_BUDGET`), if any.
     pub daily_budget: Option<u64>,
@@ -68,7 +74,7 @@ pub struct PacerConfig {
 }
 
 impl PacerConfig {
-    /// Settings for a rate and budget, with a one-second burst and a 1 s to `cooldown_max_ms`
+    /// Settings for a rate and budget, with a one-second window and a 1 s to `cooldown_max_ms`
     /// back-off.
     pub fn new(rate_per_second: f64, daily_budget: Option<u64>, cooldown_max_ms: u64) -> Self {
         let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 {
@@ -87,6 +93,19 @@ impl PacerConfig {
 
     fn spacing_ms(&self) -> f64 {
         1000.0 / self.rate_per_second
+    }
+
+    /// Most calls in one window.
+    fn window_calls(&self) -> usize {
+        (self.burst.floor() as usize).max(1)
+    }
+
+    /// The window: as long as `burst` calls take at the rate, rounded up to whole seconds.
+    /// Deferred messages come back after whole seconds; a window of 0.99 s or 1.05 s would
+    /// make them find it full again and again (the simulation showed drains 1.4-2x slower).
+    fn window_ms(&self) -> u64 {
+        let ms = (self.window_calls() as f64 * self.spacing_ms()).round() as u64;
+        ms.div_ceil(1000).max(1) * 1000
     }
 }
 
@@ -123,10 +142,9 @@ pub struct Pacer {
     /// UTC day number (days since the epoch) that `used_today` counts.
     pub day: u64,
     pub used_today: u64,
+    /// When the calls still in the window were granted, oldest first.
     #[serde(skip)]
-    tokens: f64,
-    #[serde(skip)]
-    refilled_ms: u64,
+    calls: VecDeque<u64>,
     /// End of the last slot handed out.
     #[serde(skip)]
     slots_until_ms: u64,
@@ -143,12 +161,10 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// A fresh pacer whose bucket is full at `now_ms`.
-    pub fn new(config: &PacerConfig, now_ms: u64) -> Self {
+    /// A fresh pacer at `now_ms`, with an empty window.
+    pub fn new(_config: &PacerConfig, now_ms: u64) -> Self {
         Self {
             day: now_ms / DAY_MS,
-            tokens: config.burst,
-            refilled_ms: now_ms,
             ..Self::default()
         }
     }
@@ -165,11 +181,11 @@ impl Pacer {
         let granted = if cooling {
             0
         } else {
-            u64::from(n)
-                .min(self.tokens.floor() as u64)
-                .min(budget_left) as u32
+            let free = config.window_calls().saturating_sub(self.calls.len());
+            u64::from(n).min(free as u64).min(budget_left) as u32
         };
-        self.tokens -= f64::from(granted);
+        self.calls
+            .extend(std::iter::repeat_n(now_ms, granted as usize));
         self.used_today += u64::from(granted);
         let rest = n - granted;
         let spacing = config.spacing_ms();
@@ -184,7 +200,14 @@ impl Pacer {
                 .collect();
             (Some(Denial::Tomorrow), slots)
         } else {
-            let start = self.slots_until_ms.max(now_ms).max(self.cooldown_until_ms);
+            // Not before the window has room again.
+            let full = (self.calls.len() >= config.window_calls())
+                .then(|| self.calls[0] + config.window_ms() - spacing as u64);
+            let start = self
+                .slots_until_ms
+                .max(now_ms)
+                .max(self.cooldown_until_ms)
+                .max(full.unwrap_or(0));
             let slots: Vec<u64> = (1..=u64::from(rest))
                 .map(|i| start + (i as f64 * spacing) as u64)
                 .collect();
@@ -207,7 +230,11 @@ impl Pacer {
     /// Gives back calls that were granted but not made.
     pub fn refund(&mut self, config: &PacerConfig, now_ms: u64, n: u32) {
         self.roll(config, now_ms);
-        self.tokens = (self.tokens + f64::from(n)).min(config.burst);
+        // During a back-off the window holds the restart's pace, not calls to give back.
+        if now_ms >= self.cooldown_until_ms {
+            let kept = self.calls.len().saturating_sub(n as usize);
+            self.calls.truncate(kept);
+        }
         self.used_today = self.used_today.saturating_sub(u64::from(n));
     }
 
@@ -229,9 +256,12 @@ impl Pacer {
             .min(config.cooldown_max_ms);
         self.refusals += 1;
         self.cooldown_until_ms = now_ms + wait;
-        // The bucket starts empty when the back-off ends: calls resume at the rate.
-        self.tokens = 0.0;
-        self.refilled_ms = self.cooldown_until_ms;
+        // Fill the window so that, when the back-off ends, calls resume one every `1/rate`.
+        let spacing = config.spacing_ms();
+        let first = (self.cooldown_until_ms + spacing as u64).saturating_sub(config.window_ms());
+        self.calls = (0..config.window_calls())
+            .map(|i| first + (i as f64 * spacing) as u64)
+            .collect();
         self.cooldown_until_ms
     }
 
@@ -241,7 +271,7 @@ impl Pacer {
         self.quota_day = Some(self.day);
     }
 
-    /// Refills the bucket and starts a new day when the date changes.
+    /// Lets calls older than the window go, and starts a new day when the date changes.
     fn roll(&mut self, config: &PacerConfig, now_ms: u64) {
         let day = now_ms / DAY_MS;
         if day != self.day {
@@ -252,9 +282,10 @@ impl Pacer {
         if self.quota_day.is_some_and(|d| d < day) {
             self.quota_day = None;
         }
-        let elapsed = now_ms.saturating_sub(self.refilled_ms) as f64;
-        self.tokens = (self.tokens + elapsed / config.spacing_ms()).min(config.burst);
-        self.refilled_ms = self.refilled_ms.max(now_ms);
+        let window = config.window_ms();
+        while self.calls.front().is_some_and(|&at| at + window <= now_ms) {
+            self.calls.pop_front();
+        }
     }
 }
 
@@ -270,21 +301,38 @@ mod tests {
         let config = PacerConfig::new(5.0, None, 60_000);
         let mut pacer = Pacer::new(&config, T0);
         let grant = pacer.acquire(&config, T0, 12);
-        assert_eq!(grant.granted, 5, "one second's burst");
+        assert_eq!(grant.granted, 5, "one second's worth");
         assert_eq!(grant.denial, Some(Denial::Paced));
         let slots = grant.not_before_ms;
         assert_eq!(slots.len(), 7);
-        assert_eq!(slots[0], T0 + 200);
-        assert_eq!(slots[6], T0 + 1400);
-        // Each comes back at its slot and finds a token.
+        // The first slot is when the burst leaves the window; then one every 200 ms.
+        assert_eq!(slots[0], T0 + 1000);
+        assert_eq!(slots[6], T0 + 2200);
+        // Each comes back at its slot and finds room.
         for (i, at) in slots.iter().enumerate() {
             let g = pacer.acquire(&config, *at, 1);
             assert_eq!(g.granted, 1, "slot {i}");
         }
         // A newcomer goes after the last slot handed out.
-        let late = pacer.acquire(&config, T0 + 1400, 1);
+        let late = pacer.acquire(&config, T0 + 2200, 1);
         assert_eq!(late.granted, 0);
-        assert_eq!(late.not_before_ms, [T0 + 1600]);
+        assert_eq!(late.not_before_ms, [T0 + 2400]);
+    }
+
+    #[test]
+    fn no_second_gets_more_than_its_share() {
+        let config = PacerConfig::new(5.0, None, 60_000);
+        let mut pacer = Pacer::new(&config, T0);
+        assert_eq!(pacer.acquire(&config, T0 + 900, 5).granted, 5);
+        // A token bucket would have refilled 4 calls by T0 + 1700, 9 in 0.8 s.
+        assert_eq!(pacer.acquire(&config, T0 + 1700, 5).granted, 0);
+        assert_eq!(pacer.acquire(&config, T0 + 1900, 5).granted, 5);
+        pacer.refund(&config, T0 + 1950, 2);
+        assert_eq!(
+            pacer.acquire(&config, T0 + 1960, 5).granted,
+            2,
+            "a refund frees its calls"
+        );
     }
 
     #[test]
@@ -337,6 +385,7 @@ mod tests {
         assert_eq!(pacer.refused(&config, T0), T0 + 1000);
         // Other batches report refusals of the same moment: the back-off does not grow.
         assert_eq!(pacer.refused(&config, T0 + 300), T0 + 1000);
+        pacer.refund(&config, T0 + 400, 10);
         // When it ends, calls resume one every 20 ms, not 50 at once.
         assert_eq!(pacer.acquire(&config, T0 + 1000, 10).granted, 0);
         assert_eq!(pacer.acquire(&config, T0 + 1020, 10).granted, 1);
@@ -360,21 +409,30 @@ mod tests {
         #[test]
         fn never_more_than_the_rate_allows(
             rate in 1.0f64..100.0,
-            asks in proptest::collection::vec((0u64..3000, 1u32..20), 1..100),
+            asks in proptest::collection::vec((0u64..3000, 1u32..20, 0u32..3), 1..100),
         ) {
             let config = PacerConfig::new(rate, None, 60_000);
             let mut pacer = Pacer::new(&config, T0);
             let mut now = T0;
-            let mut granted = 0u64;
-            for (step, n) in asks {
+            let mut calls: Vec<u64> = Vec::new();
+            for (step, n, refund) in asks {
                 now += step;
                 let g = pacer.acquire(&config, now, n);
                 prop_assert_eq!(g.granted as usize + g.not_before_ms.len(), n as usize);
                 prop_assert!(g.not_before_ms.iter().all(|&t| t > now));
-                granted += u64::from(g.granted);
+                calls.extend(std::iter::repeat_n(now, g.granted as usize));
+                let refund = refund.min(g.granted);
+                pacer.refund(&config, now, refund);
+                calls.truncate(calls.len() - refund as usize);
             }
             let allowed = config.burst + (now - T0) as f64 * rate / 1000.0;
-            prop_assert!(granted as f64 <= allowed + 1e-6, "{} granted, {} allowed", granted, allowed);
+            prop_assert!(calls.len() as f64 <= allowed + 1e-6, "{} granted, {} allowed", calls.len(), allowed);
+            // And no window holds more than `burst`.
+            let (window, most) = (config.window_ms(), config.window_calls());
+            for (i, &t) in calls.iter().enumerate() {
+                let first = calls.partition_point(|&c| c + window <= t);
+                prop_assert!(i + 1 - first <= most, "{} calls in the window ending at {}", i + 1 - first, t);
+            }
         }
 
         #[test]

@@ -58,6 +58,12 @@ fn run_timed(s: &Scenario) -> (Report, f64) {
     (r, started.elapsed().as_secs_f64())
 }
 
+/// Asserts the goal every scenario shares: every image tagged, none failed or stuck.
+fn no_failures(r: &Report) {
+    assert_eq!((r.failed, r.unfinished), (0, 0), "{r:#?}");
+    assert_eq!(r.done, r.images, "{r:#?}");
+}
+
 #[test]
 fn runs_are_deterministic() {
     let s = miniflare_burst();
@@ -71,7 +77,7 @@ fn runs_are_deterministic() {
 
 /// The table of BENCHMARKS.md: every scenario, against both models of the AI's limit.
 #[test]
-#[ignore = "minutes in debug; run in release"]
+#[ignore = "a minute in release"]
 fn benchmark_table() {
     let only = std::env::var("SIM").unwrap_or_default();
     let scenarios = [
@@ -105,5 +111,39 @@ fn benchmark_table() {
             r.peak_pacer_calls_per_s,
             r.done_after_outage_s.map(f64::round),
         );
+        no_failures(&r);
+    }
+}
+
+/// How much the small scenarios move with the seed (latencies and arrivals), as
+/// min / median / max of the drain time over ten seeds.
+#[test]
+#[ignore = "seconds in release"]
+fn seed_spread() {
+    for s in [
+        burst(2_000),
+        burst(10_000),
+        outage(4, 30),
+        miniflare_burst(),
+        miniflare_outage(),
+    ] {
+        for s in [s.clone(), token_bucket(s)] {
+            let mut runs: Vec<Report> = (1..=10)
+                .map(|seed| run(&Scenario { seed, ..s.clone() }))
+                .collect();
+            runs.iter().for_each(no_failures);
+            runs.sort_by(|a, b| a.drain_s.total_cmp(&b.drain_s));
+            let refused = runs.iter().map(|r| r.per_image(r.refused_calls));
+            println!(
+                "| {} | {:.0} / {:.0} / {:.0} | {:.0} | {:.3} | {:.4} |",
+                s.name,
+                runs[0].drain_s,
+                runs[5].drain_s,
+                runs[9].drain_s,
+                runs[0].bound_s,
+                runs[9].drain_factor(),
+                refused.fold(0.0, f64::max),
+            );
+        }
     }
 }
