@@ -9,7 +9,10 @@
 //!   refuses; the simulation (BENCHMARKS.md) shows what each refusal then costs.
 //! - **Slots, not a herd**: a request the window cannot serve now gets its own future slot,
 //!   `1/rate` after the previous one handed out (and not before the window has room), so
-//!   deferred messages come back spread out at the rate instead of all at once.
+//!   deferred messages come back spread out at the rate instead of all at once. Up to one
+//!   window's worth of slots within the next window go first to whoever is denied: mostly
+//!   messages whose slot came up but found the window full, which then come back a second
+//!   later instead of behind everyone (and keep the window busy when the line runs thin).
 //! - **Budget**: at most `daily_budget` calls per UTC day; then slots start at midnight.
 //! - **Back-off**: when the AI refuses a call, nobody calls it for a while, then calls resume
 //!   at the rate rather than in a burst. Reports of refusals during a back-off belong to the
@@ -145,9 +148,12 @@ pub struct Pacer {
     /// When the calls still in the window were granted, oldest first.
     #[serde(skip)]
     calls: VecDeque<u64>,
-    /// End of the last slot handed out.
+    /// End of the last slot handed out at the back of the line.
     #[serde(skip)]
     slots_until_ms: u64,
+    /// End of the last slot handed out within the next window.
+    #[serde(skip)]
+    near_until_ms: u64,
     /// Slots handed out for tomorrow.
     #[serde(skip)]
     tomorrow_slots: u64,
@@ -208,10 +214,27 @@ impl Pacer {
                 .max(now_ms)
                 .max(self.cooldown_until_ms)
                 .max(full.unwrap_or(0));
-            let slots: Vec<u64> = (1..=u64::from(rest))
-                .map(|i| start + (i as f64 * spacing) as u64)
-                .collect();
-            self.slots_until_ms = slots.last().copied().unwrap_or(start);
+            // First, free slots within the next window: a message whose slot came up but
+            // found the window full comes back within a second, not behind everyone.
+            let near_end = (now_ms + config.window_ms()).min(start);
+            let mut near = self
+                .near_until_ms
+                .max(now_ms)
+                .max(self.cooldown_until_ms)
+                .max(full.unwrap_or(0));
+            let mut slots = Vec::with_capacity(rest as usize);
+            while slots.len() < rest as usize && near + (spacing as u64) < near_end {
+                near += spacing as u64;
+                slots.push(near);
+            }
+            if !slots.is_empty() {
+                self.near_until_ms = near;
+            }
+            let behind = u64::from(rest) - slots.len() as u64;
+            slots.extend((1..=behind).map(|i| start + (i as f64 * spacing) as u64));
+            if behind > 0 {
+                self.slots_until_ms = start + (behind as f64 * spacing) as u64;
+            }
             let why = if cooling {
                 Denial::Cooling
             } else {
@@ -317,6 +340,22 @@ mod tests {
         let late = pacer.acquire(&config, T0 + 2200, 1);
         assert_eq!(late.granted, 0);
         assert_eq!(late.not_before_ms, [T0 + 2400]);
+    }
+
+    #[test]
+    fn one_who_finds_the_window_full_comes_back_within_a_second() {
+        let config = PacerConfig::new(5.0, None, 60_000);
+        let mut pacer = Pacer::new(&config, T0);
+        let line = pacer.acquire(&config, T0, 15).not_before_ms;
+        assert_eq!((line[0], line[9]), (T0 + 1000, T0 + 2800));
+        assert_eq!(pacer.acquire(&config, T0 + 1000, 5).granted, 5);
+        // Late for its slot, the window full again: the next window, not the back.
+        let late = pacer.acquire(&config, T0 + 1100, 2).not_before_ms;
+        assert_eq!(
+            late,
+            [T0 + 2000, T0 + 3000],
+            "one near slot left, then the line"
+        );
     }
 
     #[test]
