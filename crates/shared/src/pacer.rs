@@ -4,9 +4,10 @@
 //! simulation (`crates/shared/tests/simulation.rs`) runs the very same code.
 //!
 //! - **Rate**: at most `burst` calls in any `burst / rate` seconds, rounded up to whole
-//!   seconds (by default `rate` calls in any one second), counted over a sliding window. A token bucket would let the second
-//!   after a quiet one carry up to twice the rate, which an AI that counts calls per second
-//!   refuses; the simulation (BENCHMARKS.md) shows what each refusal then costs.
+//!   seconds (by default `rate` calls in any one second), counted over a sliding window.
+//!   A token bucket would let the second after a quiet one carry up to twice the rate,
+//!   which an AI that counts calls per second refuses; the simulation (BENCHMARKS.md)
+//!   shows what each refusal then costs.
 //! - **Slots, not a herd**: a request the window cannot serve now gets its own future slot,
 //!   `1/rate` after the previous one handed out (and not before the window has room), so
 //!   deferred messages come back spread out at the rate instead of all at once. Up to one
