@@ -12,6 +12,7 @@ use crate::api::ApiError;
 use crate::config::{self, binding, queue};
 use crate::error::{TagError, AI_ERROR_CODES};
 use crate::outcome::Outcome;
+use crate::webhook::{self, sign, DeliveryState, EventType};
 use crate::{keys, message, ImageType, Status};
 
 /// Where the generated file lives, relative to this crate.
@@ -66,6 +67,16 @@ fn contract() -> Value {
         "apiErrors": api_errors,
         "tagErrors": tag_errors,
         "aiErrors": ai_errors,
+        "webhooks": {
+            "events": EventType::ALL.map(EventType::as_str),
+            "deliveryStates": DeliveryState::ALL.map(DeliveryState::as_str),
+            "headers": [sign::HEADER_ID, sign::HEADER_TIMESTAMP, sign::HEADER_SIGNATURE],
+            "callbackHeader": "Callback-Url",
+            "maxUrlLength": webhook::url::MAX_LEN,
+            "timeoutMs": webhook::retry::TIMEOUT_MS,
+            "maxResponseBytes": webhook::retry::MAX_RESPONSE_BYTES,
+            "message": { "schemaVersion": webhook::NOTIFY_SCHEMA_VERSION },
+        },
         "vars": vars,
     })
 }

@@ -13,10 +13,11 @@ use crate::record::{ErrorInfo, QueuedView, Status, TagRecord};
 use crate::time::format_ms;
 use crate::ImageId;
 
-/// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now.
+/// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now,
+/// `?6` callback URL or NULL.
 pub const INSERT_QUEUED: &str = "INSERT INTO images \
-     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at) \
-     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5)";
+     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at, callback_url) \
+     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
 
 /// Sets the size of an image once its bytes are stored (a streamed multipart or chunked
 /// body's length is only known then). `?1` id, `?2` size.
@@ -122,6 +123,9 @@ pub struct ImageRow {
     pub min_score: Option<f64>,
     pub processed_at: Option<u64>,
     pub updated_at: u64,
+    /// Where to send the image's webhooks (`migrations/0003_notifications.sql`).
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// What `GET /images/{id}` shows of an image.
@@ -179,6 +183,11 @@ impl ImageRow {
                 None
             },
             attempts: Some(self.attempts),
+            // A marker: the live delivery record is read from `notifications`.
+            notification: self
+                .callback_url
+                .as_ref()
+                .map(|_| Box::new(crate::webhook::NotificationView::marker())),
         }))
     }
 }
@@ -220,7 +229,7 @@ mod tests {
     fn insert(conn: &Connection, id: &str, now: u64) {
         conn.execute(
             INSERT_QUEUED,
-            params![id, "images/x.png", "image/png", 10, now],
+            params![id, "images/x.png", "image/png", 10, now, None::<String>],
         )
         .unwrap();
     }
@@ -388,6 +397,7 @@ mod tests {
                 min_score: r.get("min_score")?,
                 processed_at: r.get("processed_at")?,
                 updated_at: r.get("updated_at")?,
+                callback_url: r.get("callback_url")?,
             })
         })
         .unwrap()
