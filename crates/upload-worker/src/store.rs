@@ -76,7 +76,7 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Records a new image as queued, before its bytes are stored.
+    /// Records a new image as queued, before its bytes are stored, with its callback URL.
     pub async fn insert_queued(
         &self,
         id: &ImageId,
@@ -84,6 +84,7 @@ impl Store {
         content_type: &str,
         size: u64,
         now: u64,
+        callback: Option<&str>,
     ) -> Result<(), ApiError> {
         let params = [
             s(&id.to_string()),
@@ -91,6 +92,7 @@ impl Store {
             s(content_type),
             n(size),
             n(now),
+            callback.map_or(JsValue::NULL, s),
         ];
         self.run("D1 insert", db::INSERT_QUEUED, &params).await
     }
@@ -113,6 +115,17 @@ impl Store {
             .first::<ImageRow>(None)
             .await
             .or_unavailable("D1 select")
+    }
+
+    /// The delivery record of an image's latest webhook event, if any.
+    pub async fn notification(
+        &self,
+        id: &ImageId,
+    ) -> Result<Option<shared::outbox::NotificationRow>, ApiError> {
+        self.statement(shared::outbox::SELECT_LATEST, &[s(&id.to_string())])?
+            .first::<shared::outbox::NotificationRow>(None)
+            .await
+            .or_unavailable("D1 select notification")
     }
 
     /// The finished record KV holds for an image, if any.
