@@ -6,9 +6,13 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { Webhook } from "standardwebhooks";
+import { parse as parseYaml } from "yaml";
+import { Ajv2020 } from "ajv/dist/2020.js";
 
-import { startPipeline, waitFor } from "../local/pipeline.mjs";
+import { ROOT, startPipeline, waitFor } from "../local/pipeline.mjs";
 import { aiError } from "../local/ai-stub.mjs";
 import { aiErrorsOfKind, apiError, apiStatus, bindings, contract, status, tagError } from "../local/contract.mjs";
 import { png } from "./support/images.mjs";
@@ -92,6 +96,21 @@ function notifyLines(p) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// The OpenAPI document's schemas (docs/openapi.yaml), to check payloads and records against.
+const doc = parseYaml(readFileSync(path.join(ROOT, "docs/openapi.yaml"), "utf8"));
+const ajv = new Ajv2020({ allErrors: true, strict: true, strictTypes: false, strictRequired: false });
+ajv.addFormat("uuid", /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i);
+ajv.addFormat("date-time", { type: "string", validate: (t) => !Number.isNaN(Date.parse(t)) });
+ajv.addSchema({
+  $id: "urn:image-tagger:webhooks-openapi",
+  $defs: JSON.parse(JSON.stringify(doc.components.schemas).replaceAll('"#/components/schemas/', '"#/$defs/')),
+});
+/** Asserts that `value` matches the document's schema `name`. */
+function assertSchema(name, value) {
+  const check = ajv.getSchema(`urn:image-tagger:webhooks-openapi#/$defs/${name}`);
+  assert.ok(check(value), `${name}: ${ajv.errorsText(check.errors)}\n${JSON.stringify(value)}`);
+}
+
 let p;
 let receiver;
 before(async () => {
@@ -141,6 +160,8 @@ test("a tagged image delivers one verified image.tagged event", async () => {
     timestamp: record.processedAt,
     data: { imageId: id, status: status.done, tags: record.tags, labels: record.labels, statusUrl: `/images/${id}` },
   });
+  assertSchema("WebhookEvent", d.payload);
+  assertSchema("TagRecord", record);
   // The delivery record on GET.
   assert.equal(record.notification.eventId, d.headers["webhook-id"]);
   assert.equal(record.notification.type, TAGGED);
@@ -169,6 +190,8 @@ test("a failed image delivers one verified image.failed event", async () => {
     data: { imageId: id, status: status.failed, tags: [], error: record.error, statusUrl: `/images/${id}` },
   });
   assert.equal(mine[0].payload.data.error.code, tagError.invalid_image);
+  assertSchema("WebhookEvent", mine[0].payload);
+  assertSchema("TagRecord", record);
   assert.equal(record.notification.type, FAILED);
   assert.equal(record.notification.state, DELIVERED);
 });
@@ -181,10 +204,12 @@ test("503 twice then 200: the same webhook-id three times, 3 attempts, delivered
     const pending = await waitFor(
       async () => {
         const r = await (await p.fetch(`/images/${id}`)).json();
-        return r.notification?.state === PENDING && r.notification.attempts >= 1 ? r : null;
+        // (An attempt is counted when it starts; its answer is recorded when it ends.)
+        return r.notification?.state === PENDING && r.notification.lastStatus ? r : null;
       },
       { what: "a pending delivery after a 503" },
     );
+    assertSchema("TagRecord", pending);
     assert.equal(pending.notification.lastStatus, 503);
     assert.match(pending.notification.lastError, /^HTTP 503/);
     assert.ok(pending.notification.nextAttemptAt);
@@ -234,6 +259,7 @@ test("a receiver down until the horizon: the delivery fails, the image stays don
   assert.ok(record.notification.attempts >= 3, `attempts: ${record.notification.attempts}`);
   assert.equal(record.notification.lastStatus, undefined);
   assert.match(record.notification.lastError, /could not connect/);
+  assertSchema("TagRecord", record);
   assert.ok(Date.now() - started >= HORIZON_S * 1000, "retried until the horizon");
   const lines = notifyLines(p).filter((l) => l.imageId === id);
   assert.equal(lines.at(-1).outcome, "failed");
