@@ -21,7 +21,7 @@ import { randomBytes } from "node:crypto";
 
 import { ROOT, parseOutcome, startPipeline } from "../local/pipeline.mjs";
 import { startLocalAi } from "../local/local-ai.mjs";
-import { outcome, status } from "../local/contract.mjs";
+import { contract, namesOf, outcome, status } from "../local/contract.mjs";
 
 const port = Number(process.env.PORT ?? argValue("--port") ?? 8787);
 
@@ -65,19 +65,21 @@ async function startLocalReceiver(secret) {
   return { url: `http://127.0.0.1:${server.address().port}/webhook`, close: () => server.close() };
 }
 
-/** Prints a webhook delivery attempt's outcome from the tagger's `tagger.notify` line. */
+const delivery = namesOf(contract.webhooks.outcomes, "delivery outcome");
+
+/** Prints a webhook delivery attempt's outcome from the tagger's delivery log line. */
 function reportDelivery(line) {
   if (line.includes('"invalid_webhook_url"')) {
     const { detail } = JSON.parse(line.slice(line.indexOf("{")));
     console.log(`!! ${detail}`);
     return;
   }
-  if (!line.includes('"tagger.notify"')) return;
+  if (!line.includes(`"${contract.webhooks.logEvent}"`)) return;
   const d = JSON.parse(line.slice(line.indexOf("{")));
-  if (!["delivered", "retry", "failed"].includes(d.outcome)) return;
+  if (![delivery.delivered, delivery.retry, delivery.failed].includes(d.outcome)) return;
   const answer = d.status ? `HTTP ${d.status}` : d.error;
-  const next = d.outcome === "retry" ? `, next attempt in ${d.delaySeconds} s` : "";
-  const why = d.outcome !== "delivered" && d.status && d.error ? ` (${d.error})` : "";
+  const next = d.outcome === delivery.retry ? `, next attempt in ${d.delaySeconds} s` : "";
+  const why = d.outcome !== delivery.delivered && d.status && d.error ? ` (${d.error})` : "";
   console.log(`↪ webhook ${d.type} of ${d.imageId} to ${d.host}: ${d.outcome} after attempt ${d.attempt}: ${answer}${why}${next}`);
 }
 

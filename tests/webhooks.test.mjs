@@ -14,7 +14,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 
 import { ROOT, startPipeline, waitFor } from "../local/pipeline.mjs";
 import { aiError } from "../local/ai-stub.mjs";
-import { aiErrorsOfKind, apiError, apiStatus, bindings, contract, status, tagError } from "../local/contract.mjs";
+import { aiErrorsOfKind, apiError, apiStatus, bindings, contract, namesOf, status, tagError } from "../local/contract.mjs";
 import { png } from "./support/images.mjs";
 import { FAST_QUEUES, bucketKeys, upload, withPipeline } from "./support/helpers.mjs";
 
@@ -22,8 +22,13 @@ const hooks = contract.webhooks;
 const [TAGGED, FAILED] = hooks.events;
 const [PENDING, DELIVERED, GAVE_UP] = hooks.deliveryStates;
 const CALLBACK = hooks.callbackHeader;
-/** Deliveries are retried until this long after the event (short, for the horizon test). */
-const HORIZON_S = 6;
+/** The `outcome` of the tagger's delivery log lines: `delivered`, `retry`, `failed`, ... */
+const delivery = namesOf(hooks.outcomes, "delivery outcome");
+/**
+ * Deliveries are retried until this long after the event: short, for the horizon test, but
+ * longer than one attempt's 10 s time limit, for the time-out test.
+ */
+const HORIZON_S = 15;
 
 const secret = () => `whsec_${randomBytes(32).toString("base64")}`;
 const NEW_SECRET = secret();
@@ -32,10 +37,12 @@ const OLD_SECRET = secret();
 /**
  * A webhook receiver on 127.0.0.1. Every request is recorded with the result of verifying it
  * against `secrets` (it verifies if any one of them does, as a receiver mid-rotation would);
- * `respond(n)` gives the status of the n-th request (from 1).
+ * `respond(n)` gives the answer to the n-th request (from 1): a status, or
+ * `{ status, body, headers }`, or `{ hang: true }` to never answer.
  */
 async function startReceiver({ secrets = [NEW_SECRET], respond = () => 200 } = {}) {
   const deliveries = [];
+  const hanging = new Set();
   const server = http.createServer((req, res) => {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
@@ -52,10 +59,15 @@ async function startReceiver({ secrets = [NEW_SECRET], respond = () => 200 } = {
         }
       }
       const n = deliveries.length + 1;
-      const code = respond(n);
-      deliveries.push({ n, at: Date.now(), method: req.method, headers: req.headers, body, payload, errors, status: code });
-      res.writeHead(code, { "content-type": "text/plain" });
-      res.end(code < 300 ? "thanks" : `no thanks (${code})`);
+      const answer = respond(n);
+      const { status: code = 200, body: text, headers = {}, hang = false } = typeof answer === "number" ? { status: answer } : answer;
+      deliveries.push({ n, at: Date.now(), method: req.method, url: req.url, headers: req.headers, body, payload, errors, status: hang ? null : code });
+      if (hang) {
+        hanging.add(res);
+        return;
+      }
+      res.writeHead(code, { "content-type": "text/plain", ...headers });
+      res.end(text ?? (code < 300 ? "thanks" : `no thanks (${code})`));
     });
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -63,7 +75,11 @@ async function startReceiver({ secrets = [NEW_SECRET], respond = () => 200 } = {
   return {
     url: `http://127.0.0.1:${port}/hooks/images?source=test`,
     deliveries,
-    close: () => new Promise((resolve) => server.close(resolve)),
+    close: () => {
+      for (const res of hanging) res.destroy();
+      server.closeAllConnections?.();
+      return new Promise((resolve) => server.close(resolve));
+    },
   };
 }
 
@@ -90,7 +106,7 @@ async function waitForDelivery(p, id, states = [DELIVERED, GAVE_UP], timeoutMs =
 /** The tagger's delivery log lines so far, parsed. */
 function notifyLines(p) {
   return p.lines
-    .filter((l) => l.includes('"tagger.notify"'))
+    .filter((l) => l.includes(`"${hooks.logEvent}"`))
     .map((l) => JSON.parse(l.slice(l.indexOf("{"))));
 }
 
@@ -198,7 +214,8 @@ test("a failed image delivers one verified image.failed event", async () => {
 });
 
 test("503 twice then 200: the same webhook-id three times, 3 attempts, delivered", async () => {
-  const flaky = await startReceiver({ respond: (n) => (n <= 2 ? 503 : 200) });
+  // The 503s come with a 64 KiB body, of which only the first KiB is read.
+  const flaky = await startReceiver({ respond: (n) => (n <= 2 ? { status: 503, body: "e".repeat(64 * 1024) } : 200) });
   try {
     const id = await uploadWithCallback(flaky.url);
     // While it retries, GET shows the pending record with the last error.
@@ -212,7 +229,8 @@ test("503 twice then 200: the same webhook-id three times, 3 attempts, delivered
     );
     assertSchema("TagRecord", pending);
     assert.equal(pending.notification.lastStatus, 503);
-    assert.match(pending.notification.lastError, /^HTTP 503/);
+    assert.match(pending.notification.lastError, /^HTTP 503: e+$/);
+    assert.ok(pending.notification.lastError.length <= hooks.maxResponseBytes + "HTTP 503: ".length, "at most 1 KiB of the answer");
     assert.ok(pending.notification.nextAttemptAt);
 
     const record = await waitForDelivery(p, id);
@@ -251,6 +269,41 @@ test("410: exactly one attempt, recorded as failed; the image stays done", async
   }
 });
 
+test("a redirect is not followed: one attempt, recorded as failed", async () => {
+  const other = await startReceiver();
+  const moved = await startReceiver({ respond: () => ({ status: 307, headers: { location: other.url } }) });
+  try {
+    const id = await uploadWithCallback(moved.url);
+    const record = await waitForDelivery(p, id);
+    assert.equal(record.notification.state, GAVE_UP);
+    assert.equal(record.notification.attempts, 1);
+    assert.equal(record.notification.lastStatus, 307);
+    await sleep(2000);
+    assert.equal(moved.deliveries.length, 1);
+    assert.equal(other.deliveries.length, 0, "the redirect was not followed");
+  } finally {
+    await moved.close();
+    await other.close();
+  }
+});
+
+test("a receiver that does not answer within 10 s is retried", async () => {
+  const slow = await startReceiver({ respond: (n) => (n === 1 ? { hang: true } : 200) });
+  try {
+    const id = await uploadWithCallback(slow.url);
+    const record = await waitForDelivery(p, id, [DELIVERED, GAVE_UP], 40_000);
+    assert.equal(record.notification.state, DELIVERED);
+    assert.equal(record.notification.attempts, 2);
+    const [first, second] = slow.deliveries;
+    assert.ok(second.at - first.at >= hooks.timeoutMs, `retried ${second.at - first.at} ms after the first attempt`);
+    const retry = notifyLines(p).find((l) => l.imageId === id && l.outcome === delivery.retry);
+    assert.match(retry.error, /no answer within 10 s/);
+    assert.ok(retry.durationMs >= hooks.timeoutMs - 100 && retry.durationMs < hooks.timeoutMs + 5000, `${retry.durationMs} ms`);
+  } finally {
+    await slow.close();
+  }
+});
+
 test("a receiver down until the horizon: the delivery fails, the image stays done", async () => {
   const started = Date.now();
   const id = await uploadWithCallback(await deadUrl());
@@ -263,8 +316,8 @@ test("a receiver down until the horizon: the delivery fails, the image stays don
   assertSchema("TagRecord", record);
   assert.ok(Date.now() - started >= HORIZON_S * 1000, "retried until the horizon");
   const lines = notifyLines(p).filter((l) => l.imageId === id);
-  assert.equal(lines.at(-1).outcome, "failed");
-  assert.ok(lines.slice(0, -1).every((l) => l.outcome === "retry"), JSON.stringify(lines));
+  assert.equal(lines.at(-1).outcome, delivery.failed);
+  assert.ok(lines.slice(0, -1).every((l) => l.outcome === delivery.retry), JSON.stringify(lines));
 });
 
 test("two secrets: a receiver that knows only the old one still verifies", async () => {

@@ -70,6 +70,8 @@ fn contract() -> Value {
         "webhooks": {
             "events": EventType::ALL.map(EventType::as_str),
             "deliveryStates": DeliveryState::ALL.map(DeliveryState::as_str),
+            "logEvent": webhook::LOG_EVENT,
+            "outcomes": webhook::DeliveryOutcome::ALL.map(webhook::DeliveryOutcome::as_str),
             "headers": [sign::HEADER_ID, sign::HEADER_TIMESTAMP, sign::HEADER_SIGNATURE],
             "callbackHeader": "Callback-Url",
             "maxUrlLength": webhook::url::MAX_LEN,

@@ -238,6 +238,54 @@ impl DeliveryState {
     }
 }
 
+/// What became of one message of `notification-queue`, as the tagger logs it (the
+/// `outcome` of a `tagger.notify` line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOutcome {
+    /// A `2xx` answer.
+    Delivered,
+    /// Not delivered; tried again after `delaySeconds`.
+    Retry,
+    /// Given up: recorded as failed.
+    Failed,
+    /// Not due yet, or another delivery holds it: the message comes back later.
+    Deferred,
+    /// Delivered or given up already: the message was a duplicate.
+    Skipped,
+    /// No such event (its image was deleted).
+    Gone,
+    /// A body this build cannot decode: kept in KV.
+    Poison,
+}
+
+impl DeliveryOutcome {
+    pub const ALL: [Self; 7] = [
+        Self::Delivered,
+        Self::Retry,
+        Self::Failed,
+        Self::Deferred,
+        Self::Skipped,
+        Self::Gone,
+        Self::Poison,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+            Self::Deferred => "deferred",
+            Self::Skipped => "skipped",
+            Self::Gone => "gone",
+            Self::Poison => "poison",
+        }
+    }
+}
+
+/// The `event` of the tagger's log line per notification message.
+pub const LOG_EVENT: &str = "tagger.notify";
+
 /// The `notification` of `GET /images/{id}`: the delivery of the image's latest event.
 ///
 /// In a tag record kept in KV it is only a marker, `{"state": "pending"}`, saying that the
@@ -370,5 +418,8 @@ mod tests {
         );
         assert_eq!(DeliveryState::parse("delivered"), DeliveryState::Delivered);
         assert_eq!(DeliveryState::parse("??"), DeliveryState::Pending);
+        for o in DeliveryOutcome::ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
     }
 }

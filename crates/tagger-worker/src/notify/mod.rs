@@ -15,13 +15,14 @@ use serde::Serialize;
 use shared::config::{binding, queue};
 use shared::outbox::{clip, NotificationRow};
 use shared::policy::jitter_seed;
+use shared::policy::MAX_DELAY_SECONDS;
 use shared::record::TagRecord;
 use shared::time::format_ms;
 use shared::webhook::retry::{decide, Attempt, Decision, MAX_RESPONSE_BYTES, TIMEOUT_MS};
 use shared::webhook::sign::{
     signature_header, signed_content, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
-use shared::webhook::NotifyMessage;
+use shared::webhook::{DeliveryOutcome, NotifyMessage, LOG_EVENT};
 use shared::TagError;
 use worker::js_sys::Date;
 use worker::{Env, MessageBuilder, QueueContentType};
@@ -37,9 +38,9 @@ fn now_ms() -> u64 {
     Date::now() as u64
 }
 
-/// Whole seconds from `now` until `at`, at least one.
+/// Whole seconds from `now` until `at`: at least one, at most the queue's longest delay.
 fn seconds_until(at: u64, now: u64) -> u32 {
-    (at.saturating_sub(now).div_ceil(1000)).clamp(1, u64::from(u32::MAX)) as u32
+    (at.saturating_sub(now).div_ceil(1000)).clamp(1, u64::from(MAX_DELAY_SECONDS)) as u32
 }
 
 /// Enqueues the delivery of the event a transition recorded, if it recorded one. A failed
@@ -136,9 +137,7 @@ struct Line {
     /// The receiver's host (never the whole URL: it may carry a token).
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<String>,
-    /// `delivered`, `retry`, `failed` (given up), `deferred` (not due, or leased),
-    /// `skipped` (finished already), `gone` (image deleted), `poison`.
-    outcome: &'static str,
+    outcome: DeliveryOutcome,
     /// The delivery's attempt count (once claimed), else the message's.
     attempt: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,13 +154,13 @@ struct Line {
 impl Line {
     fn new(message: &QueueMessage) -> Self {
         Self {
-            event: "tagger.notify",
+            event: LOG_EVENT,
             message_id: message.id(),
             event_id: None,
             image_id: None,
             event_type: None,
             host: None,
-            outcome: "deferred",
+            outcome: DeliveryOutcome::Deferred,
             attempt: message.attempt(),
             status: None,
             error: None,
@@ -171,10 +170,10 @@ impl Line {
         }
     }
 
-    fn emit(mut self, outcome: &'static str) {
+    fn emit(mut self, outcome: DeliveryOutcome) {
         self.outcome = outcome;
         self.duration_ms = Date::now() - self.started;
-        log::emit(&self, outcome == "failed");
+        log::emit(&self, outcome == DeliveryOutcome::Failed);
     }
 }
 
@@ -236,11 +235,11 @@ impl Ctx<'_> {
             Ok(Claim::Claimed(row)) => row,
             Ok(Claim::Gone) => {
                 message.ack_quietly();
-                return line.emit("gone");
+                return line.emit(DeliveryOutcome::Gone);
             }
             Ok(Claim::Finished) => {
                 message.ack_quietly();
-                return line.emit("skipped");
+                return line.emit(DeliveryOutcome::Skipped);
             }
             // Come back when it is due, or when the other delivery's lease ends (if that
             // delivery finishes first, this message is then skipped).
@@ -248,14 +247,14 @@ impl Ctx<'_> {
                 let delay = seconds_until(at, now);
                 message.retry_after(delay);
                 line.delay_seconds = Some(delay);
-                return line.emit("deferred");
+                return line.emit(DeliveryOutcome::Deferred);
             }
             Err(e) => {
                 let delay = self.storage_delay(&message);
                 message.retry_after(delay);
                 line.delay_seconds = Some(delay);
                 line.error = Some(e.to_string());
-                return line.emit("retry");
+                return line.emit(DeliveryOutcome::Retry);
             }
         };
         self.attempt(&message, row, line).await
@@ -340,21 +339,21 @@ impl Ctx<'_> {
             message.retry_after(delay);
             line.delay_seconds = Some(delay);
             line.error = Some(format!("{error}; not recorded: {e}"));
-            return line.emit("retry");
+            return line.emit(DeliveryOutcome::Retry);
         }
         match decision {
             Decision::Delivered => {
                 message.ack_quietly();
-                line.emit("delivered")
+                line.emit(DeliveryOutcome::Delivered)
             }
             Decision::Retry { delay_seconds } => {
                 message.retry_after(delay_seconds);
                 line.delay_seconds = Some(delay_seconds);
-                line.emit("retry")
+                line.emit(DeliveryOutcome::Retry)
             }
             Decision::GiveUp { .. } => {
                 message.ack_quietly();
-                line.emit("failed")
+                line.emit(DeliveryOutcome::Failed)
             }
         }
     }
@@ -376,14 +375,14 @@ impl Ctx<'_> {
         match kept {
             Ok(()) => {
                 message.ack_quietly();
-                line.emit("poison")
+                line.emit(DeliveryOutcome::Poison)
             }
             Err(e) => {
                 let delay = self.storage_delay(message);
                 message.retry_after(delay);
                 line.delay_seconds = Some(delay);
                 line.error = Some(e.to_string());
-                line.emit("retry")
+                line.emit(DeliveryOutcome::Retry)
             }
         }
     }
