@@ -74,7 +74,7 @@ function reportDelivery(line) {
     console.log(`!! ${detail}`);
     return;
   }
-  if (!line.includes(`"${contract.webhooks.logEvent}"`)) return;
+  if (!line.includes(`"${contract.logEvents.notify}"`)) return;
   const d = JSON.parse(line.slice(line.indexOf("{")));
   if (![delivery.delivered, delivery.retry, delivery.failed].includes(d.outcome)) return;
   const answer = d.status ? `HTTP ${d.status}` : d.error;

@@ -106,7 +106,7 @@ async function waitForDelivery(p, id, states = [DELIVERED, GAVE_UP], timeoutMs =
 /** The tagger's delivery log lines so far, parsed. */
 function notifyLines(p) {
   return p.lines
-    .filter((l) => l.includes(`"${hooks.logEvent}"`))
+    .filter((l) => l.includes(`"${contract.logEvents.notify}"`))
     .map((l) => JSON.parse(l.slice(l.indexOf("{"))));
 }
 

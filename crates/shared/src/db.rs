@@ -13,11 +13,11 @@ use crate::record::{ErrorInfo, QueuedView, Status, TagRecord};
 use crate::time::format_ms;
 use crate::ImageId;
 
-/// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now,
-/// `?6` callback URL or NULL.
+/// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now.
+/// (Its webhook URL, if any, is set in the same batch: [`crate::outbox::SET_CALLBACK`].)
 pub const INSERT_QUEUED: &str = "INSERT INTO images \
-     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at, callback_url) \
-     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
+     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at) \
+     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5)";
 
 /// Sets the size of an image once its bytes are stored (a streamed multipart or chunked
 /// body's length is only known then). `?1` id, `?2` size.
@@ -229,7 +229,7 @@ mod tests {
     fn insert(conn: &Connection, id: &str, now: u64) {
         conn.execute(
             INSERT_QUEUED,
-            params![id, "images/x.png", "image/png", 10, now, None::<String>],
+            params![id, "images/x.png", "image/png", 10, now],
         )
         .unwrap();
     }

@@ -17,6 +17,10 @@ use serde::Deserialize;
 use crate::time::format_ms;
 use crate::webhook::{DeliveryState, NotificationView};
 
+/// Sets the callback URL of an image just inserted (in the same batch as
+/// [`crate::db::INSERT_QUEUED`]). `?1` id, `?2` the checked URL.
+pub const SET_CALLBACK: &str = "UPDATE images SET callback_url = ?2 WHERE id = ?1";
+
 /// Records an event for an image that has a callback and is in `?6` (`done` or `failed`).
 /// `?1` event id, `?2` image id, `?3` type, `?4` payload, `?5` now, `?6` status.
 pub const INSERT_EVENT: &str = "INSERT OR IGNORE INTO notifications \
@@ -161,9 +165,12 @@ mod tests {
     fn insert(conn: &Connection, id: &str, callback: Option<&str>) {
         conn.execute(
             INSERT_QUEUED,
-            params![id, "images/x.png", "image/png", 10, 1000, callback],
+            params![id, "images/x.png", "image/png", 10, 1000],
         )
         .unwrap();
+        if let Some(url) = callback {
+            assert_eq!(conn.execute(SET_CALLBACK, params![id, url]).unwrap(), 1);
+        }
     }
 
     fn tagged_id() -> String {

@@ -86,15 +86,19 @@ impl Store {
         now: u64,
         callback: Option<&str>,
     ) -> Result<(), ApiError> {
-        let params = [
-            s(&id.to_string()),
-            s(r2_key),
-            s(content_type),
-            n(size),
-            n(now),
-            callback.map_or(JsValue::NULL, s),
-        ];
-        self.run("D1 insert", db::INSERT_QUEUED, &params).await
+        let key = id.to_string();
+        let params = [s(&key), s(r2_key), s(content_type), n(size), n(now)];
+        let Some(url) = callback else {
+            return self.run("D1 insert", db::INSERT_QUEUED, &params).await;
+        };
+        // One batch, one transaction: the image never exists without its callback.
+        let insert = self.statement(db::INSERT_QUEUED, &params)?;
+        let set = self.statement(shared::outbox::SET_CALLBACK, &[s(&key), s(url)])?;
+        self.db
+            .batch(vec![insert, set])
+            .await
+            .or_unavailable("D1 insert")
+            .map(|_| ())
     }
 
     /// Sets the size of an image whose length was only known once stored.
