@@ -2,6 +2,9 @@
 # Runs the whole pipeline locally: installs what is missing, builds both workers and the
 # offline classifier, fetches its model, and serves everything with local R2, KV, Queues and
 # AI. No Cloudflare account needed. Ctrl-C stops it all.
+#   ./scripts/dev.sh [--port 8787] [--callback URL|local]
+# --callback URL sends every upload's webhook to URL and prints each delivery's outcome;
+# --callback local starts a receiver that verifies and prints each event (scripts/dev.mjs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 npm run --silent build

@@ -271,6 +271,13 @@ const CASES = [
   },
   { name: "raw non-ASCII Idempotency-Key", raw: { head: "POST /images HTTP/1.1\r\nContent-Length: 100\r\nIdempotency-Key: cl\u00e9", body: png(100) }, status: 400, code: apiError.invalid_idempotency_key },
 
+  // Callback-Url (webhooks): refused before anything is stored. tests/webhooks.test.mjs has
+  // the rest of the rules; crates/shared/src/webhook/url.rs all of them.
+  { name: "Callback-Url over plain http", req: post(png(100), { "callback-url": "http://hooks.example.com/in" }), status: 400, code: apiError.invalid_callback_url },
+  { name: "Callback-Url with an IP-literal host", req: post(png(100), { "callback-url": "https://0x7f.0.0.1/in" }), status: 400, code: apiError.invalid_callback_url },
+  { name: "Callback-Url with credentials", req: post(png(100), { "callback-url": "https://user:pw@hooks.example.com/" }), status: 400, code: apiError.invalid_callback_url },
+  { name: "raw non-ASCII Callback-Url", raw: { head: "POST /images HTTP/1.1\r\nContent-Length: 100\r\nCallback-Url: https://h\u00f6oks.example/", body: png(100) }, status: 400, code: apiError.invalid_callback_url },
+
   // Bearer auth, with API_TOKEN set.
   { on: "auth", name: "auth: no token", req: post(png(100)), status: 401, code: apiError.unauthorized, headers: { "www-authenticate": /^Bearer / } },
   { on: "auth", name: "auth: wrong token", req: post(png(100), { authorization: `Bearer ${TOKEN}x` }), status: 401, code: apiError.unauthorized, headers: { "www-authenticate": /^Bearer / } },

@@ -114,6 +114,8 @@ pub enum ApiError {
     IncompleteBody,
     /// 400: a malformed `Idempotency-Key`.
     InvalidIdempotencyKey,
+    /// 400: a `Callback-Url` that [`crate::webhook::url`] refuses; says why.
+    InvalidCallbackUrl(String),
     /// 401, with `WWW-Authenticate`.
     Unauthorized,
     /// 500: a bug or a platform failure; detail is logged, not sent.
@@ -144,7 +146,8 @@ impl ApiError {
             | Self::InvalidContentLength
             | Self::InvalidMultipart(_)
             | Self::IncompleteBody
-            | Self::InvalidIdempotencyKey => 400,
+            | Self::InvalidIdempotencyKey
+            | Self::InvalidCallbackUrl(_) => 400,
             Self::PayloadTooLarge { .. } | Self::ImageTooLarge { .. } => 413,
             Self::IdempotencyKeyInFlight => 409,
             Self::IdempotencyKeyReused => 422,
@@ -172,6 +175,7 @@ impl ApiError {
             Self::InvalidMultipart(_) => "invalid_multipart",
             Self::IncompleteBody => "incomplete_body",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::InvalidCallbackUrl(_) => "invalid_callback_url",
             Self::Unauthorized => "unauthorized",
             Self::Internal(_) => "internal_error",
             Self::Unavailable(_) => "unavailable",
@@ -203,6 +207,7 @@ impl ApiError {
             Self::InvalidIdempotencyKey => {
                 "Idempotency-Key must be 1 to 255 visible ASCII characters".into()
             }
+            Self::InvalidCallbackUrl(why) => why.clone(),
             Self::Unauthorized => "a valid bearer token is required".into(),
             Self::Internal(_) => "internal error".into(),
             Self::Unavailable(_) => "a storage service is unavailable; try again".into(),
@@ -239,6 +244,7 @@ impl ApiError {
             Self::InvalidMultipart(s()),
             Self::IncompleteBody,
             Self::InvalidIdempotencyKey,
+            Self::InvalidCallbackUrl(s()),
             Self::Unauthorized,
             Self::Internal(s()),
             Self::Unavailable(s()),
@@ -254,6 +260,12 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+impl From<crate::webhook::url::UrlError> for ApiError {
+    fn from(e: crate::webhook::url::UrlError) -> Self {
+        Self::InvalidCallbackUrl(e.to_string())
+    }
+}
 
 impl From<TypeError> for ApiError {
     fn from(e: TypeError) -> Self {

@@ -17,12 +17,14 @@ pub mod keys;
 pub mod labels;
 pub mod message;
 pub mod multipart;
+pub mod outbox;
 pub mod outcome;
 pub mod pacer;
 pub mod policy;
 pub mod record;
 pub mod sniff;
 pub mod time;
+pub mod webhook;
 
 pub use error::TagError;
 pub use id::ImageId;

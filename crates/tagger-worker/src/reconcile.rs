@@ -1,7 +1,8 @@
 //! The cron: makes "nothing is lost" true whatever broke in between. Queued images whose
 //! next attempt is long overdue (a message dropped, a dead letter consumer that could not
-//! write) are enqueued again, or failed if their bytes are gone. Once an hour it logs the
-//! day's AI usage.
+//! write) are enqueued again, or failed if their bytes are gone; so are webhook deliveries
+//! (an enqueue that failed after its transition, a message dropped). Once an hour it logs
+//! the day's AI usage.
 
 use serde::Serialize;
 use shared::config::binding;
@@ -23,6 +24,7 @@ struct Report {
     event: &'static str,
     requeued: u32,
     failed_missing: u32,
+    notifications_requeued: u32,
     errors: u32,
 }
 
@@ -35,6 +37,14 @@ pub async fn run(env: &Env, now_ms: u64, cron_minute: u32) {
     if let Err(e) = requeue_overdue(env, now_ms, &mut report).await {
         worker::console_error!("reconciler: {e}");
         report.errors += 1;
+    }
+    let cutoff = now_ms.saturating_sub(Settings::get(env).stuck_after_ms);
+    match crate::notify::requeue_overdue(env, now_ms, cutoff).await {
+        Ok(n) => report.notifications_requeued = n,
+        Err(e) => {
+            worker::console_error!("reconciler (webhooks): {e}");
+            report.errors += 1;
+        }
     }
     log::emit(&report, report.errors > 0);
     if cron_minute < 5 {
@@ -72,6 +82,7 @@ async fn requeue_overdue(env: &Env, now: u64, report: &mut Report) -> Result<(),
                 .await?
             {
                 store.publish(&record).await?;
+                crate::notify::enqueue(env, &record).await;
             }
             report.failed_missing += 1;
             "failed"

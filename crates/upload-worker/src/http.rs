@@ -60,7 +60,7 @@ pub fn preflight(allow: &str) -> Response {
     let _ = headers.set("access-control-allow-methods", allow);
     let _ = headers.set(
         "access-control-allow-headers",
-        "Authorization, Content-Type, Idempotency-Key",
+        "Authorization, Content-Type, Idempotency-Key, Callback-Url",
     );
     let _ = headers.set("access-control-max-age", "86400");
     Response::builder()
