@@ -148,7 +148,11 @@ test("large uploads stream into R2 intact, and are refused before storing when b
 
   const done = await p.waitForStatus(imageId);
   assert.equal(done.status, status.done);
-  assert.equal(p.ai.callsFor(big)[0].length, big.length);
+  // The model got a small JPEG made from it, not the 3 MiB upload.
+  assert.equal(p.ai.callsFor(big).length, 0, "not the original bytes");
+  const sent = p.ai.calls.at(-1).image;
+  assert.deepEqual([...sent.subarray(0, 3)], [0xff, 0xd8, 0xff], "a JPEG");
+  assert.ok(sent.length < 64 * 1024, `${sent.length} bytes`);
 });
 
 test("a streamed body over 1 MiB that is cut short is a 400 and nothing is stored", async () => {

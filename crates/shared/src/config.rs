@@ -118,7 +118,7 @@ vars! {
     RETRY_BASE_SECONDS: u32 = Some(2), "First retry delay after a transient error; it doubles per attempt.";
     RETRY_MAX_SECONDS: u32 = Some(300), "Cap of the retry delay.";
     MAX_RETRIES: u32 = Some(10), "The image queue consumer's `max_retries`; keep the two equal.";
-    CONCURRENCY: usize = Some(8), "Messages of one batch processed at once.";
+    CONCURRENCY: usize = Some(10), "Messages of one batch processed at once.";
     GIVE_UP_AFTER_SECONDS: u64 = Some(24 * 60 * 60), "Transient errors are retried until this long after upload.";
     AI_REQUESTS_PER_SECOND: f64 = Some(50.0), "Fleet-wide rate of Workers AI calls (the account's limit).";
     AI_COOLDOWN_MAX_SECONDS: u64 = Some(30), "Longest fleet-wide pause of AI calls after the AI refuses one.";
