@@ -28,4 +28,5 @@ echo "== build both workers, and the classifier binary for the local-AI test"
 npm run --silent build
 cargo build --quiet -p local-ai
 echo "== Miniflare integration tests"
-node --test --test-concurrency=1 tests/
+# Files, never a bare directory: scripts/node-test.sh refuses one (nodejs/node#64555).
+scripts/node-test.sh --test-concurrency=1 tests/*.test.mjs
