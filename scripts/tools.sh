@@ -6,6 +6,8 @@
 #   folder ($IMAGE_TAGGER_CACHE/tools, by default ~/.cache/image-tagger/tools) and reused.
 # - wasm-opt (binaryen) and esbuild come from npm (package.json).
 # wasm-bindgen-cli must equal the wasm-bindgen version in Cargo.lock, so it is read from there.
+#
+# Works with bash 3.2 and the BSD tools of macOS too: no flock, no GNU-only options.
 
 set -euo pipefail
 
@@ -30,10 +32,46 @@ cargo_install() { # crate version binary
   fi
 }
 
+# A lock that works everywhere (flock(1) is Linux-only): mkdir is atomic. The holder writes
+# its host and pid into the folder; a lock whose holder is gone, or older than an hour (a
+# cold install takes minutes), is stale and taken over.
+LOCK="$TOOLS/.install-lock"
+lock_is_stale() {
+  local host pid
+  read -r host pid 2>/dev/null <"$LOCK/owner" || true
+  if [ "${host:-}" = "$(uname -n)" ] && [ -n "${pid:-}" ] && ! ps -p "$pid" >/dev/null 2>&1; then
+    return 0
+  fi
+  [ -n "$(find "$LOCK" -maxdepth 0 -mmin +60 2>/dev/null)" ]
+}
+acquire_lock() {
+  local waited=0
+  until mkdir "$LOCK" 2>/dev/null; do
+    if lock_is_stale; then
+      log "removing a stale lock ($LOCK: $(cat "$LOCK/owner" 2>/dev/null || echo 'no owner'))"
+      rm -rf "$LOCK"
+      continue
+    fi
+    if [ $((waited % 30)) -eq 0 ]; then
+      log "waiting for another set-up of the tools to finish (lock: $LOCK)"
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  echo "$(uname -n) ${BASHPID:-$$}" >"$LOCK/owner"
+}
+
 mkdir -p "$TOOLS"
 (
-  # One installer at a time, even when wrangler builds both workers at once.
-  flock 9
+  # One installer at a time, even when wrangler builds both workers at once. The subshell
+  # releases the lock however it ends.
+  locked=""
+  trap '[ -z "$locked" ] || rm -rf "$LOCK"' EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+  acquire_lock
+  locked=1
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     log "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown >&2
@@ -44,7 +82,7 @@ mkdir -p "$TOOLS"
     log "installing npm packages"
     (cd "$ROOT" && npm ci --no-audit --no-fund >&2)
   fi
-) 9>"$TOOLS/.lock"
+)
 
 export WASM_BINDGEN_BIN="$TOOLS/bin/wasm-bindgen"
 export WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt"
