@@ -2,7 +2,7 @@
 # package registries only, and exports the variables worker-build reads instead of
 # downloading anything itself.
 #
-# - worker-build and wasm-bindgen-cli come from crates.io, installed once into a cache
+# - worker-build and wasm-bindgen-cli come from crates.io, compiled once into a cache
 #   folder ($IMAGE_TAGGER_CACHE/tools, by default ~/.cache/image-tagger/tools) and reused.
 # - wasm-opt (binaryen) and esbuild come from npm (package.json).
 # wasm-bindgen-cli must equal the wasm-bindgen version in Cargo.lock, so it is read from there.
@@ -17,19 +17,34 @@ TOOLS="$CACHE/tools"
 WORKER_BUILD_VERSION="0.8.7"
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$ROOT/Cargo.lock")"
 
-log() { printf '\033[2m[tools]\033[0m %s\n' "$*" >&2; }
+if [ -t 2 ]; then
+  log() { printf '\033[2m[tools]\033[0m %s\n' "$*" >&2; }
+else
+  log() { printf '[tools] %s\n' "$*" >&2; }
+fi
 
 installed_version() { # binary -> version or empty
   [ -x "$TOOLS/bin/$1" ] && "$TOOLS/bin/$1" --version 2>/dev/null | awk '{ print $NF }' || true
 }
 
-cargo_install() { # crate version binary
-  if [ "$(installed_version "$3")" != "$2" ]; then
-    log "installing $1 $2 into $TOOLS (once; takes a few minutes)"
-    # --locked first for reproducibility; without it if a locked dependency was yanked.
-    cargo install "$1" --version "$2" --root "$TOOLS" --locked --quiet 2>/dev/null ||
-      cargo install "$1" --version "$2" --root "$TOOLS" --quiet
+cargo_install() { # crate version binary minutes [cargo install options...]
+  local crate="$1" version="$2" bin="$3" minutes="$4" start="$SECONDS"
+  shift 4
+  [ "$(installed_version "$bin")" != "$version" ] || return 0
+  log "compiling $crate $version with cargo install, into $TOOLS"
+  log "  once per machine, about $minutes minutes on 2 cores; later builds reuse it. cargo's progress follows."
+  # With the crate's own Cargo.lock first, for reproducibility. That fails when a locked
+  # dependency is missing from the registry or yanked: then its error stays on screen and
+  # the install is retried with the newest compatible dependencies.
+  if ! cargo install "$crate" --version "$version" --root "$TOOLS" --locked "$@"; then
+    log "the install of $crate with its own Cargo.lock failed (error above);"
+    log "  retrying with the newest compatible dependencies"
+    if ! cargo install "$crate" --version "$version" --root "$TOOLS" "$@"; then
+      log "could not install $crate $version (error above)"
+      return 1
+    fi
   fi
+  log "$crate $version installed in $((SECONDS - start)) s"
 }
 
 # A lock that works everywhere (flock(1) is Linux-only): mkdir is atomic. The holder writes
@@ -76,10 +91,10 @@ mkdir -p "$TOOLS"
     log "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown >&2
   fi
-  cargo_install worker-build "$WORKER_BUILD_VERSION" worker-build
-  cargo_install wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
+  cargo_install worker-build "$WORKER_BUILD_VERSION" worker-build 3
+  cargo_install wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen 3
   if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] || [ ! -d "$ROOT/node_modules/wrangler" ]; then
-    log "installing npm packages"
+    log "installing the npm packages of package-lock.json (wrangler, miniflare, binaryen, ...)"
     (cd "$ROOT" && npm ci --no-audit --no-fund >&2)
   fi
 )
