@@ -7,11 +7,12 @@
 # --callback local starts a receiver that verifies and prints each event (scripts/dev.mjs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+echo "== both workers (the first run also installs the build tools: several minutes, once)"
 npm run --silent build
 # Quiet wrangler's warning that AI is remote: the local run supplies AI itself.
 export WRANGLER_LOG="${WRANGLER_LOG:-error}" WRANGLER_SEND_METRICS=false
 echo "== the offline classifier (EfficientNet-Lite0 standing in for resnet-50)"
-if model_dir="$(scripts/fetch-model.sh)" && cargo build --release --quiet -p local-ai; then
+if model_dir="$(scripts/fetch-model.sh)" && cargo build --release -p local-ai; then
   exec node scripts/dev.mjs --local-ai target/release/local-ai --model-dir "$model_dir" "$@"
 fi
 echo "!! the classifier could not be set up (see above): AI falls back to a fixed-label stand-in" >&2
