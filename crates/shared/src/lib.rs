@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dimensions;
 pub mod error;
 pub mod id;
 pub mod keys;
