@@ -119,6 +119,8 @@ pub(crate) struct JpegFrame {
 impl JpegFrame {
     /// Bytes of DCT coefficients of the whole image (64 `i16` a block, blocks padded to whole
     /// MCUs): what a progressive decoder holds until the last scan.
+    // Used by the tagger's decoders (`shared::imaging`, branch `imaging`).
+    #[allow(dead_code)]
     pub fn coefficient_bytes(&self, width: u32, height: u32) -> u64 {
         let comps = &self.sampling[..usize::from(self.components.min(4))];
         let h_max = comps.iter().map(|c| u64::from(c.0)).max().unwrap_or(1);
