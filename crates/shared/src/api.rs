@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::dimensions::TooLarge;
 use crate::sniff::TypeError;
 use crate::ImageId;
 
@@ -71,6 +72,8 @@ pub enum ApiError {
     InvalidContentLength,
     /// 413: larger than `MAX_UPLOAD_BYTES`.
     PayloadTooLarge { limit: u64 },
+    /// 413: the image's header claims more pixels than `MAX_PIXELS`.
+    ImageTooLarge(TooLarge),
     /// 415: not JPEG, PNG, GIF or WebP, or contradicting its declared `image/*` type.
     UnsupportedMediaType(String),
     /// 400: a multipart body without exactly one file in `image` or `file`.
@@ -110,7 +113,7 @@ impl ApiError {
             | Self::InvalidMultipart(_)
             | Self::IncompleteBody
             | Self::InvalidIdempotencyKey => 400,
-            Self::PayloadTooLarge { .. } => 413,
+            Self::PayloadTooLarge { .. } | Self::ImageTooLarge(_) => 413,
             Self::UnsupportedMediaType(_) => 415,
             Self::Unauthorized => 401,
             Self::Internal(_) => 500,
@@ -128,6 +131,7 @@ impl ApiError {
             Self::EmptyBody => "empty_body",
             Self::InvalidContentLength => "invalid_content_length",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::ImageTooLarge(_) => "image_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::InvalidMultipart(_) => "invalid_multipart",
             Self::IncompleteBody => "incomplete_body",
@@ -148,6 +152,7 @@ impl ApiError {
             Self::EmptyBody => "the request has no body; send the image bytes".into(),
             Self::InvalidContentLength => "Content-Length must be a non-negative integer".into(),
             Self::PayloadTooLarge { limit } => format!("the image is larger than {limit} bytes"),
+            Self::ImageTooLarge(too_large) => too_large.to_string(),
             Self::UnsupportedMediaType(why) => why.clone(),
             Self::InvalidMultipart(why) => why.clone(),
             Self::IncompleteBody => "the body could not be read in full".into(),
@@ -170,6 +175,12 @@ impl ApiError {
             },
         };
         serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+impl From<TooLarge> for ApiError {
+    fn from(e: TooLarge) -> Self {
+        Self::ImageTooLarge(e)
     }
 }
 
@@ -334,6 +345,13 @@ mod tests {
         let body: serde_json::Value =
             serde_json::from_str(&ApiError::MethodNotAllowed { allow: "GET" }.body()).unwrap();
         assert_eq!(body["error"]["code"], "method_not_allowed");
+        let too_large =
+            ApiError::from(crate::dimensions::check_pixels(30000, 30000, 50_000_000).unwrap_err());
+        assert_eq!(
+            (too_large.status(), too_large.code()),
+            (413, "image_too_large")
+        );
+        assert!(too_large.message().contains("30000x30000"));
         let internal = ApiError::Internal("secret detail".into());
         assert_eq!(internal.status(), 500);
         assert!(!internal.body().contains("secret"));

@@ -28,6 +28,11 @@ pub const MAX_UPLOAD_BYTES: &str = "MAX_UPLOAD_BYTES";
 /// Default of [`MAX_UPLOAD_BYTES`]: 10 MiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 10 * 1024 * 1024;
 
+/// Var: the most pixels (width × height, read from the image's header) an upload may have.
+pub const MAX_PIXELS: &str = "MAX_PIXELS";
+/// Default of [`MAX_PIXELS`]: 50 megapixels.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+
 /// Secret: when set, every API request needs `Authorization: Bearer <API_TOKEN>`.
 pub const API_TOKEN: &str = "API_TOKEN";
 
