@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod dimensions;
 pub mod error;
+pub mod head;
 pub mod id;
 pub mod keys;
 pub mod labels;

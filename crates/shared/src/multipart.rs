@@ -256,6 +256,12 @@ impl Scanner {
         &self.delimiter
     }
 
+    /// How many bytes at the end of the chunks fed so far are held back because they may
+    /// begin a delimiter; in a part's body, a later [`Event::Data`] may carry them.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     /// Whether the closing delimiter has been seen.
     pub fn is_done(&self) -> bool {
         self.state == State::Epilogue
