@@ -57,6 +57,11 @@ impl Head {
         }
     }
 
+    /// The type, once the head has decided to accept the upload.
+    pub fn decided(&self) -> Option<ImageType> {
+        self.decided
+    }
+
     /// The bytes taken so far.
     pub fn len(&self) -> usize {
         self.bytes.len()
