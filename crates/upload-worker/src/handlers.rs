@@ -6,14 +6,14 @@ use shared::api::{
 use shared::keys::{idempotency_key, object_key, object_prefix, record_key};
 use shared::message::SCHEMA_VERSION;
 use shared::record::{QueuedView, TagsView};
-use shared::{config, multipart, ImageId, ImageMessage, Status, TagRecord};
+use shared::{config, ImageId, ImageMessage, Status, TagRecord};
 use worker::{
-    Bucket, Data, Env, Headers, HttpMetadata, KvStore, MessageBuilder, Method, QueueContentType,
-    Request, Response,
+    Bucket, Env, Headers, KvStore, MessageBuilder, Method, QueueContentType, Request, Response,
 };
 
 use crate::body::{self, BodyInfo};
 use crate::edge::{self, internal, unavailable, Settings};
+use crate::r2;
 
 /// Entry point: never fails; every error becomes a JSON error response.
 pub async fn handle(req: Request, env: &Env) -> Response {
@@ -113,17 +113,30 @@ async fn upload(req: Request, env: &Env, settings: &Settings) -> Result<Response
     let kv = kv(env)?;
     if let Some(key) = &idempotency {
         if let Some(id) = earlier_upload(&kv, key).await? {
+            // Until keys are bound to bodies, the repeat's digest is only logged.
+            let content_type = header(&req, "content-type");
+            let info = body_info(&req, content_type.as_deref(), env, settings, true)?;
+            let sha256 = body::digest_only(req.inner(), &info).await?;
+            worker::console_log!("repeated idempotency key of {id}: body sha256 {sha256}");
             return Ok(accepted(200, id));
         }
     }
-    let upload = read_body(&req, settings).await?;
+    let content_type = header(&req, "content-type");
+    let info = body_info(
+        &req,
+        content_type.as_deref(),
+        env,
+        settings,
+        idempotency.is_some(),
+    )?;
+    let upload = body::read(req.inner(), &info).await?;
     let id = ImageId::from_uuid(uuid::Uuid::new_v4())
         .map_err(|e| ApiError::Internal(format!("uuid: {e}")))?;
     let bucket = bucket(env)?;
     let message = store(&bucket, id, upload).await?;
     if let Err(e) = enqueue(env, &message).await {
         // Nothing must stay in R2 that no message will ever tag.
-        let _ = bucket.delete(&message.r2_key).await;
+        let _ = r2::delete(&bucket, &message.r2_key).await;
         return Err(e);
     }
     if let Some(key) = &idempotency {
@@ -142,22 +155,25 @@ async fn earlier_upload(kv: &KvStore, key: &IdempotencyKey) -> Result<Option<Ima
     Ok(earlier.and_then(|id| ImageId::parse(&id).ok()))
 }
 
-/// Checks the headers, then sniffs and sizes the body, raw or multipart.
-async fn read_body(req: &Request, settings: &Settings) -> Result<body::Upload, ApiError> {
-    let content_type = header(req, "content-type");
-    let info = BodyInfo {
-        content_type: content_type.as_deref(),
+/// What the body handling needs to know, from the headers and settings.
+fn body_info<'a>(
+    req: &Request,
+    content_type: Option<&'a str>,
+    env: &Env,
+    settings: &Settings,
+    digest: bool,
+) -> Result<BodyInfo<'a>, ApiError> {
+    let max_pixels = env.var(config::MAX_PIXELS).ok().map(|v| v.to_string());
+    Ok(BodyInfo {
+        content_type,
         content_length: check_content_length(
             header(req, "content-length").as_deref(),
             settings.max_upload_bytes,
         )?,
         limit: settings.max_upload_bytes,
-    };
-    if multipart::is_multipart(info.content_type) {
-        body::multipart(req.inner().body(), &info).await
-    } else {
-        body::raw(req.inner(), &info).await
-    }
+        max_pixels: config::parse_var(max_pixels.as_deref(), config::DEFAULT_MAX_PIXELS),
+        digest,
+    })
 }
 
 /// Puts the upload into R2 and describes it as the queue message.
@@ -168,40 +184,17 @@ async fn store(
 ) -> Result<ImageMessage, ApiError> {
     let key = object_key(&id, upload.image_type);
     let uploaded_at = now();
-    let mime = upload.image_type.mime();
-    match upload.bytes {
-        body::Bytes::Stream { stream, feeding } => {
-            let put = bucket
-                .put(&key, Data::ReadableStream(stream))
-                .http_metadata(HttpMetadata {
-                    content_type: Some(mime.into()),
-                    ..Default::default()
-                })
-                .custom_metadata([("uploadedAt".to_string(), uploaded_at.clone())])
-                .execute()
-                .await;
-            let fed = feeding.await;
-            if let Err(e) = put {
-                // A body that broke off or did not match its length fails the feed as well.
-                return Err(if fed.is_err() {
-                    ApiError::IncompleteBody
-                } else {
-                    ApiError::Unavailable(format!("R2 put {key}: {e}"))
-                });
-            }
-        }
-        body::Bytes::Buffer(buffer) => {
-            body::put_buffer(bucket, &key, &buffer, mime, &uploaded_at)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("R2 put {key}: {e:?}")))?;
-        }
+    let content_type = upload.image_type.mime().into();
+    let stored = r2::store(bucket, &key, upload, &uploaded_at).await?;
+    if let Some(sha256) = &stored.sha256 {
+        worker::console_log!("upload {id}: body sha256 {sha256}");
     }
     Ok(ImageMessage {
         schema_version: SCHEMA_VERSION,
         image_id: id,
         r2_key: key,
-        content_type: upload.image_type.mime().into(),
-        size: upload.size,
+        content_type,
+        size: stored.size,
         uploaded_at,
     })
 }

@@ -7,6 +7,7 @@
 mod body;
 mod edge;
 mod handlers;
+mod r2;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
