@@ -6,17 +6,18 @@
 //! gathered in JS up to [`PART_SIZE`]: a file that ends within it is put in one piece; a
 //! larger one becomes a multipart upload of equal parts of [`PART_SIZE`] (the last one
 //! smaller), each sent as soon as it is full. Memory per upload is therefore about one part
-//! (the views, and the blob R2 reads them from), whatever the file size. Nothing is
-//! committed before the whole body has been read and found valid: the single put waits for
-//! it, the multipart upload is completed only then, and aborted on any failure.
+//! (the views, which a `FixedLengthStream` hands to R2 without a copy), whatever the file
+//! size. Nothing is committed before the whole body has been read and found valid: the single
+//! put waits for it, the multipart upload is completed only then, and aborted on any failure.
 
 use shared::api::ApiError;
 use shared::ImageType;
 use worker::js_sys::{Array, Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::future_to_promise;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::Blob;
-use worker::worker_sys::{R2Bucket, R2MultipartUpload};
+use worker::web_sys::ReadableStream;
+use worker::worker_sys::{FixedLengthStream, R2Bucket, R2MultipartUpload};
 use worker::Bucket;
 
 use crate::body::{Bytes, Rest, Upload};
@@ -213,22 +214,33 @@ impl PartSink<'_> {
                 self.upload.insert(upload).clone()
             }
         };
-        let blob = self.take_blob(PART_SIZE)?;
+        self.upload_part(&upload, PART_SIZE).await
+    }
+
+    /// Uploads the first `len` pending bytes as the next part.
+    async fn upload_part(&mut self, upload: &R2MultipartUpload, len: u32) -> Result<(), ApiError> {
         let number = u16::try_from(self.uploaded.length() + 1)
             .map_err(|_| ApiError::Internal("too many parts".into()))?;
+        let (stream, feeding) = self.take(len)?;
         let promise = upload
-            .upload_part(number, blob.into())
+            .upload_part(number, stream.into())
             .map_err(unavailable("uploadPart", self.key))?;
         let part = JsFuture::from(promise)
             .await
             .map_err(unavailable("uploadPart", self.key))?;
+        // R2 read all of the stream, so its feed is over.
+        feeding
+            .await
+            .map_err(unavailable("part stream", self.key))?;
         self.uploaded.push(&part);
         Ok(())
     }
 
-    /// A blob of the first `len` pending bytes (at most `pending_len`), which leave `pending`.
-    fn take_blob(&mut self, len: u32) -> Result<Blob, ApiError> {
-        let views = Array::new();
+    /// A stream of the first `len` pending bytes (at most `pending_len`), which leave
+    /// `pending`, and what feeds it. The views go into a `FixedLengthStream` as they are:
+    /// no copy of the part is made.
+    fn take(&mut self, len: u32) -> Result<(ReadableStream, JsFuture), ApiError> {
+        let mut views = Vec::new();
         let mut taken = 0;
         let mut used = 0;
         for (view, n) in &mut self.pending {
@@ -237,11 +249,11 @@ impl PartSink<'_> {
             }
             let want = len - taken;
             if *n <= want {
-                views.push(view);
+                views.push(view.clone());
                 taken += *n;
                 used += 1;
             } else {
-                views.push(&view.subarray(0, want));
+                views.push(view.subarray(0, want));
                 *view = view.subarray(want, *n);
                 *n -= want;
                 taken = len;
@@ -249,27 +261,31 @@ impl PartSink<'_> {
         }
         self.pending.drain(..used);
         self.pending_len -= taken;
-        Blob::new_with_u8_array_sequence(&views)
-            .map_err(|e| ApiError::Internal(format!("Blob: {e:?}")))
+        let fls = FixedLengthStream::new(taken)
+            .map_err(|e| ApiError::Internal(format!("FixedLengthStream: {e:?}")))?;
+        let writable = fls.writable();
+        let feeding = future_to_promise(async move {
+            let writer = writable.get_writer()?;
+            // Queued at once; closing waits for all of them to be read.
+            for view in &views {
+                let _ = writer.write_with_chunk(view);
+            }
+            drop(views);
+            JsFuture::from(writer.close()).await
+        });
+        Ok((fls.readable(), JsFuture::from(feeding)))
     }
 
     /// After the body's end: one put, or the last part and `complete`.
     async fn finish(&mut self) -> Result<u64, ApiError> {
-        let blob = self.take_blob(self.pending_len)?;
         let Some(upload) = self.upload.clone() else {
-            put(self.bucket, self.key, &blob, &self.options).await?;
+            let (stream, feeding) = self.take(self.pending_len)?;
+            put(self.bucket, self.key, &stream, &self.options).await?;
+            feeding.await.map_err(unavailable("put stream", self.key))?;
             return Ok(self.size);
         };
-        if blob.size() > 0.0 {
-            let number = u16::try_from(self.uploaded.length() + 1)
-                .map_err(|_| ApiError::Internal("too many parts".into()))?;
-            let promise = upload
-                .upload_part(number, blob.into())
-                .map_err(unavailable("uploadPart", self.key))?;
-            let part = JsFuture::from(promise)
-                .await
-                .map_err(unavailable("uploadPart", self.key))?;
-            self.uploaded.push(&part);
+        if self.pending_len > 0 {
+            self.upload_part(&upload, self.pending_len).await?;
         }
         let promise = upload
             .complete(self.uploaded.to_vec())
