@@ -14,7 +14,7 @@ use shared::api::ApiError;
 use shared::ImageType;
 use worker::js_sys::{Array, Object, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::future_to_promise;
+use worker::wasm_bindgen_futures::spawn_local;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::ReadableStream;
 use worker::worker_sys::{FixedLengthStream, R2Bucket, R2MultipartUpload};
@@ -59,13 +59,14 @@ pub async fn store(
             size,
             feeding,
         } => {
-            let put = put(bucket, key, &stream, &options).await;
-            let fed = feeding.await;
-            match put {
+            // R2 took exactly `size` bytes or failed: the feed matters only for the error.
+            match put(bucket, key, &stream, &options).await {
                 Ok(()) => size,
                 // A body that broke off or did not match its length fails the feed as well.
-                Err(_) if fed.is_err() => return Err(ApiError::IncompleteBody),
-                Err(e) => return Err(e),
+                Err(e) => match feeding.await {
+                    Err(_) => return Err(ApiError::IncompleteBody),
+                    Ok(_) => return Err(e),
+                },
             }
         }
         Bytes::Parts(rest) => parts(bucket, key, *rest, options).await?,
@@ -221,25 +222,22 @@ impl PartSink<'_> {
     async fn upload_part(&mut self, upload: &R2MultipartUpload, len: u32) -> Result<(), ApiError> {
         let number = u16::try_from(self.uploaded.length() + 1)
             .map_err(|_| ApiError::Internal("too many parts".into()))?;
-        let (stream, feeding) = self.take(len)?;
+        let stream = self.take(len)?;
         let promise = upload
             .upload_part(number, stream.into())
             .map_err(unavailable("uploadPart", self.key))?;
         let part = JsFuture::from(promise)
             .await
             .map_err(unavailable("uploadPart", self.key))?;
-        // R2 read all of the stream, so its feed is over.
-        feeding
-            .await
-            .map_err(unavailable("part stream", self.key))?;
         self.uploaded.push(&part);
         Ok(())
     }
 
     /// A stream of the first `len` pending bytes (at most `pending_len`), which leave
-    /// `pending`, and what feeds it. The views go into a `FixedLengthStream` as they are:
-    /// no copy of the part is made.
-    fn take(&mut self, len: u32) -> Result<(ReadableStream, JsFuture), ApiError> {
+    /// `pending`. The views go into a `FixedLengthStream` as they are: no copy of the part is
+    /// made. R2 fails if the stream does not deliver exactly `len` bytes, so nothing waits for
+    /// the feed.
+    fn take(&mut self, len: u32) -> Result<ReadableStream, ApiError> {
         let mut views = Vec::new();
         let mut taken = 0;
         let mut used = 0;
@@ -264,24 +262,25 @@ impl PartSink<'_> {
         let fls = FixedLengthStream::new(taken)
             .map_err(|e| ApiError::Internal(format!("FixedLengthStream: {e:?}")))?;
         let writable = fls.writable();
-        let feeding = future_to_promise(async move {
-            let writer = writable.get_writer()?;
-            // Queued at once; closing waits for all of them to be read.
+        spawn_local(async move {
+            let Ok(writer) = writable.get_writer() else {
+                return;
+            };
+            // Queued at once: the views are in memory already.
             for view in &views {
                 let _ = writer.write_with_chunk(view);
             }
             drop(views);
-            JsFuture::from(writer.close()).await
+            let _ = JsFuture::from(writer.close()).await;
         });
-        Ok((fls.readable(), JsFuture::from(feeding)))
+        Ok(fls.readable())
     }
 
     /// After the body's end: one put, or the last part and `complete`.
     async fn finish(&mut self) -> Result<u64, ApiError> {
         let Some(upload) = self.upload.clone() else {
-            let (stream, feeding) = self.take(self.pending_len)?;
+            let stream = self.take(self.pending_len)?;
             put(self.bucket, self.key, &stream, &self.options).await?;
-            feeding.await.map_err(unavailable("put stream", self.key))?;
             return Ok(self.size);
         };
         if self.pending_len > 0 {
