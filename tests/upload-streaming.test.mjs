@@ -306,6 +306,18 @@ test("a decompression bomb (a small PNG claiming 30000x30000) is refused with 41
   await assertRefused(await post(big, { "content-type": "image/png" }), 413, "image_too_large", before);
 });
 
+test("a large body refused from its head still gets its error response, not a reset", async () => {
+  const before = await keys();
+  const bomb = pngOf(30000, 30000, 4 * MiB);
+  const html = Buffer.concat([Buffer.from("<html>"), Buffer.alloc(4 * MiB, "x")]);
+  for (let i = 0; i < 5; i++) {
+    await assertRefused(await post(bomb, { "content-type": "image/png" }), 413, "image_too_large", before);
+    await assertRefused(await post(chunked(html, 64 * KiB)), 415, "unsupported_media_type", before);
+    const htmlForm = form([file(html, "text/html")]);
+    await assertRefused(await post(htmlForm, { "content-type": MULTIPART }), 415, "unsupported_media_type", before);
+  }
+});
+
 test("a JPEG whose frame header follows 100 KiB of APP segments is measured", async () => {
   const before = await keys();
   const tooBig = await jpegWithApp(1250, 1000, 100 * KiB);

@@ -7,13 +7,17 @@
 //!   chunks are read until the head decides, then written into a `FixedLengthStream` ahead of
 //!   the rest of the body, which is piped after them straight into R2.
 //! - A raw body without `Content-Length`, and every `multipart/form-data` body, is read chunk
-//!   by chunk ([`Rest`]). A form's chunks are copied, 64 KiB at a time, into one buffer that
+//!   by chunk ([`Rest`]), 64 KiB per read. A form's chunks are copied into one buffer that
 //!   every request shares (it is used only between awaits) and scanned there
 //!   ([`shared::multipart::Scanner`]); the file's bytes go on as `subarray` views of the JS
 //!   chunks, and [`crate::r2`] stores them in parts as they come.
 //!
 //! The head (see [`shared::head`]) is read up to 256 KiB to find the image's pixel count: a
 //! JPEG's frame header can follow large EXIF and ICC segments.
+//!
+//! A body refused part way (type, pixels, a malformed form) is drained before the error
+//! response, up to the size limit: a client still sending would otherwise often see its
+//! connection reset instead of the response.
 //!
 //! With [`BodyInfo::digest`], the SHA-256 of the whole body is computed on the way:
 //! `crypto.subtle.digest` of a buffered body, a `tee` into `crypto.DigestStream` for a piped
@@ -308,6 +312,7 @@ async fn streamed(
     let reader = reader_of(&body);
     let mut head = Head::new(info.max_pixels);
     let mut chunks = Vec::new();
+    let mut read = 0u64;
     let checked = loop {
         let chunk = match next_chunk(&reader).await {
             Ok(Some(chunk)) => chunk,
@@ -315,6 +320,7 @@ async fn streamed(
             Ok(None) => break head.finish(info.content_type),
             Err(e) => break Err(e),
         };
+        read += u64::from(chunk.length());
         let fed = feed_head(&mut head, &chunk, chunk.length(), info.content_type);
         chunks.push(chunk);
         match fed {
@@ -323,9 +329,14 @@ async fn streamed(
             Err(e) => break Err(e),
         }
     };
-    // The body is left unread on an error: cancelling it would reset the connection of a
-    // client still sending, which would never see the error response.
-    let image_type = checked?;
+    let image_type = match checked {
+        Ok(image_type) => image_type,
+        Err(e) => {
+            reader.release_lock();
+            drain(&Chunks::new(&body), read, info.limit).await;
+            return Err(e);
+        }
+    };
     // The rest of the body is read by the pipe, from where the reader stopped.
     reader.release_lock();
     let fls = FixedLengthStream::new_big_int(BigInt::from(size))
@@ -365,6 +376,20 @@ async fn streamed(
         },
         digest,
     })
+}
+
+/// Reads and drops the rest of a refused body (`read` bytes of it were read), up to the size
+/// limit. A client still sending a body that is never read gets its connection reset, often
+/// before it reads the error response; drained, the connection ends cleanly. Past the limit
+/// the body is cancelled.
+async fn drain(reader: &Chunks, mut read: u64, limit: u64) {
+    while read <= limit {
+        match reader.next().await {
+            Ok(Some(chunk)) => read += u64::from(chunk.length()),
+            _ => return,
+        }
+    }
+    reader.cancel();
 }
 
 /// Writes chunks into a stream, keeping it unlocked for a pipe afterwards.
@@ -515,16 +540,21 @@ impl Rest {
         self.over
     }
 
-    /// Reads and handles the next chunk. Past the size limit the body is cancelled; after
-    /// other errors it is left unread (a cancel would reset the connection of a client
-    /// still sending, which would then never see the error response).
+    /// Reads and handles the next chunk. After an error the rest of the body is drained (see
+    /// [`drain`]), or cancelled past the size limit.
     pub(crate) async fn step(&mut self) -> Result<(), ApiError> {
         let result = self.next().await;
-        if result.is_err() {
-            self.over = true;
-        }
-        if let Err(ApiError::PayloadTooLarge { .. }) = result {
-            self.reader.cancel();
+        match &result {
+            Ok(()) => {}
+            Err(ApiError::PayloadTooLarge { .. }) => {
+                self.over = true;
+                self.reader.cancel();
+            }
+            Err(ApiError::IncompleteBody) => self.over = true,
+            Err(_) => {
+                self.over = true;
+                drain(&self.reader, self.read, self.limit).await;
+            }
         }
         result
     }
