@@ -412,8 +412,7 @@ fn feed_head(
     let mut at = 0u32;
     while at < len && head.decided().is_none() {
         let n = head.wants().max(HEAD_STEP).min((len - at) as usize) as u32;
-        SCRATCH.with_borrow_mut(|buf| {
-            let bytes = scratch(buf, n as usize);
+        with_scratch(n as usize, |bytes| {
             chunk.subarray(at, at + n).copy_to(bytes);
             head.feed(bytes, declared)
         })?;
@@ -422,12 +421,18 @@ fn feed_head(
     Ok(head.decided())
 }
 
-/// The first `n` bytes of the shared buffer, grown if need be.
-fn scratch(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
-    if buf.len() < n {
-        buf.resize(n, 0);
-    }
-    &mut buf[..n]
+/// Runs `f` on `n` bytes of the shared buffer (grown if need be), or of a buffer of its own
+/// should the shared one be in use (it never is: no caller nests, and none awaits inside).
+fn with_scratch<T>(n: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            f(&mut buf[..n])
+        }
+        Err(_) => f(&mut vec![0; n]),
+    })
 }
 
 /// A body read chunk by chunk: a raw body without `Content-Length`, or a form.
@@ -456,8 +461,8 @@ struct File {
 }
 
 impl File {
-    /// Takes the next view of the file; `bytes` are its bytes when already in wasm (then
-    /// the shared buffer is borrowed by the caller), else the head copies what it needs.
+    /// Takes the next view of the file; `bytes` are its bytes when already in wasm, else the
+    /// head copies what it needs.
     fn push(&mut self, view: Uint8Array, len: u32, bytes: Option<&[u8]>) -> Result<(), ApiError> {
         if self.head.decided().is_none() {
             match bytes {
@@ -519,7 +524,17 @@ impl Rest {
                 break image_type;
             }
             if self.file.over {
-                break self.file.head.finish(self.file.declared.as_deref())?;
+                match self.file.head.finish(self.file.declared.as_deref()) {
+                    Ok(image_type) => break image_type,
+                    Err(e) => {
+                        // A form may go on after its file.
+                        if !self.over {
+                            self.over = true;
+                            drain(&self.reader, self.read, self.limit).await;
+                        }
+                        return Err(e);
+                    }
+                }
             }
             self.step().await?;
         };
@@ -538,6 +553,15 @@ impl Rest {
     /// Whether the body is read to its end (and valid: a form is complete, with its file).
     pub(crate) fn is_over(&self) -> bool {
         self.over
+    }
+
+    /// Drains what is left of the body after a failure elsewhere (R2), so that the client
+    /// gets the error response (see [`drain`]).
+    pub(crate) async fn abandon(&mut self) {
+        if !self.over {
+            self.over = true;
+            drain(&self.reader, self.read, self.limit).await;
+        }
     }
 
     /// Reads and handles the next chunk. After an error the rest of the body is drained (see
@@ -645,8 +669,7 @@ impl Form {
         file: &mut File,
     ) -> Result<(), ApiError> {
         let mut events = std::mem::take(&mut self.events);
-        let result: Result<(), ApiError> = SCRATCH.with_borrow_mut(|buf| {
-            let bytes = scratch(buf, len as usize);
+        let result: Result<(), ApiError> = with_scratch(len as usize, |bytes| {
             piece.copy_to(bytes);
             self.scanner.feed(bytes, &mut events)?;
             for event in events.drain(..) {

@@ -160,6 +160,7 @@ async fn parts(
         Err(e) => Err(e),
     };
     if result.is_err() {
+        rest.abandon().await;
         sink.abort().await;
     }
     result
