@@ -10,6 +10,7 @@ mod contract;
 pub mod db;
 pub mod dimensions;
 pub mod error;
+pub mod head;
 pub mod id;
 #[cfg(feature = "imaging")]
 pub mod imaging;

@@ -11,6 +11,7 @@ mod detach;
 mod handlers;
 mod http;
 mod log;
+mod r2;
 mod settings;
 mod store;
 
