@@ -95,7 +95,11 @@ pub enum ApiError {
     /// 404: a well-formed id that nobody uploaded.
     ImageNotFound,
     /// 413: more pixels than `MAX_PIXELS`, read from the image's header.
-    ImageTooLarge { max_pixels: u64 },
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     /// 409: a request with the same `Idempotency-Key` is still running.
     IdempotencyKeyInFlight,
     /// 422: the `Idempotency-Key` was used before with a different body.
@@ -189,9 +193,11 @@ impl ApiError {
             Self::MethodNotAllowed { allow } => format!("method not allowed; use one of: {allow}"),
             Self::InvalidId => crate::id::InvalidId.to_string(),
             Self::ImageNotFound => "no image with this id".into(),
-            Self::ImageTooLarge { max_pixels } => {
-                format!("the image has more than {max_pixels} pixels")
-            }
+            Self::ImageTooLarge {
+                width,
+                height,
+                max_pixels,
+            } => format!("the image is {width}x{height}, more than {max_pixels} pixels"),
             Self::IdempotencyKeyInFlight => {
                 "a request with this Idempotency-Key is still running; retry later".into()
             }
@@ -234,7 +240,11 @@ impl ApiError {
             Self::MethodNotAllowed { allow: "" },
             Self::InvalidId,
             Self::ImageNotFound,
-            Self::ImageTooLarge { max_pixels: 0 },
+            Self::ImageTooLarge {
+                width: 0,
+                height: 0,
+                max_pixels: 0,
+            },
             Self::IdempotencyKeyInFlight,
             Self::IdempotencyKeyReused,
             Self::EmptyBody,
@@ -270,6 +280,8 @@ impl From<crate::webhook::url::UrlError> for ApiError {
 impl From<crate::dimensions::TooLarge> for ApiError {
     fn from(e: crate::dimensions::TooLarge) -> Self {
         Self::ImageTooLarge {
+            width: e.width,
+            height: e.height,
             max_pixels: e.max_pixels,
         }
     }

@@ -89,6 +89,7 @@ fn contract() -> Value {
         "sql": {
             "insertQueued": db::INSERT_QUEUED,
             "claim": db::CLAIM,
+            "selectKey": db::SELECT_KEY,
             "selectImage": db::SELECT_IMAGE,
         },
         "statuses": [Status::Queued, Status::Done, Status::Failed],
