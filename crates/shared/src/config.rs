@@ -128,6 +128,7 @@ vars! {
     STUCK_AFTER_SECONDS: u64 = Some(15 * 60), "The reconciler re-enqueues images overdue by this long.";
     LEASE_SECONDS: u64 = Some(120), "How long a tagger holds an image it is working on.";
     RETENTION_DAYS: u32 = None, "When set, images older than this many days are deleted by the reconciler.";
+    CURSOR_SECRET: &str = None, "Secret: the HMAC key of search cursors; unset, it is derived from `API_TOKEN` (or public on an open API).";
 }
 
 /// `MIN_SCORE`, checked: a finite number in `[0, 1]`, else the default.

@@ -12,7 +12,7 @@ use crate::api::ApiError;
 use crate::config::{self, binding, queue};
 use crate::error::{TagError, AI_ERROR_CODES};
 use crate::outcome::Outcome;
-use crate::{keys, message, ImageType, Status};
+use crate::{keys, message, search, ImageType, Status};
 
 /// Where the generated file lives, relative to this crate.
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../local/contract.json");
@@ -67,6 +67,14 @@ fn contract() -> Value {
         "tagErrors": tag_errors,
         "aiErrors": ai_errors,
         "vars": vars,
+        "search": {
+            "defaultLimit": search::DEFAULT_LIMIT,
+            "maxLimit": search::MAX_LIMIT,
+            "maxTags": search::MAX_TAGS,
+            "tagsDefaultLimit": search::TAGS_DEFAULT_LIMIT,
+            "tagsMaxLimit": search::TAGS_MAX_LIMIT,
+            "cursorLength": search::CURSOR_LEN,
+        },
     })
 }
 
