@@ -13,6 +13,8 @@ use crate::record::{ErrorInfo, QueuedView, Status, TagRecord};
 use crate::time::format_ms;
 use crate::ImageId;
 
+pub mod manage;
+
 /// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now.
 pub const INSERT_QUEUED: &str = "INSERT INTO images \
      (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at) \
