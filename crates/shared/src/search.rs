@@ -252,6 +252,38 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     u64::try_from(i64::try_from(ms).ok()?.checked_sub(offset_ms)?).ok()
 }
 
+/// Where the cursor's HMAC key comes from, in order of preference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorKey<'a> {
+    /// `CURSOR_SECRET`, as given: rotating it invalidates the cursors issued before.
+    Secret(&'a str),
+    /// `HMAC-SHA-256(API_TOKEN, KEY_LABEL)`: changes (and invalidates cursors) with the token.
+    DerivedFrom(&'a str),
+    /// An open API: [`PUBLIC_KEY`]. Cursors are still checked for corruption and bound to
+    /// their filters, but anyone can forge one; that gives nothing the open API does not
+    /// already give (a cursor is only a position in a listing everyone may read).
+    Public,
+}
+
+/// The message whose HMAC under `API_TOKEN` is the derived cursor key.
+pub const KEY_LABEL: &[u8] = b"image-tagger search cursor key v1";
+/// The cursor key of an open API (no `CURSOR_SECRET`, no `API_TOKEN`).
+pub const PUBLIC_KEY: &[u8] = b"image-tagger search cursor key v1 (open API)";
+
+impl<'a> CursorKey<'a> {
+    /// The key for the configured secrets; empty values count as unset.
+    pub fn choose(cursor_secret: Option<&'a str>, api_token: Option<&'a str>) -> Self {
+        match (
+            cursor_secret.filter(|s| !s.is_empty()),
+            api_token.filter(|t| !t.is_empty()),
+        ) {
+            (Some(secret), _) => Self::Secret(secret),
+            (None, Some(token)) => Self::DerivedFrom(token),
+            (None, None) => Self::Public,
+        }
+    }
+}
+
 /// Bytes of MAC a cursor carries (HMAC-SHA-256 truncated to 128 bits).
 pub const MAC_LEN: usize = 16;
 const VERSION: u8 = 1;
@@ -607,6 +639,19 @@ mod tests {
             ..Filters::default()
         };
         assert_ne!(since.canonical(), until.canonical());
+    }
+
+    #[test]
+    fn cursor_keys() {
+        assert_eq!(
+            CursorKey::choose(Some("s"), Some("t")),
+            CursorKey::Secret("s")
+        );
+        assert_eq!(
+            CursorKey::choose(Some(""), Some("t")),
+            CursorKey::DerivedFrom("t")
+        );
+        assert_eq!(CursorKey::choose(None, Some("")), CursorKey::Public);
     }
 
     #[test]

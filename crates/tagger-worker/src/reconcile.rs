@@ -1,7 +1,7 @@
 //! The cron: makes "nothing is lost" true whatever broke in between. Queued images whose
 //! next attempt is long overdue (a message dropped, a dead letter consumer that could not
-//! write) are enqueued again, or failed if their bytes are gone. Once an hour it logs the
-//! day's AI usage.
+//! write) are enqueued again, or failed if their bytes are gone. With `RETENTION_DAYS` set
+//! it deletes expired images ([`crate::retention`]). Once an hour it logs the day's AI usage.
 
 use serde::Serialize;
 use shared::config::binding;
@@ -37,6 +37,9 @@ pub async fn run(env: &Env, now_ms: u64, cron_minute: u32) {
         report.errors += 1;
     }
     log::emit(&report, report.errors > 0);
+    if let Some(days) = Settings::get(env).retention_days {
+        crate::retention::run(env, now_ms, days).await;
+    }
     if cron_minute < 5 {
         log_usage(env).await;
     }

@@ -13,6 +13,8 @@ pub struct Settings {
     /// `None` or empty: the API is open.
     pub api_token: Option<String>,
     pub allowed_origins: String,
+    /// Key of search cursors; `None`: derived from `api_token` (see `cursor_mac`).
+    pub cursor_secret: Option<String>,
 }
 
 thread_local! {
@@ -32,6 +34,9 @@ impl Settings {
             max_pixels: vars.get(config::MAX_PIXELS),
             api_token: vars.raw(config::API_TOKEN.name).filter(|t| !t.is_empty()),
             allowed_origins: vars.text(config::ALLOWED_ORIGINS),
+            cursor_secret: vars
+                .raw(config::CURSOR_SECRET.name)
+                .filter(|t| !t.is_empty()),
         }
     }
 }

@@ -1,0 +1,118 @@
+//! Retention: with `RETENTION_DAYS` set, each reconciler run deletes up to [`BATCH`] images
+//! uploaded before the cutoff, oldest first, everywhere: their R2 objects (one bulk
+//! delete), their D1 rows with their tags and Idempotency-Keys (one transaction), then
+//! their KV records. The order is the upload worker's `DELETE /images/{id}`, so a tagger
+//! working on an expiring image cannot bring it back (see `Store::publish`). A backlog
+//! drains at [`BATCH`] images a run; each run logs one `tagger.retention` line.
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use shared::config::binding;
+use shared::db::manage::{id_list, ObjectRow, DELETE_IMAGES, SELECT_EXPIRED};
+use shared::keys::record_key;
+use shared::{ImageId, TagError};
+use worker::wasm_bindgen::JsValue;
+use worker::Env;
+
+use crate::log;
+use crate::store::OrStorage;
+
+/// Most images one run deletes: each costs a KV delete (a subrequest), on top of one R2
+/// bulk delete and one D1 batch.
+pub const BATCH: u32 = 100;
+/// KV deletes in flight at once.
+const CONCURRENCY: usize = 8;
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    event: &'static str,
+    retention_days: u32,
+    /// Images uploaded before this were due.
+    cutoff: String,
+    /// Images deleted from R2 and D1.
+    deleted: u32,
+    /// KV records deleted (finished images have one).
+    records_deleted: u32,
+    /// Whether more images are due than one run deletes.
+    more: bool,
+    errors: u32,
+}
+
+/// One run at `now` (ms): deletes what is older than `days`, and logs the counts.
+pub async fn run(env: &Env, now: u64, days: u32) {
+    let cutoff = now.saturating_sub(u64::from(days).saturating_mul(DAY_MS));
+    let mut report = Report {
+        event: "tagger.retention",
+        retention_days: days,
+        cutoff: shared::time::format_ms(cutoff),
+        deleted: 0,
+        records_deleted: 0,
+        more: false,
+        errors: 0,
+    };
+    if let Err(e) = expire(env, cutoff, &mut report).await {
+        worker::console_error!("retention: {e}");
+        report.errors += 1;
+    }
+    log::emit(&report, report.errors > 0);
+}
+
+async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagError> {
+    let db = env.d1(binding::DB).or_storage("DB binding")?;
+    let rows = db
+        .prepare(SELECT_EXPIRED)
+        .bind(&[JsValue::from_f64(cutoff as f64), JsValue::from(BATCH)])
+        .or_storage("D1 bind")?
+        .all()
+        .await
+        .and_then(|r| r.results::<ObjectRow>())
+        .or_storage("D1 select expired")?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    report.more = rows.len() as u32 >= BATCH;
+    let keys: Vec<&str> = rows.iter().map(|r| r.r2_key.as_str()).collect();
+    env.bucket(binding::IMAGE_BUCKET)
+        .or_storage("IMAGE_BUCKET binding")?
+        .delete_multiple(keys)
+        .await
+        .or_storage("R2 delete")?;
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let list = JsValue::from_str(&id_list(&ids));
+    let batch = DELETE_IMAGES
+        .iter()
+        .map(|sql| db.prepare(*sql).bind(&[list.clone()]))
+        .collect::<Result<Vec<_>, _>>()
+        .or_storage("D1 bind")?;
+    db.batch(batch).await.or_storage("D1 delete expired")?;
+    report.deleted = rows.len() as u32;
+    // Only finished images have a record; a queued one has none to delete.
+    let kv = env
+        .kv(binding::RESULTS_KV)
+        .or_storage("RESULTS_KV binding")?;
+    let published: Vec<&ObjectRow> = rows.iter().filter(|r| r.status != "queued").collect();
+    let results: Vec<Result<(), TagError>> = stream::iter(published)
+        .map(|row| {
+            let kv = &kv;
+            async move {
+                let id = ImageId::parse(&row.id)
+                    .map_err(|_| TagError::Storage(format!("malformed id {:?}", row.id)))?;
+                kv.delete(&record_key(&id)).await.or_storage("KV delete")
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    for result in results {
+        match result {
+            Ok(()) => report.records_deleted += 1,
+            Err(e) => {
+                worker::console_error!("retention: {e}");
+                report.errors += 1;
+            }
+        }
+    }
+    Ok(())
+}
