@@ -14,11 +14,12 @@
 import path from "node:path";
 import { Miniflare } from "miniflare";
 
-import { UPLOAD_CONFIG, workerFromConfig } from "../local/workers.mjs";
+import { workerOptions } from "../local/pipeline.mjs";
+import { bindings } from "../local/contract.mjs";
 import { load, median, pngBody } from "./lib/http.mjs";
 import { measureUploadMemory } from "./lib/memory.mjs";
 import { cpuMs, newWorkerd, workerdChildren } from "./lib/proc.mjs";
-import { NAMES, TS, TS_STREAM, bundleReference, uploadWorker } from "./lib/workers.mjs";
+import { NAMES, TS, TS_STREAM, bundleReference, uploadWorker } from "./lib/reference.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -43,13 +44,15 @@ const MAX = String(64 * 1024 * 1024);
 bundleReference();
 
 function buildWorker(dir, i, vars) {
-  return workerFromConfig(UPLOAD_CONFIG, {
-    name: `build-${i}`,
-    scriptPath: path.join(dir, "index.js"),
-    modulesRoot: dir,
-    queueProducers: { IMAGE_QUEUE: { queueName: `bench-sink-build-${i}` } },
-    unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
-    bindings: vars,
+  return workerOptions("upload", {
+    vars,
+    overrides: {
+      name: `build-${i}`,
+      scriptPath: path.join(dir, "index.js"),
+      modulesRoot: dir,
+      queueProducers: { [bindings.imageQueue]: { queueName: `bench-sink-build-${i}` } },
+      unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+    },
   });
 }
 
@@ -83,7 +86,7 @@ for (let rep = 0; rep < reps; rep++) {
     const cpu0 = cpuMs(pid);
     const run = await load(v.url, body, { count, concurrency });
     v.runs.push({ ...run, cpu: (cpuMs(pid) - cpu0) / count });
-    const bucket = await mf.getR2Bucket("IMAGE_BUCKET", v.name);
+    const bucket = await mf.getR2Bucket(bindings.imageBucket, v.name);
     for (let listed; (listed = await bucket.list({ limit: 1000 })).objects.length; ) {
       await bucket.delete(listed.objects.map((o) => o.key));
     }

@@ -17,7 +17,7 @@ import WebSocket from "ws";
 
 import { load, median, pngBody } from "./lib/http.mjs";
 import { cpuMs, newWorkerd, workerdChildren } from "./lib/proc.mjs";
-import { IMPLS, NAMES, TS_STREAM, bundleReference, uploadWorker } from "./lib/workers.mjs";
+import { IMPLS, NAMES, TS_STREAM, bundleReference, uploadWorker } from "./lib/reference.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 

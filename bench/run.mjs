@@ -15,8 +15,8 @@ import os from "node:os";
 import path from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
 
-import { aiBindingWorker } from "../local/workers.mjs";
-import { startBenchAi } from "./lib/ai-stub.mjs";
+import { startPipeline } from "../local/pipeline.mjs";
+import { bindings, status } from "../local/contract.mjs";
 import { load, median, pngBody, request, sleep } from "./lib/http.mjs";
 import { measureUploadMemory } from "./lib/memory.mjs";
 import { cpuMs, newWorkerd, workerdChildren } from "./lib/proc.mjs";
@@ -27,9 +27,7 @@ import {
   NAMES,
   ROOT,
   RUST,
-  TAGGER_CONFIG,
   TS,
-  UPLOAD_CONFIG,
   bundleReference,
   configuredConsumer,
   rustWranglerConfig,
@@ -38,7 +36,7 @@ import {
   trivialLike,
   tsWranglerConfig,
   uploadWorker,
-} from "./lib/workers.mjs";
+} from "./lib/reference.mjs";
 
 // wrangler warns that AI bindings are remote each time a config is read; it is replaced here.
 process.env.WRANGLER_LOG ??= "error";
@@ -141,7 +139,7 @@ async function directUrl(mf, impl) {
 
 /** Deletes every object an upload worker stored, so that R2 does not grow across cells. */
 async function emptyBucket(mf, impl) {
-  const bucket = await mf.getR2Bucket("IMAGE_BUCKET", NAMES[impl].upload);
+  const bucket = await mf.getR2Bucket(bindings.imageBucket, NAMES[impl].upload);
   for (;;) {
     const listed = await bucket.list({ limit: 1000 });
     if (!listed.objects.length) return;
@@ -157,11 +155,15 @@ async function uploadPhase() {
   log(`\n[upload] ${plan.reps} interleaved runs per cell; queue sends go to a queue without a consumer`);
   const vars = { MAX_UPLOAD_BYTES: String(plan.maxUploadBytes) };
   const before = workerdChildren();
-  const mf = new Miniflare({
-    ...quiet,
-    workers: IMPLS.map((impl) => uploadWorker(impl, { queue: `bench-sink-${impl}`, vars })),
+  // The Rust upload worker as the launcher runs it, alone (no tagger), and the TS one.
+  const sink = (impl) => ({ queueProducers: { [bindings.imageQueue]: { queueName: `bench-sink-${impl}` } } });
+  const p = await startPipeline({
+    roles: ["upload"],
+    vars: { upload: vars },
+    workerOverrides: { upload: { unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }], ...sink(RUST) } },
+    extraWorkers: [uploadWorker(TS, { queue: `bench-sink-${TS}`, vars })],
   });
-  await mf.ready;
+  const { mf } = p;
   const pid = newWorkerd(before);
   const urls = {};
   for (const impl of IMPLS) urls[impl] = new URL("/images", await directUrl(mf, impl));
@@ -208,7 +210,7 @@ async function uploadPhase() {
       );
     }
   }
-  await mf.dispose();
+  await p.close();
   results.upload = {
     transport: "HTTP/1.1 keep-alive from node:http to each upload worker's own workerd socket",
     cpu: "CPU time of all workerd threads during the run, per request (includes Miniflare's R2 and queue simulators)",
@@ -263,13 +265,13 @@ async function e2eRun(url, plan) {
       }
       for (;;) {
         const res = await request(new URL(`/images/${ids[i]}`, url), { agent: pollAgent });
-        const status = JSON.parse(res.text).status;
-        if (status === "done" || status === "failed") {
+        const current = JSON.parse(res.text).status;
+        if (current === status.done || current === status.failed) {
           doneAt[i] = performance.now();
-          statuses[i] = status;
+          statuses[i] = current;
           break;
         }
-        if (performance.now() > deadline) throw new Error(`image ${i} still ${status} after 180 s`);
+        if (performance.now() > deadline) throw new Error(`image ${i} still ${current} after 180 s`);
         await sleep(20);
       }
     }
@@ -284,8 +286,8 @@ async function e2eRun(url, plan) {
     uploadSeconds: (uploadedAt - started) / 1000,
     perImageP50Ms: median(perImage),
     perImageMaxMs: Math.max(...perImage),
-    done: statuses.filter((s) => s === "done").length,
-    failed: statuses.filter((s) => s === "failed").length,
+    done: statuses.filter((s) => s === status.done).length,
+    failed: statuses.filter((s) => s === status.failed).length,
     recordKeys: Object.keys(record).sort(),
   };
 }
@@ -309,20 +311,16 @@ async function e2ePhase() {
     `\n[e2e] ${plan.images} images of ${plan.imageBytes / KiB} KiB, AI latency ${plan.aiLatencyMs} ms, ` +
       `queue max_batch_size ${consumer.maxBatchSize}, max_batch_timeout ${consumer.maxBatchTimeout} s`,
   );
-  const ai = await startBenchAi({ latencyMs: plan.aiLatencyMs });
   const batchLog = new BatchLog();
-  const mf = new Miniflare({
-    ...quiet,
+  // The pipeline as the launcher runs it (configured queue settings, the AI stub in light
+  // mode: no copies of images), with the TS reference's two workers added.
+  const p = await startPipeline({
     log: batchLog,
-    workers: [
-      uploadWorker(RUST),
-      taggerWorker(RUST, { consumer, aiUrl: ai.url }),
-      uploadWorker(TS),
-      taggerWorker(TS, { consumer, aiUrl: ai.url }),
-      aiBindingWorker(),
-    ],
+    ai: { light: true, latencyMs: plan.aiLatencyMs },
+    workerOverrides: { upload: { unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }] } },
+    extraWorkers: [uploadWorker(TS), taggerWorker(TS, { consumer })],
   });
-  await mf.ready;
+  const { mf, ai } = p;
   const urls = {};
   for (const impl of IMPLS) urls[impl] = await directUrl(mf, impl);
 
@@ -350,8 +348,7 @@ async function e2ePhase() {
       );
     }
   }
-  await mf.dispose();
-  await ai.close();
+  await p.close();
   const summary = {};
   for (const impl of IMPLS) {
     summary[impl] = {
@@ -419,10 +416,7 @@ function writeWranglerConfigs() {
   for (const w of WORKERS) {
     const text =
       w.impl === RUST
-        ? rustWranglerConfig(
-            w.kind === "upload" ? UPLOAD_CONFIG : TAGGER_CONFIG,
-            `${toRoot}/crates/${w.kind}-worker/build/index.js`,
-          )
+        ? rustWranglerConfig(w.kind, `${toRoot}/crates/${w.kind}-worker/build/index.js`)
         : tsWranglerConfig(w.kind, `${toBench}/reference/${w.kind}.ts`);
     files[w.name] = `${w.name}.toml`;
     writeFileSync(path.join(dir, files[w.name]), text);
@@ -456,8 +450,7 @@ function profileFigures(file) {
 
 /** A worker on its own, for start-up: no queue consumer, no AI (neither runs at start-up). */
 function standalone(w) {
-  const options =
-    w.kind === "upload" ? uploadWorker(w.impl, { socket: false }) : taggerWorker(w.impl, { consumer: {}, aiUrl: "" });
+  const options = w.kind === "upload" ? uploadWorker(w.impl, { socket: false }) : taggerWorker(w.impl);
   const { queueConsumers: _q, wrappedBindings: _w, ...rest } = options;
   return rest;
 }

@@ -1,18 +1,20 @@
 // The `AI` binding for local runs and tests. Workers AI has no local implementation, so
-// this class stands in for it: `run(model, inputs)` forwards the call as JSON to an HTTP
-// endpoint (the local classifier, or a test's scriptable stub) and answers like the real
-// binding: the model's output on success, or an Error whose message starts with the Workers
-// AI error code (e.g. "3040: Capacity temporarily exceeded").
+// this class stands in for it: `run(model, inputs)` posts the call as JSON to the backend
+// service binding `AI_BACKEND` (the launcher's AI stub, or the local classifier) and answers
+// like the real binding: the model's output on success; on failure it throws an `Error`
+// named `InferenceUpstreamError` whose message is `"<code>: <description>"`, as workerd's
+// binding does (e.g. "3040: out of capacity").
 //
 // Miniflare loads it as a wrapped binding; worker::Env::ai() insists that the binding's
 // constructor is named `Ai`, so the class keeps that name.
+
 export class Ai {
   constructor(env) {
-    this.endpoint = env.AI_ENDPOINT;
+    this.backend = env.AI_BACKEND;
   }
 
   async run(model, inputs) {
-    const response = await fetch(this.endpoint, {
+    const response = await this.backend.fetch("http://ai-backend/run", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ model, ...inputs }),
@@ -26,14 +28,19 @@ export class Ai {
     }
     if (!response.ok) {
       const error = body?.errors?.[0];
-      const detail = error?.message ?? text;
       const code = error?.code ?? response.status;
-      // Workers AI messages lead with their code; add it unless the service already did.
-      const message = detail.startsWith(`${code}:`) ? detail : `${code}: ${detail}`;
-      throw new Error(message);
+      const detail = error?.message ?? text;
+      // Workers AI messages lead with their code; add it unless the backend already did.
+      throw upstreamError(detail.startsWith(`${code}:`) ? detail : `${code}: ${detail}`);
     }
     return body;
   }
+}
+
+function upstreamError(message) {
+  const error = new Error(message);
+  error.name = "InferenceUpstreamError";
+  return error;
 }
 
 export default function (env) {

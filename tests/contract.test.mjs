@@ -6,7 +6,8 @@
 // - the body has a documented media type and validates against its schema (JSON Schema
 //   2020-12, with Ajv), and responses without content (204, HEAD) have no body;
 // - every operation in the document is exercised at least once;
-// - the error codes in the document are exactly those in the Rust sources.
+// - the error codes in the document are exactly those in the contract generated from Rust
+//   (local/contract.json).
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -15,8 +16,10 @@ import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { Ajv2020 } from "ajv/dist/2020.js";
 
-import { startPipeline, waitForStatus, ROOT } from "./support/pipeline.mjs";
-import { errors, LABELS } from "./support/ai-stub.mjs";
+import { startPipeline, ROOT } from "../local/pipeline.mjs";
+import { aiError, answer } from "../local/ai-stub.mjs";
+import { aiErrorsOfKind, apiError, contract, status, tagError } from "../local/contract.mjs";
+import { FAST_QUEUES } from "./support/helpers.mjs";
 import { png, jpeg, gif } from "./support/images.mjs";
 import { multipartBody } from "./support/requests.mjs";
 
@@ -161,20 +164,17 @@ test("the document is OpenAPI 3.1 and all its schemas and references resolve", (
   }
 });
 
-/** The string literals of the match arms of `fn {name}` in a Rust source file. */
-function codesInRust(file, fnName) {
-  const source = readFileSync(path.join(ROOT, file), "utf8");
-  const start = source.indexOf(`pub fn ${fnName}(&self) -> &'static str {`);
-  assert.ok(start >= 0, `fn ${fnName} in ${file}`);
-  const body = source.slice(start, source.indexOf("\n    }\n", start));
-  return [...body.matchAll(/=>\s*"([a-z_]+)"/g)].map((m) => m[1]).sort();
-}
-
-test("the documented error codes are exactly those in the sources", () => {
-  assert.deepEqual([...doc.components.schemas.ErrorCode.enum].sort(), codesInRust("crates/shared/src/api.rs", "code"));
+test("the documented error codes are exactly the contract's", () => {
+  const sorted = (list) => [...list].sort();
   assert.deepEqual(
-    [...doc.components.schemas.ErrorInfo.properties.code.enum].sort(),
-    codesInRust("crates/shared/src/error.rs", "code"),
+    sorted(doc.components.schemas.ErrorCode.enum),
+    sorted(contract.apiErrors.map((e) => e.code)),
+    "ErrorCode (API errors) against the contract's apiErrors",
+  );
+  assert.deepEqual(
+    sorted(doc.components.schemas.ErrorInfo.properties.code.enum),
+    sorted(contract.tagErrors.map((e) => e.code)),
+    "ErrorInfo.code (a failed record's reason) against the contract's tagErrors",
   );
 });
 
@@ -184,7 +184,7 @@ test("the documented error codes are exactly those in the sources", () => {
 
 let p;
 before(async () => {
-  p = await startPipeline({ uploadVars: { MAX_UPLOAD_BYTES: String(LIMIT), API_TOKEN: TOKEN, ALLOWED_ORIGINS: ORIGIN } });
+  p = await startPipeline({ queues: FAST_QUEUES, vars: { upload: { MAX_UPLOAD_BYTES: String(LIMIT), API_TOKEN: TOKEN, ALLOWED_ORIGINS: ORIGIN } } });
 });
 after(async () => {
   await p?.close();
@@ -208,16 +208,16 @@ async function exchange(method, pathname, { headers = AUTH, body, status } = {})
 
 test("202 upload, queued, done and tags views conform", async () => {
   const image = png(1024);
-  p.ai.script(image, { latencyMs: 2000, labels: LABELS });
+  p.ai.script(image, answer(undefined, { latencyMs: 2000 }));
   const accepted = await exchange("POST", "/images", { body: image, headers: { ...AUTH, "content-type": "image/png" }, status: 202 });
   const id = accepted.imageId;
-  assert.equal((await exchange("GET", `/images/${id}`, { status: 200 })).status, "queued");
-  assert.equal((await exchange("GET", `/images/${id}/tags`, { status: 200 })).status, "queued");
+  assert.equal((await exchange("GET", `/images/${id}`, { status: 200 })).status, status.queued);
+  assert.equal((await exchange("GET", `/images/${id}/tags`, { status: 200 })).status, status.queued);
   await exchange("HEAD", `/images/${id}`, { status: 200 });
 
-  await waitForStatus({ fetch: (u) => p.fetch(u, { headers: AUTH }) }, id);
+  await p.waitForStatus(id, undefined, { headers: AUTH });
   const record = await exchange("GET", `/images/${id}`, { status: 200 });
-  assert.equal(record.status, "done");
+  assert.equal(record.status, status.done);
   const tags = await exchange("GET", `/images/${id}/tags`, { status: 200 });
   assert.deepEqual(Object.keys(tags).sort(), ["imageId", "tags"]);
   await exchange("HEAD", `/images/${id}/tags`, { status: 200 });
@@ -225,13 +225,13 @@ test("202 upload, queued, done and tags views conform", async () => {
 
 test("a failed record, with its error, conforms", async () => {
   const image = png(900);
-  p.ai.script(image, { error: errors.invalidImage });
+  p.ai.script(image, aiError(aiErrorsOfKind("invalid_input")[0].code));
   const { imageId } = await exchange("POST", "/", { body: image, status: 202 });
-  await waitForStatus({ fetch: (u) => p.fetch(u, { headers: AUTH }) }, imageId);
+  await p.waitForStatus(imageId, undefined, { headers: AUTH });
   const record = await exchange("GET", `/images/${imageId}`, { status: 200 });
-  assert.equal(record.status, "failed");
-  assert.equal(record.error.code, "invalid_image");
-  assert.equal((await exchange("GET", `/images/${imageId}/tags`, { status: 200 })).status, "failed");
+  assert.equal(record.status, status.failed);
+  assert.equal(record.error.code, tagError.invalid_image);
+  assert.equal((await exchange("GET", `/images/${imageId}/tags`, { status: 200 })).status, status.failed);
 });
 
 test("multipart and idempotent uploads conform", async () => {
@@ -247,29 +247,29 @@ test("multipart and idempotent uploads conform", async () => {
 test("errors conform: 400, 401, 404, 405, 413, 415", async () => {
   const code = async (method, pathname, options) => (await exchange(method, pathname, options)).error.code;
   // 400
-  assert.equal(await code("POST", "/images", { body: Buffer.alloc(0), status: 400 }), "empty_body");
-  assert.equal(await code("POST", "/images", { body: "nope", headers: { ...AUTH, "content-type": "multipart/form-data; boundary=x" }, status: 400 }), "invalid_multipart");
-  assert.equal(await code("POST", "/images", { body: png(100), headers: { ...AUTH, "idempotency-key": "two words" }, status: 400 }), "invalid_idempotency_key");
-  assert.equal(await code("GET", "/images/NOT-AN-ID", { status: 400 }), "invalid_id");
-  assert.equal(await code("GET", "/images/NOT-AN-ID/tags", { status: 400 }), "invalid_id");
-  assert.equal(await code("OPTIONS", "/images/NOT-AN-ID", { status: 400 }), "invalid_id");
-  assert.equal(await code("DELETE", "/images/NOT-AN-ID", { status: 400 }), "invalid_id");
+  assert.equal(await code("POST", "/images", { body: Buffer.alloc(0), status: 400 }), apiError.empty_body);
+  assert.equal(await code("POST", "/images", { body: "nope", headers: { ...AUTH, "content-type": "multipart/form-data; boundary=x" }, status: 400 }), apiError.invalid_multipart);
+  assert.equal(await code("POST", "/images", { body: png(100), headers: { ...AUTH, "idempotency-key": "two words" }, status: 400 }), apiError.invalid_idempotency_key);
+  assert.equal(await code("GET", "/images/NOT-AN-ID", { status: 400 }), apiError.invalid_id);
+  assert.equal(await code("GET", "/images/NOT-AN-ID/tags", { status: 400 }), apiError.invalid_id);
+  assert.equal(await code("OPTIONS", "/images/NOT-AN-ID", { status: 400 }), apiError.invalid_id);
+  assert.equal(await code("DELETE", "/images/NOT-AN-ID", { status: 400 }), apiError.invalid_id);
   await exchange("HEAD", "/images/NOT-AN-ID", { status: 400 });
   // 401, with and without CORS
-  assert.equal(await code("POST", "/images", { body: png(100), headers: {}, status: 401 }), "unauthorized");
-  assert.equal(await code("GET", `/images/${UNKNOWN_ID}`, { headers: { authorization: "Bearer wrong", origin: ORIGIN }, status: 401 }), "unauthorized");
-  assert.equal(await code("PUT", "/images", { headers: { authorization: `Basic ${TOKEN}` }, status: 401 }), "unauthorized");
+  assert.equal(await code("POST", "/images", { body: png(100), headers: {}, status: 401 }), apiError.unauthorized);
+  assert.equal(await code("GET", `/images/${UNKNOWN_ID}`, { headers: { authorization: "Bearer wrong", origin: ORIGIN }, status: 401 }), apiError.unauthorized);
+  assert.equal(await code("PUT", "/images", { headers: { authorization: `Basic ${TOKEN}` }, status: 401 }), apiError.unauthorized);
   await exchange("HEAD", `/images/${UNKNOWN_ID}/tags`, { headers: {}, status: 401 });
   // 404
-  assert.equal(await code("GET", `/images/${UNKNOWN_ID}`, { status: 404 }), "image_not_found");
-  assert.equal(await code("GET", `/images/${UNKNOWN_ID}/tags`, { status: 404 }), "image_not_found");
+  assert.equal(await code("GET", `/images/${UNKNOWN_ID}`, { status: 404 }), apiError.image_not_found);
+  assert.equal(await code("GET", `/images/${UNKNOWN_ID}/tags`, { status: 404 }), apiError.image_not_found);
   await exchange("HEAD", `/images/${UNKNOWN_ID}`, { status: 404 });
-  assert.equal(await code("GET", "/nope", { status: 404 }), "not_found");
-  assert.equal(await code("POST", `/images/${UNKNOWN_ID}/labels`, { status: 404 }), "not_found");
+  assert.equal(await code("GET", "/nope", { status: 404 }), apiError.not_found);
+  assert.equal(await code("POST", `/images/${UNKNOWN_ID}/labels`, { status: 404 }), apiError.not_found);
   // 413, 415
-  assert.equal(await code("POST", "/images", { body: png(LIMIT + 1), status: 413 }), "payload_too_large");
-  assert.equal(await code("POST", "/", { body: "<html></html>", headers: { ...AUTH, "content-type": "text/html" }, status: 415 }), "unsupported_media_type");
-  assert.equal(await code("POST", "/images", { body: png(100), headers: { ...AUTH, "content-type": "image/jpeg" }, status: 415 }), "unsupported_media_type");
+  assert.equal(await code("POST", "/images", { body: png(LIMIT + 1), status: 413 }), apiError.payload_too_large);
+  assert.equal(await code("POST", "/", { body: "<html></html>", headers: { ...AUTH, "content-type": "text/html" }, status: 415 }), apiError.unsupported_media_type);
+  assert.equal(await code("POST", "/images", { body: png(100), headers: { ...AUTH, "content-type": "image/jpeg" }, status: 415 }), apiError.unsupported_media_type);
 });
 
 test("every other method on a listed path is a documented 405 with Allow", async () => {

@@ -8,13 +8,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { ROOT } from "../local/workers.mjs";
+import { ROOT, WORKERS, readWorkerConfig } from "../local/pipeline.mjs";
 
-for (const [config, name] of [
-  ["wrangler.upload.toml", "image-upload-worker"],
-  ["wrangler.tagger.toml", "image-tagger-worker"],
-]) {
+for (const [role, configPath] of Object.entries(WORKERS)) {
+  const config = path.relative(ROOT, configPath);
   test(`wrangler deploy --dry-run -c ${config}`, () => {
+    const { name, r2_buckets = [], kv_namespaces = [], d1_databases = [], queues = {}, ai } = readWorkerConfig(role);
     const outdir = mkdtempSync(path.join(tmpdir(), "dry-run-"));
     try {
       const output = execFileSync(
@@ -25,7 +24,10 @@ for (const [config, name] of [
       const size = output.match(/Total Upload: ([\d.]+) KiB \/ gzip: ([\d.]+) KiB/);
       assert.ok(size, `no size line in:\n${output}`);
       assert.match(output, /--dry-run: exiting now/);
-      for (const binding of ["IMAGE_BUCKET", "RESULTS_KV"]) assert.match(output, new RegExp(`env\\.${binding}`));
+      // Every binding of the config is in wrangler's list of the bindings it would deploy.
+      const bindings = [...r2_buckets, ...kv_namespaces, ...d1_databases, ...(queues.producers ?? [])].map((b) => b.binding);
+      if (ai) bindings.push(ai.binding);
+      for (const binding of bindings) assert.match(output, new RegExp(`env\\.${binding}\\b`), `binding ${binding}`);
       console.log(`${name}: ${size[1]} KiB, gzip ${size[2]} KiB`);
     } finally {
       rmSync(outdir, { recursive: true, force: true });

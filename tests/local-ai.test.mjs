@@ -8,9 +8,11 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 
-import { startPipeline, waitForStatus, ROOT } from "./support/pipeline.mjs";
-import { png } from "./support/images.mjs";
+import { startPipeline, ROOT } from "../local/pipeline.mjs";
 import { startLocalAi } from "../local/local-ai.mjs";
+import { outcome, status, tagError } from "../local/contract.mjs";
+import { png } from "./support/images.mjs";
+import { FAST_QUEUES, upload } from "./support/helpers.mjs";
 
 const BIN = path.join(ROOT, "target/debug/local-ai");
 let modelDir;
@@ -21,7 +23,7 @@ before(async () => {
   assert.ok(existsSync(BIN), `${BIN} is missing: scripts/test.sh builds it (cargo build -p local-ai)`);
   modelDir = execFileSync(path.join(ROOT, "scripts/fetch-model.sh"), { encoding: "utf8" }).trim();
   server = await startLocalAi(BIN, modelDir, { args: ["--quiet"] });
-  p = await startPipeline({ aiEndpoint: server.url });
+  p = await startPipeline({ queues: FAST_QUEUES, ai: { url: server.url } });
 });
 
 after(async () => {
@@ -31,11 +33,9 @@ after(async () => {
 
 test("a real cat photo is tagged with cat classes", async () => {
   const photo = readFileSync(path.join(modelDir, "chelsea.png"));
-  const res = await p.fetch("/images", { method: "POST", body: photo });
-  assert.equal(res.status, 202);
-  const { imageId } = await res.json();
-  const record = await waitForStatus(p, imageId, ["done", "failed"], { timeoutMs: 60_000 });
-  assert.equal(record.status, "done", JSON.stringify(record));
+  const imageId = await upload(p, photo);
+  const record = await p.waitForStatus(imageId, undefined, { timeoutMs: 60_000 });
+  assert.equal(record.status, status.done, JSON.stringify(record));
   assert.equal(record.labels.length, 5);
   const top3 = record.labels.slice(0, 3).map((l) => l.label);
   console.log(`chelsea.png top 3: ${record.labels.slice(0, 3).map((l) => `${l.label} ${l.score.toFixed(3)}`).join(", ")}`);
@@ -45,14 +45,16 @@ test("a real cat photo is tagged with cat classes", async () => {
 });
 
 test("bytes that are not a decodable image fail as invalid_image, without retries", async () => {
-  const res = await p.fetch("/images", { method: "POST", body: png(4096) });
-  assert.equal(res.status, 202, "the magic bytes pass the upload's sniffing");
-  const { imageId } = await res.json();
-  const record = await waitForStatus(p, imageId, ["done", "failed"], { timeoutMs: 30_000 });
-  assert.equal(record.status, "failed");
-  assert.equal(record.error.code, "invalid_image");
-  assert.match(record.error.message, /3010/);
+  const imageId = await upload(p, png(4096)); // the magic bytes pass the upload's sniffing
+  const record = await p.waitForStatus(imageId, undefined, { timeoutMs: 30_000 });
+  assert.equal(record.status, status.failed);
+  assert.equal(record.error.code, tagError.invalid_image);
+  assert.match(record.error.message, /3010/, "the documented code for input the model cannot use");
   assert.equal(record.attempts, 1);
+  // The tagger writes the record before it logs the outcome: wait for the line, then let a
+  // barrier prove that no retry follows (a retry of attempt 1 would come within 4 s).
+  await p.waitForOutcome({ imageId, outcome: outcome.failed });
+  await p.barrier({ delaySeconds: 4 });
   const outcomes = p.outcomes().filter((o) => o.imageId === imageId).map((o) => o.outcome);
-  assert.deepEqual(outcomes, ["failed"]);
+  assert.deepEqual(outcomes, [outcome.failed]);
 });

@@ -1,15 +1,22 @@
-// The whole path: POST → R2 → queue → tagger → AI → KV → GET.
+// The whole path: POST → R2 → queue → tagger → AI → KV → GET, over a real socket.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 
-import { startPipeline, waitFor, waitForStatus, MODEL } from "./support/pipeline.mjs";
-import { LABELS } from "./support/ai-stub.mjs";
+import { startPipeline, readWorkerConfig, waitFor } from "../local/pipeline.mjs";
+import { LABELS } from "../local/ai-stub.mjs";
+import { apiError, apiStatus, extensionOf, keys, model, status } from "../local/contract.mjs";
 import { png, jpeg } from "./support/images.mjs";
+import { rawRequest } from "./support/requests.mjs";
+import { FAST_QUEUES, bucketKeys, upload, withPipeline } from "./support/helpers.mjs";
+
+const MIN_SCORE = Number(readWorkerConfig("tagger").vars.MIN_SCORE);
+const MiB = 1024 * 1024;
+const above = (min) => LABELS.filter((l) => l.score > min);
 
 let p;
 before(async () => {
-  p = await startPipeline();
+  p = await startPipeline({ queues: FAST_QUEUES });
 });
 after(async () => {
   await p?.close();
@@ -25,12 +32,13 @@ test("an upload is stored, queued, tagged and reported", async () => {
   assert.equal(res.status, 202);
   const accepted = await res.json();
   assert.match(accepted.imageId, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-  assert.equal(accepted.status, "queued");
+  assert.equal(accepted.status, status.queued);
   assert.equal(accepted.statusUrl, `/images/${accepted.imageId}`);
   assert.equal(res.headers.get("location"), accepted.statusUrl);
 
-  // The bytes and their type are in R2.
-  const object = await (await p.bucket()).get(`images/${accepted.imageId}.png`);
+  // The bytes and their type are in R2, under the contract's key.
+  const key = keys.object(accepted.imageId, extensionOf("image/png"));
+  const object = await (await p.bucket()).get(key);
   assert.ok(object, "object stored in R2");
   assert.equal(object.httpMetadata.contentType, "image/png");
   assert.ok(object.customMetadata.uploadedAt);
@@ -38,21 +46,23 @@ test("an upload is stored, queued, tagged and reported", async () => {
 
   // The tagger called the model with exactly the uploaded bytes.
   const call = await waitFor(() => p.ai.callsFor(image)[0], { what: "the AI call" });
-  assert.equal(call.model, MODEL);
-  assert.deepEqual(call.image, [...image]);
+  assert.equal(call.model, model);
+  assert.ok(call.image.equals(image), "the model got the uploaded bytes");
 
-  const done = await waitForStatus(p, accepted.imageId);
-  assert.equal(done.status, "done");
+  const done = await p.waitForStatus(accepted.imageId);
+  assert.equal(done.status, status.done);
   assert.equal(done.imageId, accepted.imageId);
-  assert.deepEqual(done.tags, [{ label: "TABBY", score: 0.91 }]);
+  assert.deepEqual(done.tags, above(MIN_SCORE));
   assert.deepEqual(done.labels, LABELS);
-  assert.equal(done.model, MODEL);
-  assert.equal(done.minScore, 0.8);
-  assert.equal(done.r2Key, `images/${accepted.imageId}.png`);
+  assert.equal(done.model, model);
+  assert.equal(done.minScore, MIN_SCORE);
+  assert.equal(done.r2Key, key);
   assert.ok(!Number.isNaN(Date.parse(done.processedAt)));
 
-  const tags = await (await p.fetch(`/images/${accepted.imageId}/tags`)).json();
-  assert.deepEqual(tags, { imageId: accepted.imageId, tags: [{ label: "TABBY", score: 0.91 }] });
+  const view = await (await p.fetch(`/images/${accepted.imageId}/tags`)).json();
+  assert.deepEqual(Object.keys(view).sort(), ["imageId", "tags"]);
+  assert.equal(view.imageId, accepted.imageId);
+  assert.deepEqual(view.tags, above(MIN_SCORE));
 });
 
 test("GET shows queued before the tagger has run", async () => {
@@ -62,45 +72,42 @@ test("GET shows queued before the tagger has run", async () => {
   assert.equal(res.status, 202, "POST / is an alias of POST /images");
   const { imageId } = await res.json();
   const queued = await (await p.fetch(`/images/${imageId}`)).json();
-  assert.deepEqual(queued, { imageId, status: "queued" });
+  assert.deepEqual(queued, { imageId, status: status.queued });
   const tagsWhileQueued = await p.fetch(`/images/${imageId}/tags`);
   assert.equal(tagsWhileQueued.status, 200);
-  assert.deepEqual(await tagsWhileQueued.json(), { imageId, status: "queued" });
-  const done = await waitForStatus(p, imageId);
-  assert.equal(done.status, "done");
-  assert.equal(done.r2Key, `images/${imageId}.jpg`);
+  assert.deepEqual(await tagsWhileQueued.json(), { imageId, status: status.queued });
+  const done = await p.waitForStatus(imageId);
+  assert.equal(done.status, status.done);
+  assert.equal(done.r2Key, keys.object(imageId, extensionOf("image/jpeg")));
 });
 
 test("a batch of uploads is all tagged, one AI call each", async () => {
   const images = Array.from({ length: 8 }, () => png(300));
   const ids = [];
-  for (const image of images) {
-    const res = await p.fetch("/images", { method: "POST", body: image });
-    assert.equal(res.status, 202);
-    ids.push((await res.json()).imageId);
-  }
+  for (const image of images) ids.push(await upload(p, image));
   for (const id of ids) {
-    const done = await waitForStatus(p, id);
-    assert.equal(done.status, "done", id);
+    const done = await p.waitForStatus(id);
+    assert.equal(done.status, status.done, id);
   }
   for (const image of images) assert.equal(p.ai.callsFor(image).length, 1);
 });
 
-test("errors are JSON with a stable code", async () => {
+test("errors are JSON with a stable code and the contract's status", async () => {
+  const unknown = "3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
   const cases = [
-    { path: "/nope", method: "GET", status: 404, code: "not_found" },
-    { path: "/images/not-an-id", method: "GET", status: 400, code: "invalid_id" },
-    { path: "/images/3F2B8C1E-9D4A-4B7E-8C2D-1A2B3C4D5E6F", method: "GET", status: 400, code: "invalid_id" },
-    { path: "/images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f", method: "GET", status: 404, code: "image_not_found" },
-    { path: "/images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f/tags", method: "GET", status: 404, code: "image_not_found" },
-    { path: "/images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f", method: "DELETE", status: 405, code: "method_not_allowed", allow: "GET, HEAD, OPTIONS" },
-    { path: "/images", method: "GET", status: 405, code: "method_not_allowed", allow: "POST, OPTIONS" },
-    { path: "/images", method: "POST", status: 400, code: "empty_body" },
-    { path: "/images", method: "POST", body: "<html></html>", status: 415, code: "unsupported_media_type" },
+    { path: "/nope", method: "GET", code: apiError.not_found },
+    { path: "/images/not-an-id", method: "GET", code: apiError.invalid_id },
+    { path: `/images/${unknown.toUpperCase()}`, method: "GET", code: apiError.invalid_id },
+    { path: `/images/${unknown}`, method: "GET", code: apiError.image_not_found },
+    { path: `/images/${unknown}/tags`, method: "GET", code: apiError.image_not_found },
+    { path: `/images/${unknown}`, method: "DELETE", code: apiError.method_not_allowed, allow: "GET, HEAD, OPTIONS" },
+    { path: "/images", method: "GET", code: apiError.method_not_allowed, allow: "POST, OPTIONS" },
+    { path: "/images", method: "POST", code: apiError.empty_body },
+    { path: "/images", method: "POST", body: "<html></html>", code: apiError.unsupported_media_type },
   ];
   for (const c of cases) {
     const res = await p.fetch(c.path, { method: c.method, body: c.body });
-    assert.equal(res.status, c.status, `${c.method} ${c.path}`);
+    assert.equal(res.status, apiStatus(c.code), `${c.method} ${c.path}`);
     assert.equal(res.headers.get("content-type"), "application/json");
     const body = await res.json();
     assert.equal(body.error.code, c.code, `${c.method} ${c.path}`);
@@ -110,38 +117,72 @@ test("errors are JSON with a stable code", async () => {
 });
 
 test("MIN_SCORE is a var: a lower threshold keeps more tags", async () => {
-  const low = await startPipeline({ taggerVars: { MIN_SCORE: "0.5" } });
-  try {
-    const res = await low.fetch("/images", { method: "POST", body: png() });
-    const { imageId } = await res.json();
-    const done = await waitForStatus(low, imageId);
-    assert.deepEqual(done.tags.map((t) => t.label), ["TABBY", "TIGER CAT"]);
+  await withPipeline({ vars: { tagger: { MIN_SCORE: "0.5" } } }, async (low) => {
+    const imageId = await upload(low, png());
+    const done = await low.waitForStatus(imageId);
+    assert.deepEqual(done.tags, above(0.5));
+    assert.ok(done.tags.length > above(MIN_SCORE).length, "the lower threshold keeps more");
     assert.equal(done.minScore, 0.5);
-  } finally {
-    await low.close();
-  }
+  });
 });
 
 test("large uploads stream into R2 intact, and are refused before storing when bad", async () => {
   // Over 1 MiB a body with a length streams (small ones are buffered): check both branches.
-  const big = png(3 * 1024 * 1024 + 17);
-  const res = await p.fetch("/images", { method: "POST", body: big, headers: { "content-type": "image/png" } });
-  assert.equal(res.status, 202);
-  const { imageId } = await res.json();
-  const object = await (await p.bucket()).get(`images/${imageId}.png`);
+  const big = png(3 * MiB + 17);
+  const imageId = await upload(p, big, { "content-type": "image/png" });
+  const object = await (await p.bucket()).get(keys.object(imageId, extensionOf("image/png")));
   assert.equal(object.size, big.length);
   assert.ok(Buffer.from(await object.arrayBuffer()).equals(big), "bytes stored unchanged");
 
-  const before = (await (await p.bucket()).list({ prefix: "images/" })).objects.length;
-  const text = Buffer.alloc(2 * 1024 * 1024, "a");
-  const refused = await p.fetch("/images", { method: "POST", body: text });
-  assert.equal(refused.status, 415);
+  const before = await bucketKeys(p);
+  const refused = await p.fetch("/images", { method: "POST", body: Buffer.alloc(2 * MiB, "a") });
+  assert.equal(refused.status, apiStatus(apiError.unsupported_media_type));
   const mismatch = await p.fetch("/images", { method: "POST", body: big, headers: { "content-type": "image/gif" } });
-  assert.equal(mismatch.status, 415);
-  const after = (await (await p.bucket()).list({ prefix: "images/" })).objects.length;
-  assert.equal(after, before, "nothing stored for refused uploads");
+  assert.equal(mismatch.status, apiStatus(apiError.unsupported_media_type));
+  assert.deepEqual(await bucketKeys(p), before, "nothing stored for refused uploads");
 
-  const done = await waitForStatus(p, imageId);
-  assert.equal(done.status, "done");
-  assert.equal(p.ai.callsFor(big)[0].image.length, big.length);
+  const done = await p.waitForStatus(imageId);
+  assert.equal(done.status, status.done);
+  assert.equal(p.ai.callsFor(big)[0].length, big.length);
+});
+
+test("a streamed body over 1 MiB that is cut short is a 400 and nothing is stored", async () => {
+  // The client announces 2 MiB, sends 1.5 MiB and half-closes: the streaming path (over the
+  // 1 MiB buffer limit) must notice the missing bytes and store nothing.
+  const before = await bucketKeys(p);
+  const sent = png(1.5 * MiB);
+  const reply = await rawRequest(p.url, `POST /images HTTP/1.1\r\nContent-Length: ${2 * MiB}`, sent, { timeoutMs: 15_000 });
+  assert.equal(reply.status, apiStatus(apiError.incomplete_body), reply.body.toString("utf8"));
+  assert.equal(JSON.parse(reply.body.toString("utf8")).error.code, apiError.incomplete_body);
+  assert.deepEqual(await bucketKeys(p), before, "nothing stored");
+  // And the worker still takes uploads.
+  assert.equal((await p.waitForStatus(await upload(p, png(300)))).status, status.done);
+});
+
+test('ALLOWED_ORIGINS="*": any origin can upload and read, end to end', async () => {
+  await withPipeline({ vars: { upload: { ALLOWED_ORIGINS: "*" } } }, async (open) => {
+    const origin = "https://anywhere.example";
+    const preflight = await open.fetch("/images", {
+      method: "OPTIONS",
+      headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "content-type" },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get("access-control-allow-origin"), "*");
+    assert.match(preflight.headers.get("access-control-allow-methods") ?? "", /POST/);
+
+    const res = await open.fetch("/images", { method: "POST", body: png(400), headers: { origin, "content-type": "image/png" } });
+    assert.equal(res.status, 202);
+    assert.equal(res.headers.get("access-control-allow-origin"), "*");
+    assert.match(res.headers.get("access-control-expose-headers") ?? "", /Location/);
+    assert.doesNotMatch(res.headers.get("vary") ?? "", /Origin/, "the answer does not depend on Origin");
+    const { imageId } = await res.json();
+
+    const done = await open.waitForStatus(imageId, undefined, { headers: { origin: "https://other.example" } });
+    assert.equal(done.status, status.done);
+    const read = await open.fetch(`/images/${imageId}`, { headers: { origin: "https://other.example" } });
+    assert.equal(read.headers.get("access-control-allow-origin"), "*");
+    const refused = await open.fetch("/nope", { headers: { origin } });
+    assert.equal(refused.status, apiStatus(apiError.not_found));
+    assert.equal(refused.headers.get("access-control-allow-origin"), "*", "errors carry CORS too");
+  });
 });

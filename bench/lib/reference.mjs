@@ -1,26 +1,25 @@
-// The two implementations as Miniflare worker options: the Rust workers from their real
-// wrangler configs (local/workers.mjs), and the TypeScript reference (bench/reference),
-// bundled here with esbuild and given wrangler-style options of its own.
+// The TypeScript reference (bench/reference) as Miniflare worker options, next to the Rust
+// workers as the launcher loads them (local/pipeline.mjs `workerOptions`, from the real
+// wrangler configs): bundled here with esbuild, with wrangler-style options of its own.
+// Binding names come from the contract, as in the Rust configs.
 
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import {
-  ROOT,
-  UPLOAD_CONFIG,
-  TAGGER_CONFIG,
-  MAIN_QUEUE,
-  DEAD_LETTER_QUEUE,
-  workerFromConfig,
-} from "../../local/workers.mjs";
+import { AI_BINDING_SCRIPT, ROOT, WORKERS, readWorkerConfig, workerOptions } from "../../local/pipeline.mjs";
+import { bindings, queues } from "../../local/contract.mjs";
 
-export { ROOT, UPLOAD_CONFIG, TAGGER_CONFIG, MAIN_QUEUE, DEAD_LETTER_QUEUE };
+export { ROOT };
 
 export const BENCH = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 export const BUILD = path.join(BENCH, ".build");
-export const COMPATIBILITY_DATE = "2026-04-01"; // as in both wrangler configs
+/** As in the Rust workers' configs. */
+export const COMPATIBILITY_DATE = readWorkerConfig("upload").compatibility_date;
+
+/** The vars of the Rust workers' configs, which the TS reference gets the same values of. */
+const RUST_VARS = { upload: readWorkerConfig("upload").vars, tagger: readWorkerConfig("tagger").vars };
 
 export const RUST = "rust";
 export const TS = "ts";
@@ -31,27 +30,26 @@ export const TS_STREAM = "ts-stream";
 /** Worker and queue names per implementation. */
 export const NAMES = {
   [RUST]: {
-    upload: "image-upload-worker",
-    tagger: "image-tagger-worker",
-    queue: MAIN_QUEUE,
-    dlq: DEAD_LETTER_QUEUE,
+    upload: readWorkerConfig("upload").name,
+    tagger: readWorkerConfig("tagger").name,
+    queue: queues.images,
+    dlq: queues.imagesDeadLetter,
   },
   [TS]: {
     upload: "ts-upload-worker",
     tagger: "ts-tagger-worker",
-    queue: "ts-image-processing-queue",
-    dlq: "ts-image-processing-dlq",
+    queue: `ts-${queues.images}`,
+    dlq: `ts-${queues.imagesDeadLetter}`,
   },
   [TS_STREAM]: {
     upload: "ts-streaming-upload-worker",
-    queue: "ts-image-processing-queue",
+    queue: `ts-${queues.images}`,
   },
 };
 
 /** Queue consumer settings of the benchmark, read from wrangler.tagger.toml. */
 export function configuredConsumer() {
-  const consumers = workerFromConfig(TAGGER_CONFIG).queueConsumers;
-  const { maxBatchSize, maxBatchTimeout, maxRetries } = consumers[MAIN_QUEUE];
+  const { maxBatchSize, maxBatchTimeout, maxRetries } = workerOptions("tagger").queueConsumers[queues.images];
   return { maxBatchSize, maxBatchTimeout, maxRetries };
 }
 
@@ -106,50 +104,39 @@ export function uploadWorker(impl, { queue, vars = {}, socket = true } = {}) {
   const names = NAMES[impl];
   const sockets = socket ? { unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }] } : {};
   if (impl === RUST) {
-    return workerFromConfig(UPLOAD_CONFIG, {
-      ...sockets,
-      ...(queue ? { queueProducers: { IMAGE_QUEUE: { queueName: queue } } } : {}),
-      bindings: vars,
-    });
+    const producers = queue ? { queueProducers: { [bindings.imageQueue]: { queueName: queue } } } : {};
+    return workerOptions("upload", { vars, overrides: { ...sockets, ...producers } });
   }
   return {
     name: names.upload,
     modules: true,
     scriptPath: path.join(BUILD, impl === TS_STREAM ? "upload-streaming.js" : "upload.js"),
     compatibilityDate: COMPATIBILITY_DATE,
-    bindings: { MAX_UPLOAD_BYTES: "10485760", ...vars },
-    r2Buckets: { IMAGE_BUCKET: "ts-image-uploads" },
-    kvNamespaces: { RESULTS_KV: "ts-results-kv" },
-    queueProducers: { IMAGE_QUEUE: { queueName: queue ?? names.queue } },
+    bindings: { MAX_UPLOAD_BYTES: RUST_VARS.upload.MAX_UPLOAD_BYTES, ...vars },
+    r2Buckets: { [bindings.imageBucket]: "ts-image-uploads" },
+    kvNamespaces: { [bindings.resultsKv]: "ts-results-kv" },
+    queueProducers: { [bindings.imageQueue]: { queueName: queue ?? names.queue } },
     ...sockets,
   };
 }
 
-/** The tagger of `impl`, consuming its queue with `consumer` settings, `AI` from `aiUrl`. */
-export function taggerWorker(impl, { consumer, aiUrl, vars = {} }) {
+/**
+ * The tagger of `impl`. The Rust one is as configured; the TS one consumes its own queue
+ * with `consumer` settings. `AI` is the launcher's `Ai` binding either way.
+ */
+export function taggerWorker(impl, { consumer = configuredConsumer(), vars = {} } = {}) {
+  if (impl === RUST) return workerOptions("tagger", { vars });
   const names = NAMES[impl];
-  const wrappedBindings = { AI: { scriptName: "ai-binding", bindings: { AI_ENDPOINT: aiUrl } } };
-  const consumers = {
-    [names.queue]: { ...consumer, deadLetterQueue: names.dlq },
-  };
-  if (impl === RUST) {
-    return workerFromConfig(TAGGER_CONFIG, {
-      // The dead letter consumer stays as configured; it sees no traffic here.
-      queueConsumers: { ...workerFromConfig(TAGGER_CONFIG).queueConsumers, ...consumers },
-      wrappedBindings,
-      bindings: vars,
-    });
-  }
   return {
     name: names.tagger,
     modules: true,
     scriptPath: path.join(BUILD, "tagger.js"),
     compatibilityDate: COMPATIBILITY_DATE,
-    bindings: { MIN_SCORE: "0.8", ...vars },
-    r2Buckets: { IMAGE_BUCKET: "ts-image-uploads" },
-    kvNamespaces: { RESULTS_KV: "ts-results-kv" },
-    queueConsumers: consumers,
-    wrappedBindings,
+    bindings: { MIN_SCORE: RUST_VARS.tagger.MIN_SCORE, ...vars },
+    r2Buckets: { [bindings.imageBucket]: "ts-image-uploads" },
+    kvNamespaces: { [bindings.resultsKv]: "ts-results-kv" },
+    queueConsumers: { [names.queue]: { ...consumer, deadLetterQueue: names.dlq } },
+    wrappedBindings: { [bindings.ai]: { scriptName: AI_BINDING_SCRIPT } },
   };
 }
 
@@ -167,15 +154,16 @@ export function trivialLike(options) {
 /** Text of a wrangler config for a TS reference worker, mirroring ours. */
 export function tsWranglerConfig(kind, mainRelative) {
   const names = NAMES[TS];
+  const consumer = configuredConsumer();
   const common = `compatibility_date = "${COMPATIBILITY_DATE}"
 
 [[r2_buckets]]
-binding = "IMAGE_BUCKET"
+binding = "${bindings.imageBucket}"
 bucket_name = "my-image-uploads"
 preview_bucket_name = "my-image-uploads-preview"
 
 [[kv_namespaces]]
-binding = "RESULTS_KV"
+binding = "${bindings.resultsKv}"
 id = "00000000000000000000000000000000"
 `;
   if (kind === "upload") {
@@ -183,10 +171,10 @@ id = "00000000000000000000000000000000"
 main = "${mainRelative}"
 ${common}
 [vars]
-MAX_UPLOAD_BYTES = "10485760"
+MAX_UPLOAD_BYTES = "${RUST_VARS.upload.MAX_UPLOAD_BYTES}"
 
 [[queues.producers]]
-binding = "IMAGE_QUEUE"
+binding = "${bindings.imageQueue}"
 queue = "${names.queue}"
 `;
   }
@@ -194,23 +182,23 @@ queue = "${names.queue}"
 main = "${mainRelative}"
 ${common}
 [vars]
-MIN_SCORE = "0.8"
+MIN_SCORE = "${RUST_VARS.tagger.MIN_SCORE}"
 
 [ai]
-binding = "AI"
+binding = "${bindings.ai}"
 
 [[queues.consumers]]
 queue = "${names.queue}"
-max_batch_size = 5
-max_batch_timeout = 5
-max_retries = 3
+max_batch_size = ${consumer.maxBatchSize}
+max_batch_timeout = ${consumer.maxBatchTimeout}
+max_retries = ${consumer.maxRetries}
 dead_letter_queue = "${names.dlq}"
 `;
 }
 
-/** Text of one of our wrangler configs without its [build] step and with `main` moved. */
-export function rustWranglerConfig(configPath, mainRelative) {
-  return readFileSync(configPath, "utf8")
+/** Text of one of our wrangler configs (by role) without its [build] step and with `main` moved. */
+export function rustWranglerConfig(role, mainRelative) {
+  return readFileSync(WORKERS[role], "utf8")
     .replace(/^\[build\][\s\S]*?(?=^\[)/m, "")
     .replace(/^main = .*$/m, `main = "${mainRelative}"`);
 }

@@ -1,0 +1,51 @@
+// What several test files do the same way, on top of the launcher (local/pipeline.mjs).
+
+import assert from "node:assert/strict";
+
+import { startPipeline } from "../../local/pipeline.mjs";
+import { imageMessage } from "../../local/contract.mjs";
+import { png } from "./images.mjs";
+
+/** Consumer overrides for tests: a batch is taken after 1 s instead of the configured 5 s. */
+export const FAST_QUEUES = Object.freeze({ "*": { maxBatchTimeout: 1 } });
+
+/** Runs `body(p)` against a fresh pipeline (fast batches unless `queues` says otherwise). */
+export async function withPipeline(options, body) {
+  const p = await startPipeline({ queues: FAST_QUEUES, ...options });
+  try {
+    return await body(p);
+  } finally {
+    await p.close();
+  }
+}
+
+/** POSTs an image over the socket; returns its id (asserting 202). */
+export async function upload(p, bytes, headers = {}) {
+  const res = await p.fetch("/images", { method: "POST", body: bytes, headers });
+  assert.equal(res.status, 202, `upload answered ${res.status}: ${await res.clone().text()}`);
+  return (await res.json()).imageId;
+}
+
+/** Stores `bytes` in R2 the way the upload worker does and returns the queue message for them. */
+export async function storedMessage(p, bytes = png(128), contentType = "image/png") {
+  const message = imageMessage({ contentType, size: bytes.length });
+  // The proxy only carries plain typed arrays, not Buffers.
+  await (await p.bucket()).put(message.r2Key, new Uint8Array(bytes), {
+    httpMetadata: { contentType },
+    customMetadata: { uploadedAt: message.uploadedAt },
+  });
+  return message;
+}
+
+/** Every key in the image bucket, sorted. */
+export async function bucketKeys(p) {
+  const bucket = await p.bucket();
+  const keys = [];
+  let cursor;
+  do {
+    const page = await bucket.list({ cursor });
+    keys.push(...page.objects.map((o) => o.key));
+    cursor = page.truncated ? page.cursor : undefined;
+  } while (cursor);
+  return keys.sort();
+}
