@@ -135,6 +135,19 @@ export function imageMessage({
   return { schemaVersion, imageId, r2Key, contentType, size, uploadedAt, ...rest };
 }
 
+// The fields above are those of the contract's example message, no more and no fewer.
+{
+  const made = Object.keys(imageMessage()).sort().join();
+  const expected = Object.keys(contract.message.example).sort().join();
+  if (made !== expected) throw new Error(`imageMessage() has fields ${made}; the contract's message has ${expected}`);
+}
+
+/** The event names of the workers' JSON log lines. */
+export const logEvents = contract.logEvents;
+
+/** D1 statements the tests use to set up state exactly as the workers would. */
+export const sql = contract.sql;
+
 function deepFreeze(value) {
   if (value && typeof value === "object") {
     for (const v of Object.values(value)) deepFreeze(v);

@@ -18,7 +18,7 @@ import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
 
-import { bindings as BINDINGS, queues as QUEUES, imageMessage, terminalStatuses, keys } from "./contract.mjs";
+import { bindings as BINDINGS, queues as QUEUES, imageMessage, terminalStatuses, keys, logEvents } from "./contract.mjs";
 import { createAiStub } from "./ai-stub.mjs";
 
 // wrangler warns on every config read that AI bindings are remote: the launcher replaces AI.
@@ -297,10 +297,10 @@ function wrapFaults(workers, faults) {
 /** The tagger's structured outcome in a runtime log line, or null for any other line. */
 export function parseOutcome(line) {
   const start = line.indexOf("{");
-  if (start < 0 || !line.includes('"tagger.message"')) return null;
+  if (start < 0 || !line.includes(`"${logEvents.message}"`)) return null;
   try {
     const event = JSON.parse(line.slice(start));
-    return event?.event === "tagger.message" ? event : null;
+    return event?.event === logEvents.message ? event : null;
   } catch {
     return null;
   }

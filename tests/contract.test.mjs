@@ -16,7 +16,7 @@ import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { Ajv2020 } from "ajv/dist/2020.js";
 
-import { startPipeline, ROOT } from "../local/pipeline.mjs";
+import { startPipeline, waitFor, ROOT } from "../local/pipeline.mjs";
 import { aiError, answer } from "../local/ai-stub.mjs";
 import { aiErrorsOfKind, apiError, contract, status, tagError } from "../local/contract.mjs";
 import { FAST_QUEUES } from "./support/helpers.mjs";
@@ -174,7 +174,7 @@ test("the documented error codes are exactly the contract's", () => {
   assert.deepEqual(
     sorted(doc.components.schemas.ErrorInfo.properties.code.enum),
     sorted(contract.tagErrors.filter((e) => !e.retryable).map((e) => e.code)),
-    "ErrorInfo.code (a failed record's reason, always permanent) against the contract's permanent tagErrors",
+    "ErrorInfo.code (a failed record's reason) against the contract's permanent tagErrors",
   );
 });
 
@@ -239,10 +239,51 @@ test("multipart and idempotent uploads conform", async () => {
   const form = multipartBody(boundary, [{ name: "file", filename: "a.gif", type: "image/gif", body: gif(200) }]);
   await exchange("POST", "/images", { body: form, headers: { ...AUTH, "content-type": `multipart/form-data; boundary=${boundary}` }, status: 202 });
   const headers = { ...AUTH, "idempotency-key": "contract-key-1" };
+  const first = await exchange("POST", "/images", { body: jpeg(300), headers, status: 202 });
   const body = jpeg(300);
-  const first = await exchange("POST", "/images", { body, headers, status: 202 });
-  const again = await exchange("POST", "/images", { body, headers, status: 200 });
-  assert.equal(again.imageId, first.imageId);
+  const first2 = await exchange("POST", "/images", { body, headers: { ...headers, "idempotency-key": "contract-key-2" }, status: 202 });
+  const again = await exchange("POST", "/images", { body, headers: { ...headers, "idempotency-key": "contract-key-2" }, status: 200 });
+  assert.equal(again.imageId, first2.imageId);
+  assert.notEqual(first.imageId, first2.imageId);
+  const reused = await exchange("POST", "/images", { body: jpeg(300), headers, status: 422 });
+  assert.equal(reused.error.code, apiError.idempotency_key_reused);
+});
+
+test("a request with an Idempotency-Key still running gets a documented 409", async () => {
+  const headers = { ...AUTH, "idempotency-key": "contract-key-in-flight", "content-type": "image/png" };
+  // The first request streams its body slowly, so the key stays reserved meanwhile.
+  let release;
+  const gate = new Promise((resolve) => (release = resolve));
+  const slow = new ReadableStream({
+    async start(controller) {
+      controller.enqueue(new Uint8Array(png(200).subarray(0, 100)));
+      await gate;
+      controller.enqueue(new Uint8Array(png(200).subarray(100)));
+      controller.close();
+    },
+  });
+  const first = p.fetch("/images", { method: "POST", headers, body: slow, duplex: "half" });
+  const second = await waitFor(
+    async () => {
+      const reply = await exchange("POST", "/images", { body: png(200), headers });
+      return reply.error?.code === apiError.idempotency_key_in_flight && reply;
+    },
+    { what: "the second request to see the key in flight" },
+  );
+  assert.equal(second.error.code, apiError.idempotency_key_in_flight);
+  release();
+  assert.equal((await first).status, 202);
+});
+
+test("GET /admin/usage conforms and counts today's AI calls", async () => {
+  const usage = await exchange("GET", "/admin/usage", { status: 200 });
+  assert.ok(usage.usedToday >= 1, JSON.stringify(usage));
+  assert.equal(usage.day, new Date().toISOString().slice(0, 10));
+  await exchange("HEAD", "/admin/usage", { status: 200 });
+  assert.equal((await exchange("GET", "/admin/usage", { headers: {}, status: 401 })).error.code, apiError.unauthorized);
+  await exchange("POST", "/admin/usage", { body: "{}", status: 405 });
+  await exchange("DELETE", "/admin/usage", { status: 405 });
+  await exchange("OPTIONS", "/admin/usage", { headers: { origin: ORIGIN, "access-control-request-method": "GET" }, status: 204 });
 });
 
 test("errors conform: 400, 401, 404, 405, 413, 415", async () => {
@@ -355,15 +396,6 @@ test("OPTIONS, GET / and HEAD / conform", async () => {
   }
   await exchange("GET", "/", { headers: {}, status: 200 });
   await exchange("HEAD", "/", { headers: { origin: ORIGIN }, status: 200 });
-});
-
-test("GET /admin/usage and its other methods conform", async () => {
-  const usage = await exchange("GET", "/admin/usage", { status: 200 });
-  assert.ok(usage.usedToday >= 0);
-  await exchange("HEAD", "/admin/usage", { status: 200 });
-  await exchange("OPTIONS", "/admin/usage", { headers: { origin: ORIGIN }, status: 204 });
-  await exchange("POST", "/admin/usage", { body: "{}", status: 405 });
-  await exchange("DELETE", "/admin/usage", { status: 405 });
 });
 
 test("every documented operation was exercised", () => {

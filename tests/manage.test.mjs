@@ -9,7 +9,7 @@ import { createHmac } from "node:crypto";
 
 import { startPipeline } from "../local/pipeline.mjs";
 import { answer } from "../local/ai-stub.mjs";
-import { apiError, contract, keys, outcome, status } from "../local/contract.mjs";
+import { apiError, contract, keys, logEvents, outcome, status } from "../local/contract.mjs";
 import { FAST_QUEUES, bucketKeys, upload } from "./support/helpers.mjs";
 import { encodePng } from "./support/png.mjs";
 
@@ -337,7 +337,7 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
     for (let run = 0; run < 2; run++) {
       const from = q.lines.length;
       await q.scheduled("tagger");
-      const line = await q.waitForLine((l) => l.includes('"tagger.retention"'), { from, what: "the retention line" });
+      const line = await q.waitForLine((l) => l.includes(`"${logEvents.retention}"`), { from, what: "the retention line" });
       runs.push(JSON.parse(line.slice(line.indexOf("{"))));
     }
     assert.deepEqual(
@@ -359,7 +359,7 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
     // A third run has nothing to do.
     const from = q.lines.length;
     await q.scheduled("tagger");
-    const line = await q.waitForLine((l) => l.includes('"tagger.retention"'), { from });
+    const line = await q.waitForLine((l) => l.includes(`"${logEvents.retention}"`), { from });
     assert.equal(JSON.parse(line.slice(line.indexOf("{"))).deleted, 0);
   } finally {
     await q.close();

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 
 import { startPipeline } from "../../local/pipeline.mjs";
-import { imageMessage } from "../../local/contract.mjs";
+import { imageMessage, sql } from "../../local/contract.mjs";
 import { png } from "./images.mjs";
 
 /** Consumer overrides for tests: a batch is taken after 1 s instead of the configured 5 s. */
@@ -26,15 +26,26 @@ export async function upload(p, bytes, headers = {}) {
   return (await res.json()).imageId;
 }
 
-/** Stores `bytes` in R2 the way the upload worker does and returns the queue message for them. */
+/**
+ * Records an image and stores its bytes exactly as the upload worker does (the D1 row with the
+ * worker's own statement, then the R2 object), and returns its queue message, unsent.
+ */
 export async function storedMessage(p, bytes = png(128), contentType = "image/png") {
   const message = imageMessage({ contentType, size: bytes.length });
+  await recordImage(p, message);
   // The proxy only carries plain typed arrays, not Buffers.
   await (await p.bucket()).put(message.r2Key, new Uint8Array(bytes), {
     httpMetadata: { contentType },
     customMetadata: { uploadedAt: message.uploadedAt },
   });
   return message;
+}
+
+/** Inserts the queued D1 row of a message's image, as the upload worker does. */
+export async function recordImage(p, message) {
+  const db = await p.db();
+  const uploaded = Date.parse(message.uploadedAt);
+  await db.prepare(sql.insertQueued).bind(message.imageId, message.r2Key, message.contentType, message.size, uploaded).run();
 }
 
 /** Every key in the image bucket, sorted. */

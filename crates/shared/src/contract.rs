@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::api::ApiError;
 use crate::config::{self, binding, queue};
 use crate::error::{TagError, AI_ERROR_CODES};
-use crate::outcome::Outcome;
-use crate::{keys, message, search, ImageType, Status};
+use crate::outcome::{event, Outcome};
+use crate::{db, keys, message, search, ImageId, ImageMessage, ImageType, Status};
 
 /// Where the generated file lives, relative to this crate.
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../local/contract.json");
@@ -37,8 +37,26 @@ fn contract() -> Value {
         .collect();
     let ai_errors: Vec<Value> = AI_ERROR_CODES
         .iter()
-        .map(|c| json!({ "code": c.code, "meaning": c.meaning, "httpStatus": c.http_status, "kind": c.kind }))
+        .map(|c| {
+            let error = TagError::from_ai_error(&format!("{}: {}", c.code, c.meaning));
+            json!({
+                "code": c.code,
+                "meaning": c.meaning,
+                "httpStatus": c.http_status,
+                "kind": c.kind,
+                "tagError": error.code(),
+            })
+        })
         .collect();
+    let example = ImageMessage {
+        schema_version: message::SCHEMA_VERSION,
+        image_id: ImageId::parse("3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f")
+            .unwrap_or_else(|_| unreachable!()),
+        r2_key: "images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f.png".into(),
+        content_type: "image/png".into(),
+        size: 1234,
+        uploaded_at: "2026-11-29T12:00:00.000Z".into(),
+    };
     json!({
         "comment": "Generated from crates/shared by `UPDATE_CONTRACT=1 cargo test -p shared contract`. Do not edit.",
         "bindings": {
@@ -60,9 +78,21 @@ fn contract() -> Value {
         "model": config::MODEL,
         "keys": keys::templates(),
         "imageTypes": image_types,
-        "message": { "schemaVersion": message::SCHEMA_VERSION },
+        "message": { "schemaVersion": message::SCHEMA_VERSION, "example": example },
+        "logEvents": {
+            "message": event::MESSAGE,
+            "reconcile": event::RECONCILE,
+            "uploadAccepted": event::UPLOAD_ACCEPTED,
+            "uploadDeleted": event::UPLOAD_DELETED,
+            "retention": event::RETENTION,
+        },
+        "sql": {
+            "insertQueued": db::INSERT_QUEUED,
+            "selectImage": db::SELECT_IMAGE,
+        },
         "statuses": [Status::Queued, Status::Done, Status::Failed],
         "outcomes": Outcome::ALL,
+        "finalOutcomes": Outcome::ALL.iter().filter(|o| o.is_final()).collect::<Vec<_>>(),
         "apiErrors": api_errors,
         "tagErrors": tag_errors,
         "aiErrors": ai_errors,

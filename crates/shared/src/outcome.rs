@@ -2,6 +2,20 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The `event` field of the workers' JSON log lines.
+pub mod event {
+    /// The tagger: what became of one delivery of one message.
+    pub const MESSAGE: &str = "tagger.message";
+    /// The tagger's cron: what the reconciler did.
+    pub const RECONCILE: &str = "tagger.reconcile";
+    /// The upload worker: an image was accepted.
+    pub const UPLOAD_ACCEPTED: &str = "upload.accepted";
+    /// The upload worker: an image was deleted.
+    pub const UPLOAD_DELETED: &str = "upload.deleted";
+    /// The tagger's cron: what retention deleted.
+    pub const RETENTION: &str = "tagger.retention";
+}
+
 /// The outcome of one delivery of one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,6 +42,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether the message is finished (acked) with this outcome; the others come back.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Retry | Self::Deferred)
+    }
+
     /// Every outcome, for the generated contract.
     pub const ALL: [Outcome; 9] = [
         Self::Done,

@@ -19,9 +19,10 @@ pub enum ModelInput {
 }
 
 /// Bytes an image of `size` bytes may hold while it is prepared: the file itself (in JS
-/// memory) and the decoder's working set.
+/// memory) and the decoder's working set, which bounded decoding keeps near the size of the
+/// downscaled output whatever the photo's resolution.
 pub fn working_bytes(size: u64) -> u64 {
-    size + 4 * 1024 * 1024
+    size + 1024 * 1024
 }
 
 /// Decides what to send the model for an object.

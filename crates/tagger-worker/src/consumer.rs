@@ -68,9 +68,16 @@ pub async fn consume(batch: QueueBatch, env: &Env) {
     let mut decoded = Vec::new();
     for message in batch.messages() {
         let body = message.body_json();
-        match ImageMessage::decode(&body) {
+        let checked = ImageMessage::decode(&body)
+            .map_err(TagError::from)
+            .and_then(|m| check_key(&m).map(|()| m));
+        match checked {
             Ok(m) => decoded.push((m.image_id, (message, m))),
-            Err(e) => ctx.undecodable(&message, &body, e.into()).await,
+            // It decodes, but names a key its image does not have.
+            Err(e @ TagError::MalformedMessage(_)) if ImageMessage::decode(&body).is_ok() => {
+                ctx.poison(&message, &body, e).await
+            }
+            Err(e) => ctx.undecodable(&message, &body, e).await,
         }
     }
     let jobs = group(decoded);
@@ -189,23 +196,19 @@ impl Ctx<'_> {
             other => other,
         };
         let recorded = match id {
-            Some(id) => self.record_failure(&id, &error).await.map(|_| ()),
-            None => Ok(()),
+            Some(id) => self.record_failure(&id, &error).await,
+            None => Ok(None),
         };
+        let now = shared::time::format_ms(now_ms());
         let kept = self
             .store
-            .keep_poison(
-                &message.id(),
-                self.queue,
-                &error,
-                body,
-                shared::time::format_ms(now_ms()),
-            )
+            .keep_poison(&message.id(), self.queue, &error, body, now)
             .await;
-        match recorded.and(kept) {
-            Ok(()) => {
+        match recorded.and_then(|record| kept.map(|()| record)) {
+            Ok(record) => {
                 message.ack_quietly();
-                let outcome = if id.is_some() {
+                // Failed if it failed an image waiting for it; otherwise only kept, as poison.
+                let outcome = if record.is_some() {
                     Outcome::Failed
                 } else {
                     Outcome::Poison
@@ -287,14 +290,7 @@ impl Ctx<'_> {
     /// The image queue: pace, tag, defer.
     async fn tag_all(&self, jobs: Vec<Job>) {
         let started = Date::now();
-        let mut valid = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if let Err(e) = check_key(&job.first.1) {
-                self.poison_job(job, e, started).await;
-            } else {
-                valid.push(job);
-            }
-        }
+        let valid = jobs;
         if valid.is_empty() {
             return;
         }
@@ -383,27 +379,29 @@ impl Ctx<'_> {
         }
     }
 
-    /// Keeps a message that carries a key it has no right to, acking it without any work.
-    async fn poison_job(&self, job: Job, error: TagError, started: f64) {
-        let (message, _) = &job.first;
-        let body = message.body_json();
+    /// Keeps a message that cannot be acted on in KV and acks it, without any work.
+    async fn poison(&self, message: &QueueMessage, body: &str, error: TagError) {
+        let started = Date::now();
+        let id = ImageMessage::sniff_image_id(body);
         let now = shared::time::format_ms(now_ms());
+        let line = self.log(message, id, started);
         match self
             .store
-            .keep_poison(&message.id(), self.queue, &error, &body, now)
+            .keep_poison(&message.id(), self.queue, &error, body, now)
             .await
         {
-            Ok(()) => self.ack(&job, Outcome::Poison, Some(&error), started),
+            Ok(()) => {
+                message.ack_quietly();
+                line.outcome(Outcome::Poison, Some(&error)).emit();
+            }
             Err(storage) => {
-                message.retry_after(
-                    self.settings
-                        .policy
-                        .backoff
-                        .delay_seconds(message.attempt(), 0),
-                );
-                self.log(message, Some(job.key), started)
-                    .outcome(Outcome::Retry, Some(&storage))
-                    .emit();
+                let delay = self
+                    .settings
+                    .policy
+                    .backoff
+                    .delay_seconds(message.attempt(), 0);
+                message.retry_after(delay);
+                line.outcome(Outcome::Retry, Some(&storage)).emit();
             }
         }
     }
@@ -471,7 +469,9 @@ impl Ctx<'_> {
             let error =
                 TagError::MalformedMessage("r2Key does not match the image's record".into());
             let _ = self.store.defer(&job.key, now, now, Some(lease)).await;
-            self.poison_job(job, error, started).await;
+            let (message, _) = &job.first;
+            self.poison(message, &message.body_json(), error).await;
+            self.ack_duplicates(&job, started);
             return Worked::finished(false);
         }
         let step = self.classify(&row).await;

@@ -40,7 +40,7 @@ impl<'a> MessageLine<'a> {
     /// A line for a message of `queue`.
     pub fn new(queue: &'a str, message_id: String, attempt: u32, started_ms: f64) -> Self {
         Self {
-            event: "tagger.message",
+            event: shared::outcome::event::MESSAGE,
             queue,
             message_id,
             image_id: None,

@@ -29,7 +29,7 @@ struct Report {
 /// One run of the reconciler at `now_ms`; `cron_minute` is the scheduled minute of the hour.
 pub async fn run(env: &Env, now_ms: u64, cron_minute: u32) {
     let mut report = Report {
-        event: "tagger.reconcile",
+        event: shared::outcome::event::RECONCILE,
         ..Report::default()
     };
     if let Err(e) = requeue_overdue(env, now_ms, &mut report).await {

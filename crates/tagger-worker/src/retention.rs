@@ -44,7 +44,7 @@ struct Report {
 pub async fn run(env: &Env, now: u64, days: u32) {
     let cutoff = now.saturating_sub(u64::from(days).saturating_mul(DAY_MS));
     let mut report = Report {
-        event: "tagger.retention",
+        event: shared::outcome::event::RETENTION,
         retention_days: days,
         cutoff: shared::time::format_ms(cutoff),
         deleted: 0,

@@ -306,10 +306,11 @@ pub async fn store(
             })
         }
         Bytes::Buffer(buffer) => {
+            // Hash first: the put may take the buffer's contents.
+            let sha256 = crate::crypto::sha256_hex(&buffer.clone().into()).await.ok();
             put_buffer(bucket, key, &buffer, mime, uploaded_at)
                 .await
                 .map_err(|e| ApiError::Unavailable(format!("R2 put {key}: {e:?}")))?;
-            let sha256 = crate::crypto::sha256_hex(&buffer.into()).await.ok();
             Ok(Stored {
                 size: upload.size,
                 sha256,

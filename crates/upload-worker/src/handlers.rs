@@ -149,7 +149,7 @@ async fn upload(
     let work = detach(&ctx, ingest(env, store, id, upload, reservation));
     work.await?;
     log::emit(
-        &serde_json::json!({ "event": "upload.accepted", "imageId": id }),
+        &serde_json::json!({ "event": shared::outcome::event::UPLOAD_ACCEPTED, "imageId": id }),
         false,
     );
     Ok(accepted(202, id))

@@ -234,7 +234,7 @@ pub async fn delete(env: Env, id: ImageId) -> Result<Response, ApiError> {
     db.batch(batch).await.or_unavailable("D1 delete")?;
     kv.delete(&key).await.or_unavailable("KV delete")?;
     log::emit(
-        &serde_json::json!({ "event": "image.deleted", "imageId": id }),
+        &serde_json::json!({ "event": shared::outcome::event::UPLOAD_DELETED, "imageId": id }),
         false,
     );
     Ok(Response::builder().with_status(204).empty())
