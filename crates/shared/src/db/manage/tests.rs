@@ -532,3 +532,110 @@ fn id_lists_are_json() {
     assert_eq!(id_list(&["a", "b\""]), r#"["a","b\""]"#);
     assert_eq!(id_list::<&str>(&[]), "[]");
 }
+
+/// The search statements alone, natively in SQLite (no worker, no D1 layer), on 100,000
+/// images with 1 to 5 of 1,000 Zipf-distributed tags each: p50 and p99 of each shape.
+/// `cargo test -p shared --release -- --ignored --nocapture query_timings`
+#[test]
+#[ignore = "a benchmark; run it on purpose"]
+fn query_timings() {
+    use std::time::Instant;
+    const IMAGES: usize = 100_000;
+    const LABELS: usize = 1000;
+    const SAMPLES: usize = 500;
+    const T0: u64 = 1_700_000_000_000;
+    const STEP: u64 = 300_000;
+
+    // Zipf (s = 1): rank k with probability proportional to 1 / (k + 1).
+    let mut cumulative: Vec<f64> = (1..=LABELS)
+        .scan(0.0, |sum, k| {
+            *sum += 1.0 / k as f64;
+            Some(*sum)
+        })
+        .collect();
+    let total = cumulative[LABELS - 1];
+    cumulative.iter_mut().for_each(|c| *c /= total);
+    let zipf = |rng: &mut Rng| {
+        let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        cumulative.partition_point(|c| *c < u).min(LABELS - 1)
+    };
+
+    let conn = db();
+    let mut rng = Rng(2026);
+    let started = Instant::now();
+    let tx = conn.unchecked_transaction().unwrap();
+    let mut images: Vec<(String, Vec<usize>)> = Vec::with_capacity(IMAGES);
+    for i in 0..IMAGES {
+        let id = rng.id();
+        let at = T0 + i as u64 * STEP;
+        let mut tags: Vec<usize> = Vec::new();
+        let n = 1 + rng.below(5) as usize;
+        while tags.len() < n {
+            let t = zipf(&mut rng);
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let names: Vec<String> = tags.iter().map(|t| format!("label {t}")).collect();
+        let json = serde_json::to_string(&names).unwrap();
+        tx.execute(INSERT_QUEUED, params![id, "k", "image/jpeg", 1, at])
+            .unwrap();
+        tx.execute(MARK_DONE, params![id, json, "[]", "m", 0.8, at + 1])
+            .unwrap();
+        tx.execute(INDEX_TAGS, [&id]).unwrap();
+        images.push((id, tags));
+    }
+    tx.commit().unwrap();
+    println!("seeded {IMAGES} images in {:?}", started.elapsed());
+
+    let tag = |t: usize| format!("tag=label+{t}");
+    let report = |name: &str, mut ms: Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{name:<22} p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms",
+            ms[ms.len() / 2],
+            ms[ms.len() * 99 / 100 - 1],
+            ms[ms.len() - 1]
+        );
+    };
+    let timed = |q: &SearchQuery, cursor: Option<Position>| {
+        let st = search(q, cursor);
+        let t = Instant::now();
+        let rows = run(&conn, &st);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        assert!(rows.len() <= q.limit as usize + 1);
+        ms
+    };
+    let one: Vec<f64> = (0..SAMPLES)
+        .map(|_| timed(&query(&tag(zipf(&mut rng))), None))
+        .collect();
+    report("one-tag search", one);
+    let two: Vec<f64> = (0..SAMPLES)
+        .map(|_| loop {
+            let (_, tags) = &images[rng.below(IMAGES as u64) as usize];
+            if let [a, b, ..] = tags.as_slice() {
+                break timed(&query(&format!("{}&{}", tag(*a), tag(*b))), None);
+            }
+        })
+        .collect();
+    report("two-tag search", two);
+    let deep: Vec<f64> = (0..SAMPLES)
+        .map(|_| {
+            let i = IMAGES / 2 + rng.below(1000) as usize;
+            let cursor = Position {
+                uploaded_at: T0 + i as u64 * STEP,
+                id: ImageId::parse(&images[i].0).unwrap(),
+            };
+            timed(&query(""), Some(cursor))
+        })
+        .collect();
+    report("deep page, no filter", deep);
+    let cloud: Vec<f64> = (0..SAMPLES)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(counts(&conn).len(), LABELS);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    report("tag cloud (all 1000)", cloud);
+}
