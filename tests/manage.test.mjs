@@ -249,6 +249,33 @@ test("a tagger working on an image when it is deleted brings nothing back", asyn
   assert.deepEqual(await rows(p, "SELECT tag FROM tag_counts WHERE tag = 'racing'"), []);
 });
 
+test("a record the tagger publishes as the image is deleted, and cannot remove at once, is removed by the retry", async () => {
+  // KV takes one write a second per key: the tagger's delete right after its put can be
+  // refused. Here its put is held back until the image is deleted, and its delete fails once.
+  const q = await startPipeline({ queues: FAST_QUEUES, faults: ["RESULTS_KV"], vars: { tagger: { RETRY_BASE_SECONDS: "1" } } });
+  try {
+    const kv = q.faults.RESULTS_KV;
+    kv.slow({ op: "put", worker: "tagger", ms: 1500, times: 1 });
+    kv.fail({ op: "delete", worker: "tagger", times: 1, message: "KV DELETE failed: 429 Too Many Requests" });
+    const bytes = photo();
+    q.ai.script(bytes, labelled("Phoenix"));
+    const id = await upload(q, bytes);
+    // D1 says done; the tagger's KV put is on its way.
+    await waitUntil(() => kv.opsMatching({ op: "put", worker: "tagger", key: keys.record(id) }).length === 1, "the tagger's put");
+    assert.equal((await call(q, `/images/${id}`, { method: "DELETE" })).status, 204);
+    // The put lands, publish finds the row gone, its delete is refused: the message is retried ...
+    await q.waitForOutcome({ imageId: id, outcome: outcome.retry });
+    assert.equal(kv.opsMatching({ op: "delete", worker: "tagger", key: keys.record(id) })[0]?.failed, true);
+    // ... and the retry finds the image gone and removes the record.
+    await q.waitForOutcome({ imageId: id, outcome: outcome.gone });
+    assert.equal(await q.record(id), null);
+    assert.equal((await call(q, `/images/${id}`)).status, 404);
+    assert.equal(q.ai.callsFor(bytes).length, 1);
+  } finally {
+    await q.close();
+  }
+});
+
 async function waitUntil(check, what, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {

@@ -83,7 +83,7 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
     let list = JsValue::from_str(&id_list(&ids));
     let batch = DELETE_IMAGES
         .iter()
-        .map(|sql| db.prepare(*sql).bind(&[list.clone()]))
+        .map(|sql| db.prepare(*sql).bind(std::slice::from_ref(&list)))
         .collect::<Result<Vec<_>, _>>()
         .or_storage("D1 bind")?;
     db.batch(batch).await.or_storage("D1 delete expired")?;
