@@ -1,9 +1,10 @@
 //! Retention: with `RETENTION_DAYS` set, each reconciler run deletes up to [`BATCH`] images
-//! uploaded before the cutoff, oldest first, everywhere: their R2 objects (one bulk
-//! delete), their D1 rows with their tags and Idempotency-Keys (one transaction), then
-//! their KV records. The order is the upload worker's `DELETE /images/{id}`, so a tagger
-//! working on an expiring image cannot bring it back (see `Store::publish`). A backlog
-//! drains at [`BATCH`] images a run; each run logs one `tagger.retention` line.
+//! uploaded before the cutoff, oldest first, everywhere: their KV records (an image whose
+//! record cannot be deleted is kept whole for the next run), their R2 objects (one bulk
+//! delete), their D1 rows with their tags and Idempotency-Keys (one transaction), and then
+//! any record a tagger published meanwhile (its re-check of D1 in `Store::publish` ran
+//! before the rows went). A backlog drains at [`BATCH`] images a run; each run logs one
+//! `tagger.retention` line.
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
@@ -12,13 +13,13 @@ use shared::db::manage::{id_list, ObjectRow, DELETE_IMAGES, SELECT_EXPIRED};
 use shared::keys::record_key;
 use shared::{ImageId, TagError};
 use worker::wasm_bindgen::JsValue;
-use worker::Env;
+use worker::{Env, KvStore};
 
 use crate::log;
 use crate::store::OrStorage;
 
-/// Most images one run deletes: each costs a KV delete (a subrequest), on top of one R2
-/// bulk delete and one D1 batch.
+/// Most images one run deletes: each costs a KV delete and a KV read (subrequests), on top
+/// of one D1 select, one R2 bulk delete and one D1 batch.
 pub const BATCH: u32 = 100;
 /// KV deletes in flight at once.
 const CONCURRENCY: usize = 8;
@@ -73,13 +74,40 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
         return Ok(());
     }
     report.more = rows.len() as u32 >= BATCH;
-    let keys: Vec<&str> = rows.iter().map(|r| r.r2_key.as_str()).collect();
+    let kv = env
+        .kv(binding::RESULTS_KV)
+        .or_storage("RESULTS_KV binding")?;
+    // Records first: an image whose record cannot be deleted now stays whole, and the next
+    // run tries again (a record must never outlive its row). Queued images have none.
+    let with_record: Vec<&ObjectRow> = rows.iter().filter(|r| r.status != "queued").collect();
+    let mut failed = std::collections::HashSet::new();
+    for (row, result) in with_record
+        .iter()
+        .zip(delete_records(&kv, &with_record, false).await)
+    {
+        match result {
+            Ok(_) => report.records_deleted += 1,
+            Err(e) => {
+                worker::console_error!("retention: {e}");
+                report.errors += 1;
+                failed.insert(row.id.as_str());
+            }
+        }
+    }
+    let expiring: Vec<&ObjectRow> = rows
+        .iter()
+        .filter(|r| !failed.contains(r.id.as_str()))
+        .collect();
+    if expiring.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = expiring.iter().map(|r| r.r2_key.as_str()).collect();
     env.bucket(binding::IMAGE_BUCKET)
         .or_storage("IMAGE_BUCKET binding")?
         .delete_multiple(keys)
         .await
         .or_storage("R2 delete")?;
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let ids: Vec<&str> = expiring.iter().map(|r| r.id.as_str()).collect();
     let list = JsValue::from_str(&id_list(&ids));
     let batch = DELETE_IMAGES
         .iter()
@@ -87,27 +115,13 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
         .collect::<Result<Vec<_>, _>>()
         .or_storage("D1 bind")?;
     db.batch(batch).await.or_storage("D1 delete expired")?;
-    report.deleted = rows.len() as u32;
-    // Only finished images have a record; a queued one has none to delete.
-    let kv = env
-        .kv(binding::RESULTS_KV)
-        .or_storage("RESULTS_KV binding")?;
-    let published: Vec<&ObjectRow> = rows.iter().filter(|r| r.status != "queued").collect();
-    let results: Vec<Result<(), TagError>> = stream::iter(published)
-        .map(|row| {
-            let kv = &kv;
-            async move {
-                let id = ImageId::parse(&row.id)
-                    .map_err(|_| TagError::Storage(format!("malformed id {:?}", row.id)))?;
-                kv.delete(&record_key(&id)).await.or_storage("KV delete")
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    for result in results {
+    report.deleted = expiring.len() as u32;
+    // Records again, where one appeared since: a delivery that published while the rows were
+    // still there (its re-check of D1 came first). Reads, and a delete only if needed.
+    for result in delete_records(&kv, &expiring, true).await {
         match result {
-            Ok(()) => report.records_deleted += 1,
+            Ok(true) => report.records_deleted += 1,
+            Ok(false) => {}
             Err(e) => {
                 worker::console_error!("retention: {e}");
                 report.errors += 1;
@@ -115,4 +129,27 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
         }
     }
     Ok(())
+}
+
+/// Deletes the KV records of `rows` (only those present, with `if_present`), a few at a
+/// time; each result says whether a record was deleted.
+async fn delete_records(
+    kv: &KvStore,
+    rows: &[&ObjectRow],
+    if_present: bool,
+) -> Vec<Result<bool, TagError>> {
+    stream::iter(rows)
+        .map(|row| async move {
+            let id = ImageId::parse(&row.id)
+                .map_err(|_| TagError::Storage(format!("malformed id {:?}", row.id)))?;
+            let key = record_key(&id);
+            if if_present && kv.get(&key).text().await.or_storage("KV get")?.is_none() {
+                return Ok(false);
+            }
+            kv.delete(&key).await.or_storage("KV delete")?;
+            Ok(true)
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await
 }
