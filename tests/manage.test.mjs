@@ -9,7 +9,7 @@ import { createHmac } from "node:crypto";
 
 import { startPipeline } from "../local/pipeline.mjs";
 import { answer } from "../local/ai-stub.mjs";
-import { apiError, contract, keys, logEvents, outcome, status } from "../local/contract.mjs";
+import { apiError, contract, keys, logEvents, outcome, sql, status } from "../local/contract.mjs";
 import { FAST_QUEUES, bucketKeys, upload } from "./support/helpers.mjs";
 import { encodePng } from "./support/png.mjs";
 
@@ -130,7 +130,8 @@ test("a cursor is bound to its filters and key; a tampered one is 400 invalid_cu
   assert.equal(Number(payload.readBigUInt64BE(1)), Date.parse(last.uploadedAt));
   assert.equal(payload.subarray(9).toString("hex"), last.imageId.replaceAll("-", ""));
   const key = createHmac("sha256", TOKEN).update("image-tagger search cursor key v1").digest();
-  const filters = JSON.stringify({ tags: ["meadow"], status: null, since: null, until: null });
+  // The filters as serde writes shared::search::Filters (field order included).
+  const filters = '{"tags":["meadow"],"status":null,"since":null,"until":null}';
   const mac = createHmac("sha256", key)
     .update(Buffer.concat([Buffer.from("image-tagger search cursor v1\n"), payload, Buffer.from(filters)]))
     .digest()
@@ -165,6 +166,34 @@ test("a cursor is bound to its filters and key; a tampered one is 400 invalid_cu
   }
   // And the token is needed.
   assert.equal((await p.fetch("/images")).status, 401);
+});
+
+/**
+ * Fails if D1's own plan (workerd's SQLite) scans a table or sorts. Scans of constant rows
+ * are fine: the VALUES list of searched tags and the one-row co-routine that picks the rarest.
+ */
+function assertIndexedPlan(plan, what) {
+  for (const { id, detail } of plan) {
+    const scan = detail.startsWith("SCAN ") && !detail.endsWith("-ROW VALUES CLAUSE");
+    const coroutine = detail.match(/^SCAN (\(subquery-\d+\))$/)?.[1];
+    const constant =
+      coroutine &&
+      plan
+        .filter((n) => n.parent === plan.find((c) => c.detail === `CO-ROUTINE ${coroutine}`)?.id)
+        .every((n) => /-ROW VALUES CLAUSE$/.test(n.detail) || n.detail.startsWith("SEARCH c USING PRIMARY KEY"));
+    assert.ok(!(scan && !constant) && !detail.includes("TEMP B-TREE"), `${what}: ${detail} (node ${id})\n${JSON.stringify(plan)}`);
+  }
+}
+
+test("D1's own query plans search indexes: no table scan, no sort", async () => {
+  const db = await p.db();
+  for (const shape of sql.searchShapes) {
+    const plan = (await db.prepare(`EXPLAIN QUERY PLAN ${shape.sql}`).bind(...shape.params).all()).results;
+    assert.ok(plan.some((n) => n.detail.startsWith("SEARCH ")), shape.sql);
+    assertIndexedPlan(plan, shape.sql);
+  }
+  const cloud = (await db.prepare(`EXPLAIN QUERY PLAN ${sql.tagCloud}`).bind(100).all()).results;
+  assert.deepEqual(cloud.map((n) => n.detail), ["SCAN tag_counts USING COVERING INDEX tag_counts_by_count"]);
 });
 
 test("GET /tags counts the tags in use, most used first", async () => {

@@ -57,6 +57,28 @@ fn contract() -> Value {
         size: 1234,
         uploaded_at: "2026-11-29T12:00:00.000Z".into(),
     };
+    // One example of each search shape, to check D1's own plans from JavaScript.
+    let search_shapes: Vec<Value> = [
+        "limit=50",
+        "status=done",
+        "tag=tabby",
+        "tag=tabby&tag=tiger+cat",
+    ]
+    .iter()
+    .filter_map(|q| search::SearchQuery::parse(q).ok())
+    .map(|q| {
+        let st = db::manage::search(&q, None);
+        let params: Vec<Value> = st
+            .params
+            .iter()
+            .map(|p| match p {
+                db::manage::Param::Int(n) => json!(n),
+                db::manage::Param::Text(t) => json!(t),
+            })
+            .collect();
+        json!({ "sql": st.sql, "params": params })
+    })
+    .collect();
     json!({
         "comment": "Generated from crates/shared by `UPDATE_CONTRACT=1 cargo test -p shared contract`. Do not edit.",
         "bindings": {
@@ -89,6 +111,8 @@ fn contract() -> Value {
         "sql": {
             "insertQueued": db::INSERT_QUEUED,
             "selectImage": db::SELECT_IMAGE,
+            "searchShapes": search_shapes,
+            "tagCloud": db::manage::TAG_CLOUD,
         },
         "statuses": [Status::Queued, Status::Done, Status::Failed],
         "outcomes": Outcome::ALL,

@@ -639,3 +639,45 @@ fn query_timings() {
         .collect();
     report("tag cloud (all 1000)", cloud);
 }
+
+/// Prints the plan of every statement, for the docs:
+/// `cargo test -p shared -- --ignored --nocapture print_plans`
+#[test]
+#[ignore = "prints plans; run it on purpose"]
+fn print_plans() {
+    let conn = db();
+    seed(&conn, &mut Rng(1), 50);
+    let cursor = Position {
+        uploaded_at: 1_500,
+        id: ImageId::parse("3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f").unwrap(),
+    };
+    for text in [
+        "",
+        "status=done",
+        "tag=tabby",
+        "tag=tabby&tag=lynx&status=done",
+    ] {
+        let st = search(&query(text), Some(cursor));
+        let params: Vec<_> = st.params.iter().map(to_sql).collect();
+        println!("GET /images?{text}&cursor=…\n  {}", st.sql);
+        for line in plan(&conn, &st.sql, &params) {
+            println!("    {line}");
+        }
+    }
+    let int = rusqlite::types::Value::Integer;
+    let text = |s: &str| rusqlite::types::Value::Text(s.into());
+    let ids = id_list(&["3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f"]);
+    for (sql, params) in [
+        (TAG_CLOUD, vec![int(100)]),
+        (SELECT_CONTENT, vec![text("x")]),
+        (SELECT_EXPIRED, vec![int(5), int(100)]),
+        (DELETE_IMAGES[0], vec![text(&ids)]),
+        (DELETE_IMAGES[1], vec![text(&ids)]),
+        (DELETE_IMAGES[2], vec![text(&ids)]),
+    ] {
+        println!("{sql}");
+        for line in plan(&conn, sql, &params) {
+            println!("    {line}");
+        }
+    }
+}
