@@ -17,7 +17,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 
 import { startPipeline, ROOT } from "../local/pipeline.mjs";
-import { keys } from "../local/contract.mjs";
+import { keys, model } from "../local/contract.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -108,7 +108,7 @@ async function seed(db, images) {
       tags, labels, model, min_score, processed_at)
     SELECT json_extract(j.value, '$.id'), json_extract(j.value, '$.status'), json_extract(j.value, '$.key'),
       'image/jpeg', 123456, json_extract(j.value, '$.at'), json_extract(j.value, '$.at'),
-      json_extract(j.value, '$.tags'), '[]', '@cf/microsoft/resnet-50', 0.8,
+      json_extract(j.value, '$.tagList'), '[]', ?2, 0.8,
       CASE WHEN json_extract(j.value, '$.status') = 'queued' THEN NULL ELSE json_extract(j.value, '$.at') + 900 END
     FROM json_each(?1) j`;
   // As the tagger's INDEX_TAGS does: lower case; the triggers count them.
@@ -122,10 +122,10 @@ async function seed(db, images) {
       status: m.status,
       key: keys.object(m.id, "jpg"),
       at: m.uploadedAt,
-      tags: m.status === "done" ? JSON.stringify(m.tags) : null,
+      tagList: m.status === "done" ? JSON.stringify(m.tags) : null,
     }));
     const tagRows = chunk.flatMap((m) => m.tags.map((t) => [t, m.uploadedAt, m.id]));
-    await db.batch([db.prepare(insertImages).bind(JSON.stringify(rows)), db.prepare(insertTags).bind(JSON.stringify(tagRows))]);
+    await db.batch([db.prepare(insertImages).bind(JSON.stringify(rows), model), db.prepare(insertTags).bind(JSON.stringify(tagRows))]);
   }
 }
 
@@ -230,7 +230,7 @@ async function main() {
     // The floor: the same socket, worker and token check, no storage at all.
     scenarios.push({
       name: "floor: OPTIONS /tags",
-      what: "OPTIONS /tags: routing and headers only (no auth, no D1): the cost of the HTTP round trip",
+      what: "OPTIONS /tags, routing and headers only (no auth, no D1): the cost of the HTTP round trip",
       method: "OPTIONS",
       status: 204,
       next: () => "/tags",

@@ -128,7 +128,7 @@ test("the gallery shows thumbnails, filters by tag and deletes after asking", as
   await page.waitForFunction(() => document.querySelectorAll("#grid > li.item").length === 1);
   assert.deepEqual(await idsShown(page), [harbourId]);
   assert.equal(await page.inputValue("#q"), "boat");
-  // The search box takes tags: images with all of them, in any case.
+  // The search box takes tags, and finds the images with all of them, in any case.
   await page.fill("#q", "MEADOW, sheep");
   await page.press("#q", "Enter");
   await page.waitForFunction((id) => {
