@@ -17,7 +17,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 
 import { startPipeline, ROOT } from "../local/pipeline.mjs";
-import { keys, model } from "../local/contract.mjs";
+import { keys, model, sql } from "../local/contract.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -193,6 +193,14 @@ async function main() {
     const top = (await db.prepare("SELECT tag, count FROM tag_counts ORDER BY count DESC LIMIT 1").first());
     console.log(`seeded ${counts.images} images, ${counts.tagRows} tag rows, ${counts.labels} labels in ${(seedMs / 1000).toFixed(1)} s; top tag "${top.tag}" on ${top.count} images`);
 
+    // D1's own plans on the seeded data (workerd's SQLite), one example of each shape.
+    const plans = [];
+    for (const shape of [...sql.searchShapes, { sql: sql.tagCloud, params: [100] }]) {
+      const plan = (await db.prepare(`EXPLAIN QUERY PLAN ${shape.sql}`).bind(...shape.params).all()).results;
+      plans.push({ sql: shape.sql, plan: plan.map((n) => n.detail) });
+      console.log(`plan: ${plan.map((n) => n.detail).join(" | ")}`);
+    }
+
     const multi = images.filter((m) => m.tags.length >= 2);
     const scenarios = [
       {
@@ -227,9 +235,15 @@ async function main() {
       next: () => `/images?tag=${enc(topTag)}&limit=50&cursor=${deepTag}`,
     });
     scenarios.push({ name: "GET /tags", what: "GET /tags (the 100 most used, of all labels)", next: () => "/tags" });
-    // The floor: the same socket, worker and token check, no storage at all.
+    // Two floors: one tiny D1 read through the same route code, and no storage at all.
+    scenarios.push({
+      name: "D1 floor: /tags?limit=1",
+      what: "GET /tags?limit=1: auth, one D1 read of one index entry, JSON: the fixed cost of a D1 query",
+      next: () => "/tags?limit=1",
+    });
     scenarios.push({
       name: "floor: OPTIONS /tags",
+      // The same socket and worker, no auth, no storage.
       what: "OPTIONS /tags, routing and headers only (no auth, no D1): the cost of the HTTP round trip",
       method: "OPTIONS",
       status: 204,
@@ -253,6 +267,7 @@ async function main() {
       samples: SAMPLES,
       seedSeconds: seedMs / 1000,
       loadAverage: { before: loadBefore, after: loadAfter, cores: os.cpus().length },
+      plans,
       results,
       durationSeconds: (Date.now() - started) / 1000,
     };
