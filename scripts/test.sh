@@ -19,11 +19,12 @@ if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
 fi
 echo "== cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features shared/imaging --quiet -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p upload-worker -p tagger-worker --quiet -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p shared --features imaging --quiet -- -D warnings
 echo "== cargo test (pure logic, and the offline classifier on real photos)"
 scripts/fetch-model.sh >/dev/null
-cargo test -p shared -p local-ai
+cargo test -p shared -p local-ai --features shared/imaging
 echo "== build both workers, and the classifier binary for the local-AI test"
 npm run --silent build
 cargo build --quiet -p local-ai

@@ -110,6 +110,7 @@ fn contract() -> Value {
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,
+            "claim": db::CLAIM,
             "selectImage": db::SELECT_IMAGE,
             "searchShapes": search_shapes,
             "tagCloud": db::manage::TAG_CLOUD,

@@ -9,8 +9,11 @@ pub mod content;
 #[cfg(test)]
 mod contract;
 pub mod db;
+pub mod dimensions;
 pub mod error;
 pub mod id;
+#[cfg(feature = "imaging")]
+pub mod imaging;
 pub mod keys;
 pub mod labels;
 pub mod message;

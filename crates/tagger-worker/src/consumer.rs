@@ -11,7 +11,9 @@ use shared::error::Class;
 use shared::keys::object_key;
 use shared::outcome::Outcome;
 use shared::pacer::{Denial, Grant};
-use shared::policy::{decide, group, jitter_seed, Delivery, Group, QueueKind, Verdict};
+use shared::policy::{
+    decide, group, jitter_seed, Delivery, Group, QueueKind, Verdict, MAX_DELAY_SECONDS,
+};
 use shared::record::{Classified, TagRecord};
 use shared::{ImageId, ImageMessage, ImageType, TagError};
 use worker::js_sys::{Date, Object, Reflect};
@@ -641,7 +643,13 @@ impl Ctx<'_> {
                 outcome,
             } => (delay_seconds, resend, outcome),
         };
-        let due = delivery.now_ms + u64::from(delay_seconds) * 1000;
+        // When it will really be tried: a wait longer than the longest queue delay comes back
+        // early and waits again, so it is due at the end of the wait.
+        let planned = delivery.now_ms + u64::from(delay_seconds) * 1000;
+        let due = match not_before {
+            Some(at) if delay_seconds == MAX_DELAY_SECONDS && at > planned => at,
+            _ => planned,
+        };
         if let Err(e) = self
             .store
             .defer(&job.key, due, delivery.now_ms, lease)

@@ -1,0 +1,154 @@
+//! Peak heap use and time of `shared::imaging::normalise` on image files.
+//!
+//! ```text
+//! cargo run --release -p shared --features imaging --example imaging_peak -- FILE...
+//! ```
+//!
+//! For each file it prints the format and size, the outcome, the peak heap above what was
+//! allocated before the call (a counting global allocator), and the wall time, twice: once
+//! with the file in memory (`normalise_bytes`; the file's own bytes are not counted) and once
+//! read through a 64 KiB `BufReader<File>` (`normalise`).
+//!
+//! Times are the best of `IMAGING_REPS` runs (default 3), wall clock and, on Linux, the
+//! process's CPU time (all threads, 10 ms ticks), which a busy machine disturbs less.
+//!
+//! `IMAGING_MAX_DECODE_MIB=N` raises `Limits::max_decode_bytes`, to see what images refused by
+//! the default budget would cost.
+//!
+//! Natively, `jpeg-decoder` decodes components on threads (wasm has none); the peaks are
+//! close to wasm's but not identical.
+
+use shared::imaging::{normalise, normalise_bytes, Limits, Normalised};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Instant;
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grow(n: usize) {
+    let now = CURRENT.fetch_add(n, SeqCst) + n;
+    PEAK.fetch_max(now, SeqCst);
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grow(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grow(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), SeqCst);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            CURRENT.fetch_sub(layout.size(), SeqCst);
+            grow(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The process's user plus system CPU time in ms (Linux), 0 elsewhere.
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime and stime are the 12th and
+    // 13th, in ticks of (almost everywhere) 10 ms.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) * 10.0
+}
+
+/// Runs `f` `reps` times: its last result, the peak heap above the start in MiB, and the best
+/// wall and CPU milliseconds.
+fn measure<T>(reps: usize, mut f: impl FnMut() -> T) -> (T, f64, f64, f64) {
+    let base = CURRENT.load(SeqCst);
+    PEAK.store(base, SeqCst);
+    let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
+    let mut out = f();
+    for _ in 0..reps {
+        let (start, cpu_start) = (Instant::now(), cpu_ms());
+        out = f();
+        wall = wall.min(start.elapsed().as_secs_f64() * 1000.0);
+        cpu = cpu.min(cpu_ms() - cpu_start);
+    }
+    let peak = (PEAK.load(SeqCst) - base) as f64 / (1 << 20) as f64;
+    (out, peak, wall, cpu)
+}
+
+fn describe(result: &Result<Normalised, shared::imaging::ImageError>) -> String {
+    match result {
+        Ok(Normalised::Unchanged(i)) => format!("unchanged {}x{}", i.width, i.height),
+        Ok(Normalised::Jpeg {
+            bytes,
+            width,
+            height,
+            source,
+        }) => format!(
+            "{:?} {}x{} -> JPEG {width}x{height}, {} KiB",
+            source.format,
+            source.width,
+            source.height,
+            bytes.len() / 1024
+        ),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn main() {
+    let mut limits = Limits::default();
+    if let Some(mib) = env_number("IMAGING_MAX_DECODE_MIB") {
+        limits.max_decode_bytes = mib << 20;
+    }
+    let reps = env_number("IMAGING_REPS").unwrap_or(3) as usize;
+    for path in std::env::args().skip(1) {
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let (result, peak, wall, cpu) = measure(reps, || normalise_bytes(&bytes, &limits));
+        println!(
+            "{path} ({:.1} MiB)\n  bytes:  {}; peak {peak:.1} MiB, {wall:.0} ms, CPU {cpu:.0} ms",
+            len as f64 / (1 << 20) as f64,
+            describe(&result)
+        );
+        drop(bytes);
+        let (result, peak, wall, cpu) = measure(reps, || match std::fs::File::open(&path) {
+            Ok(file) => normalise(
+                std::io::BufReader::with_capacity(64 << 10, file),
+                len,
+                &limits,
+            ),
+            Err(e) => Err(shared::imaging::ImageError::Read(e.to_string())),
+        });
+        println!(
+            "  reader: {}; peak {peak:.1} MiB, {wall:.0} ms, CPU {cpu:.0} ms",
+            describe(&result)
+        );
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
