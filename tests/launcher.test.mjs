@@ -27,7 +27,7 @@ const run = (ai, bytes) => ai.run(model, { image: [...bytes] });
 test("the Ai binding answers the model's output, and throws InferenceUpstreamError(\"<code>: <meaning>\") like workerd's", async () => {
   const { stub, ai, close } = await stubbedAi();
   try {
-    const image = png(64);
+    const image = png(100);
     assert.deepEqual(await run(ai, image), LABELS);
     for (const { code, meaning, httpStatus } of contract.aiErrors) {
       stub.script(image, aiError(code));
@@ -79,7 +79,7 @@ test("the AI stub: scripts by image hash (the last step repeats), a default answ
 test("the AI stub refuses calls over its token bucket with 3040, and every call during an outage", async () => {
   const { stub, ai, close } = await stubbedAi({ rateLimit: { perSecond: 5, burst: 2 } });
   try {
-    const image = png(50);
+    const image = png(100);
     const results = await Promise.allSettled(Array.from({ length: 4 }, () => run(ai, image)));
     assert.deepEqual(results.map((r) => r.status), ["fulfilled", "fulfilled", "rejected", "rejected"]);
     assert.equal(results[2].reason.message, `${RATE_LIMIT_CODE}: ${aiErrorInfo(RATE_LIMIT_CODE).meaning}`);

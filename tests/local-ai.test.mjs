@@ -11,7 +11,7 @@ import path from "node:path";
 import { startPipeline, ROOT } from "../local/pipeline.mjs";
 import { startLocalAi } from "../local/local-ai.mjs";
 import { outcome, status, tagError } from "../local/contract.mjs";
-import { png } from "./support/images.mjs";
+import { garbagePng } from "./support/images.mjs";
 import { FAST_QUEUES, upload } from "./support/helpers.mjs";
 
 const BIN = path.join(ROOT, "target/debug/local-ai");
@@ -44,12 +44,12 @@ test("a real cat photo is tagged with cat classes", async () => {
   assert.deepEqual(record.labels, sorted, "labels come sorted by score");
 });
 
-test("bytes that are not a decodable image fail as invalid_image, without retries", async () => {
-  const imageId = await upload(p, png(4096)); // the magic bytes pass the upload's sniffing
+test("bytes that are not a decodable image fail as invalid_image before the model, without retries", async () => {
+  const imageId = await upload(p, garbagePng(4096)); // the magic bytes pass the upload's sniffing
   const record = await p.waitForStatus(imageId, undefined, { timeoutMs: 30_000 });
   assert.equal(record.status, status.failed);
   assert.equal(record.error.code, tagError.invalid_image);
-  assert.match(record.error.message, /3010/, "the documented code for input the model cannot use");
+  assert.match(record.error.message, /not a usable image/, "the tagger's own decoder refused it");
   assert.equal(record.attempts, 1);
   // The tagger writes the record before it logs the outcome: wait for the line, then let a
   // barrier prove that no retry follows (a retry of attempt 1 would come within 4 s).

@@ -150,7 +150,11 @@ test("large uploads stream into R2 intact, and are refused before storing when b
 
   const done = await p.waitForStatus(imageId);
   assert.equal(done.status, status.done);
-  assert.equal(p.ai.callsFor(big)[0].length, big.length);
+  // The model got a small JPEG made from it, not the 3 MiB upload.
+  assert.equal(p.ai.callsFor(big).length, 0, "not the original bytes");
+  const sent = p.ai.calls.at(-1).image;
+  assert.deepEqual([...sent.subarray(0, 3)], [0xff, 0xd8, 0xff], "a JPEG");
+  assert.ok(sent.length < 64 * 1024, `${sent.length} bytes`);
 });
 
 test("a streamed body over 1 MiB that is cut short is a 400 and nothing is stored", async () => {
@@ -192,4 +196,17 @@ test('ALLOWED_ORIGINS="*": any origin can upload and read, end to end', async ()
     assert.equal(refused.status, apiStatus(apiError.not_found));
     assert.equal(refused.headers.get("access-control-allow-origin"), "*", "errors carry CORS too");
   });
+});
+
+test("the demo page may not be framed, and every response says nosniff; API answers are never cached", async () => {
+  const page = await p.fetch("/");
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
+  assert.equal(page.headers.get("x-frame-options"), "DENY");
+  for (const res of [page, await p.fetch("/nope"), await p.fetch(`/images/${await upload(p, png(300))}`)]) {
+    assert.equal(res.headers.get("x-content-type-options"), "nosniff", res.url);
+    assert.equal(res.headers.get("referrer-policy"), "no-referrer", res.url);
+  }
+  const api = await p.fetch("/nope");
+  assert.equal(api.headers.get("cache-control"), "no-store");
 });

@@ -123,6 +123,8 @@ pub enum ApiError {
     IncompleteBody,
     /// 400: a malformed `Idempotency-Key`.
     InvalidIdempotencyKey,
+    /// 400: a `Callback-Url` that [`crate::webhook::url`] refuses; says why.
+    InvalidCallbackUrl(String),
     /// 400: a search or list parameter is unknown, repeated or malformed.
     InvalidQuery(String),
     /// 400: a `cursor` that is malformed, tampered with, or used with other filters.
@@ -160,6 +162,7 @@ impl ApiError {
             | Self::InvalidMultipart(_)
             | Self::IncompleteBody
             | Self::InvalidIdempotencyKey
+            | Self::InvalidCallbackUrl(_)
             | Self::InvalidQuery(_)
             | Self::InvalidCursor => 400,
             Self::RangeNotSatisfiable { .. } => 416,
@@ -190,6 +193,7 @@ impl ApiError {
             Self::InvalidMultipart(_) => "invalid_multipart",
             Self::IncompleteBody => "incomplete_body",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::InvalidCallbackUrl(_) => "invalid_callback_url",
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidCursor => "invalid_cursor",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
@@ -224,6 +228,7 @@ impl ApiError {
             Self::InvalidIdempotencyKey => {
                 "Idempotency-Key must be 1 to 255 visible ASCII characters".into()
             }
+            Self::InvalidCallbackUrl(why) => why.clone(),
             Self::InvalidQuery(why) => why.clone(),
             Self::InvalidCursor => {
                 "the cursor is malformed, altered, expired by a key change, or was issued \
@@ -269,6 +274,7 @@ impl ApiError {
             Self::InvalidMultipart(s()),
             Self::IncompleteBody,
             Self::InvalidIdempotencyKey,
+            Self::InvalidCallbackUrl(s()),
             Self::InvalidQuery(s()),
             Self::InvalidCursor,
             Self::RangeNotSatisfiable { size: 0 },
@@ -287,6 +293,12 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+impl From<crate::webhook::url::UrlError> for ApiError {
+    fn from(e: crate::webhook::url::UrlError) -> Self {
+        Self::InvalidCallbackUrl(e.to_string())
+    }
+}
 
 impl From<TypeError> for ApiError {
     fn from(e: TypeError) -> Self {

@@ -118,7 +118,7 @@ vars! {
     RETRY_BASE_SECONDS: u32 = Some(2), "First retry delay after a transient error; it doubles per attempt.";
     RETRY_MAX_SECONDS: u32 = Some(300), "Cap of the retry delay.";
     MAX_RETRIES: u32 = Some(10), "The image queue consumer's `max_retries`; keep the two equal.";
-    CONCURRENCY: usize = Some(8), "Messages of one batch processed at once.";
+    CONCURRENCY: usize = Some(10), "Messages of one batch processed at once.";
     GIVE_UP_AFTER_SECONDS: u64 = Some(24 * 60 * 60), "Transient errors are retried until this long after upload.";
     AI_REQUESTS_PER_SECOND: f64 = Some(50.0), "Fleet-wide rate of Workers AI calls (the account's limit).";
     AI_COOLDOWN_MAX_SECONDS: u64 = Some(30), "Longest fleet-wide pause of AI calls after the AI refuses one.";
@@ -129,6 +129,22 @@ vars! {
     LEASE_SECONDS: u64 = Some(120), "How long a tagger holds an image it is working on.";
     RETENTION_DAYS: u32 = None, "When set, images older than this many days are deleted by the reconciler.";
     CURSOR_SECRET: &str = None, "Secret: the HMAC key of search cursors; unset, it is derived from `API_TOKEN` (or public on an open API).";
+    WEBHOOK_URL: &str = None, "Upload worker: the callback URL of uploads without a `Callback-Url` header; unset: none.";
+    ALLOW_INSECURE_CALLBACKS: bool = Some(false), "Upload worker, local runs only: `true` accepts plain-http callbacks to `localhost` and `127.0.0.1`.";
+    WEBHOOK_ALLOWED_HOSTS: &str = Some(""), "Upload worker: when set, the only hosts callbacks may name, comma-separated (`*.example.com` for subdomains).";
+    WEBHOOK_SECRET: &str = None, "Tagger secret, `whsec_` + base64: the key webhooks are signed with. Without it deliveries wait and retry.";
+    WEBHOOK_SECRET_PREVIOUS: &str = None, "Tagger secret, during a rotation only: the previous key; deliveries then carry both signatures.";
+    WEBHOOK_RETRY_BASE_SECONDS: u32 = Some(30), "First wait after a failed webhook delivery; it doubles per attempt (with jitter), up to 1 h.";
+    WEBHOOK_GIVE_UP_AFTER_SECONDS: u64 = Some(24 * 60 * 60), "Failed webhook deliveries are retried until this long after the event, then recorded as failed.";
+}
+
+/// A yes/no var: `true`, `1` or `yes` (any case) is yes; anything else, or unset, is no.
+pub fn flag(raw: Option<&str>) -> bool {
+    raw.map(str::trim).is_some_and(|v| {
+        ["true", "1", "yes"]
+            .iter()
+            .any(|y| v.eq_ignore_ascii_case(y))
+    })
 }
 
 /// `MIN_SCORE`, checked: a finite number in `[0, 1]`, else the default.
@@ -158,6 +174,11 @@ mod tests {
         assert_eq!(min_score(None), 0.8);
         assert_eq!(ALLOWED_ORIGINS.text(None), "");
         assert_eq!(ALLOWED_ORIGINS.text(Some(" * ")), "*");
+        assert!(flag(Some("true")) && flag(Some(" TRUE ")) && flag(Some("1")));
+        assert!(!flag(None) && !flag(Some("")) && !flag(Some("false")) && !flag(Some("no")));
+        assert_eq!(WEBHOOK_RETRY_BASE_SECONDS.parse(None), Some(30));
+        assert_eq!(WEBHOOK_GIVE_UP_AFTER_SECONDS.parse(Some("5")), Some(5));
+        assert_eq!(WEBHOOK_URL.default, None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::api::ApiError;
 use crate::config::{self, binding, queue};
 use crate::error::{TagError, AI_ERROR_CODES};
 use crate::outcome::{event, Outcome};
+use crate::webhook::{self, sign, DeliveryState, EventType};
 use crate::{db, keys, message, search, ImageId, ImageMessage, ImageType, Status};
 
 /// Where the generated file lives, relative to this crate.
@@ -105,6 +106,7 @@ fn contract() -> Value {
             "message": event::MESSAGE,
             "reconcile": event::RECONCILE,
             "uploadAccepted": event::UPLOAD_ACCEPTED,
+            "notify": webhook::LOG_EVENT,
             "uploadDeleted": event::UPLOAD_DELETED,
             "retention": event::RETENTION,
         },
@@ -121,6 +123,17 @@ fn contract() -> Value {
         "apiErrors": api_errors,
         "tagErrors": tag_errors,
         "aiErrors": ai_errors,
+        "webhooks": {
+            "events": EventType::ALL.map(EventType::as_str),
+            "deliveryStates": DeliveryState::ALL.map(DeliveryState::as_str),
+            "outcomes": webhook::DeliveryOutcome::ALL.map(webhook::DeliveryOutcome::as_str),
+            "headers": [sign::HEADER_ID, sign::HEADER_TIMESTAMP, sign::HEADER_SIGNATURE],
+            "callbackHeader": "Callback-Url",
+            "maxUrlLength": webhook::url::MAX_LEN,
+            "timeoutMs": webhook::retry::TIMEOUT_MS,
+            "maxResponseBytes": webhook::retry::MAX_RESPONSE_BYTES,
+            "message": { "schemaVersion": webhook::NOTIFY_SCHEMA_VERSION },
+        },
         "vars": vars,
         "search": {
             "defaultLimit": search::DEFAULT_LIMIT,

@@ -16,6 +16,7 @@ use crate::ImageId;
 pub mod manage;
 
 /// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now.
+/// (Its webhook URL, if any, is set in the same batch: [`crate::outbox::SET_CALLBACK`].)
 pub const INSERT_QUEUED: &str = "INSERT INTO images \
      (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at) \
      VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5)";
@@ -124,6 +125,9 @@ pub struct ImageRow {
     pub min_score: Option<f64>,
     pub processed_at: Option<u64>,
     pub updated_at: u64,
+    /// Where to send the image's webhooks (`migrations/0003_notifications.sql`).
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// What `GET /images/{id}` shows of an image.
@@ -181,6 +185,11 @@ impl ImageRow {
                 None
             },
             attempts: Some(self.attempts),
+            // A marker: the live delivery record is read from `notifications`.
+            notification: self
+                .callback_url
+                .as_ref()
+                .map(|_| Box::new(crate::webhook::NotificationView::marker())),
         }))
     }
 }
@@ -390,6 +399,7 @@ mod tests {
                 min_score: r.get("min_score")?,
                 processed_at: r.get("processed_at")?,
                 updated_at: r.get("updated_at")?,
+                callback_url: r.get("callback_url")?,
             })
         })
         .unwrap()

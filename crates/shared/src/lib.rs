@@ -18,6 +18,7 @@ pub mod keys;
 pub mod labels;
 pub mod message;
 pub mod multipart;
+pub mod outbox;
 pub mod outcome;
 pub mod pacer;
 pub mod policy;
@@ -25,6 +26,7 @@ pub mod record;
 pub mod search;
 pub mod sniff;
 pub mod time;
+pub mod webhook;
 
 pub use error::TagError;
 pub use id::ImageId;

@@ -52,6 +52,10 @@ pub struct TagRecord {
     /// Deliveries that worked on it, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// The webhook delivery of the image's latest event, for an image with a callback. In
+    /// KV only a marker (see [`crate::webhook::NotificationView`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Box<crate::webhook::NotificationView>>,
 }
 
 impl TagRecord {
@@ -178,6 +182,7 @@ mod tests {
             size: 3,
             error: None,
             attempts: Some(1),
+            notification: None,
         };
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["tags"], serde_json::json!(["TABBY"]));

@@ -7,6 +7,8 @@ use shared::{Label, TagError};
 use worker::js_sys::{Array, Uint8Array};
 use worker::Env;
 
+use shared::imaging::{normalise, Limits, Normalised};
+
 use crate::r2::JsBytes;
 use crate::settings::Settings;
 
@@ -14,7 +16,7 @@ use crate::settings::Settings;
 pub enum ModelInput {
     /// The original bytes: already small enough.
     Original,
-    /// A smaller re-encoding.
+    /// A smaller re-encoding (a JPEG with its shorter side at most `AI_INPUT_EDGE`).
     Normalised(Vec<u8>),
 }
 
@@ -25,9 +27,20 @@ pub fn working_bytes(size: u64) -> u64 {
     size + 1024 * 1024
 }
 
-/// Decides what to send the model for an object.
-pub fn prepare(_bytes: &mut JsBytes, _settings: &Settings) -> Result<ModelInput, TagError> {
-    Ok(ModelInput::Original)
+/// Decides what to send the model: the original if it is a small JPEG or PNG within the edge,
+/// else a downscaled JPEG. Decoding reads the object from JS memory a window at a time, checks
+/// the pixel count from the header first, and never holds a full-size copy of a large photo.
+pub fn prepare(bytes: &mut JsBytes, settings: &Settings) -> Result<ModelInput, TagError> {
+    let limits = Limits {
+        max_pixels: settings.max_pixels,
+        edge: settings.ai_input_edge,
+        ..Limits::default()
+    };
+    let len = bytes.size();
+    Ok(match normalise(bytes, len, &limits)? {
+        Normalised::Unchanged(_) => ModelInput::Original,
+        Normalised::Jpeg { bytes, .. } => ModelInput::Normalised(bytes),
+    })
 }
 
 /// The Workers AI input: the image as an array of byte values (the documented input of

@@ -36,13 +36,15 @@ fn now_ms() -> u64 {
 /// The messages of one batch about one image: the first is worked on, the others follow it.
 type Job = Group<ImageId, (QueueMessage, ImageMessage)>;
 
-/// Handles a batch from the image queue or its dead letter queue. Never fails: every
-/// message is acked or retried on its own.
+/// Handles a batch from the image queue or its dead letter queue (and hands one from the
+/// notification queue to [`crate::notify`]). Never fails: every message is acked or retried
+/// on its own.
 pub async fn consume(batch: QueueBatch, env: &Env) {
     let name = batch.queue();
     let kind = match name.as_str() {
         queue::IMAGES => QueueKind::Images,
         queue::IMAGES_DEAD_LETTER => QueueKind::DeadLetter,
+        queue::NOTIFICATIONS => return crate::notify::consume(batch, env).await,
         other => {
             worker::console_error!("tagger: no handler for queue {other}; retrying its batch");
             batch.messages().iter().for_each(|m| m.retry_after(60));
@@ -238,6 +240,7 @@ impl Ctx<'_> {
         let record = self.store.mark_failed(id, error, now_ms()).await?;
         if let Some(record) = &record {
             self.store.publish(record).await?;
+            crate::notify::enqueue(self.env, record).await;
         }
         Ok(record)
     }
@@ -577,6 +580,7 @@ impl Ctx<'_> {
         match self.store.mark_done(id, classified, now_ms()).await? {
             Some(record) => {
                 self.store.publish(&record).await?;
+                crate::notify::enqueue(self.env, &record).await;
                 Ok(Outcome::Done)
             }
             // Done by another delivery meanwhile, or deleted.

@@ -1,6 +1,7 @@
 //! The tagger worker: consumes `image-processing-queue` (and its dead letter queue), paces
 //! Workers AI fleet-wide with the [`pacer::AiPacer`] Durable Object, records each image in
-//! D1 and KV, and reconciles stuck images on a cron.
+//! D1 and KV, delivers webhooks from `notification-queue` ([`notify`]), and reconciles stuck
+//! images and deliveries on a cron.
 //!
 //! The queue handler is exported by hand rather than through `#[event(queue)]`: the macro's
 //! message type hides the JS message, and with it the delivery `attempts` count that the
@@ -10,6 +11,7 @@ mod budget;
 mod classify;
 mod consumer;
 mod log;
+mod notify;
 mod pacer;
 mod queue_api;
 mod r2;

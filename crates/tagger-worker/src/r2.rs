@@ -38,13 +38,8 @@ impl JsBytes {
     }
 
     /// The size in bytes.
-    pub fn len(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.len
-    }
-
-    /// Whether there are no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The bytes as a JS `Uint8Array` (no copy).

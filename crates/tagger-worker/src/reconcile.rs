@@ -1,7 +1,9 @@
 //! The cron: makes "nothing is lost" true whatever broke in between. Queued images whose
 //! next attempt is long overdue (a message dropped, a dead letter consumer that could not
-//! write) are enqueued again, or failed if their bytes are gone. With `RETENTION_DAYS` set
-//! it deletes expired images ([`crate::retention`]). Once an hour it logs the day's AI usage.
+//! write) are enqueued again, or failed if their bytes are gone; so are webhook deliveries
+//! (an enqueue that failed after its transition, a message dropped). With `RETENTION_DAYS`
+//! set it deletes expired images ([`crate::retention`]). Once an hour it logs the day's AI
+//! usage.
 
 use serde::Serialize;
 use shared::config::binding;
@@ -23,6 +25,7 @@ struct Report {
     event: &'static str,
     requeued: u32,
     failed_missing: u32,
+    notifications_requeued: u32,
     errors: u32,
 }
 
@@ -35,6 +38,14 @@ pub async fn run(env: &Env, now_ms: u64, cron_minute: u32) {
     if let Err(e) = requeue_overdue(env, now_ms, &mut report).await {
         worker::console_error!("reconciler: {e}");
         report.errors += 1;
+    }
+    let cutoff = now_ms.saturating_sub(Settings::get(env).stuck_after_ms);
+    match crate::notify::requeue_overdue(env, now_ms, cutoff).await {
+        Ok(n) => report.notifications_requeued = n,
+        Err(e) => {
+            worker::console_error!("reconciler (webhooks): {e}");
+            report.errors += 1;
+        }
     }
     log::emit(&report, report.errors > 0);
     if let Some(days) = Settings::get(env).retention_days {
@@ -75,6 +86,7 @@ async fn requeue_overdue(env: &Env, now: u64, report: &mut Report) -> Result<(),
                 .await?
             {
                 store.publish(&record).await?;
+                crate::notify::enqueue(env, &record).await;
             }
             report.failed_missing += 1;
             "failed"

@@ -6,6 +6,8 @@ use std::rc::Rc;
 use shared::config::{self, Vars};
 use shared::pacer::PacerConfig;
 use shared::policy::{Backoff, Policy};
+use shared::webhook::retry::RetryPolicy;
+use shared::webhook::sign::parse_secret;
 use worker::Env;
 
 /// Everything the tagger reads from its vars.
@@ -21,6 +23,52 @@ pub struct Settings {
     pub stuck_after_ms: u64,
     pub lease_ms: u64,
     pub retention_days: Option<u32>,
+    /// Webhook deliveries: when to retry and when to give up.
+    pub webhook_retry: RetryPolicy,
+    /// The keys webhooks are signed with: `WEBHOOK_SECRET`, then `WEBHOOK_SECRET_PREVIOUS`.
+    pub webhook_keys: WebhookKeys,
+}
+
+/// The webhook signing keys, or why there are none. Never printed.
+#[derive(Clone)]
+pub struct WebhookKeys(pub Result<Vec<Vec<u8>>, String>);
+
+impl std::fmt::Debug for WebhookKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(keys) => write!(f, "WebhookKeys({} keys)", keys.len()),
+            Err(e) => write!(f, "WebhookKeys(unusable: {e})"),
+        }
+    }
+}
+
+impl WebhookKeys {
+    /// The current secret (required) and the previous one (optional, during a rotation).
+    /// A malformed secret makes deliveries wait rather than go out with fewer signatures.
+    fn read(vars: &EnvVars) -> Self {
+        let current = vars
+            .raw(config::WEBHOOK_SECRET.name)
+            .filter(|s| !s.trim().is_empty());
+        let previous = vars
+            .raw(config::WEBHOOK_SECRET_PREVIOUS.name)
+            .filter(|s| !s.trim().is_empty());
+        let Some(current) = current else {
+            return Self(Err("WEBHOOK_SECRET is not set".into()));
+        };
+        let mut keys = Vec::with_capacity(2);
+        for (name, raw) in [
+            (config::WEBHOOK_SECRET.name, Some(current)),
+            (config::WEBHOOK_SECRET_PREVIOUS.name, previous),
+        ] {
+            if let Some(raw) = raw {
+                match parse_secret(&raw) {
+                    Ok(key) => keys.push(key),
+                    Err(e) => return Self(Err(format!("{name}: {e}"))),
+                }
+            }
+        }
+        Self(Ok(keys))
+    }
 }
 
 thread_local! {
@@ -58,6 +106,11 @@ impl Settings {
             stuck_after_ms: ms(vars.get(config::STUCK_AFTER_SECONDS)),
             lease_ms: ms(vars.get(config::LEASE_SECONDS)).max(1000),
             retention_days: vars.get_opt(config::RETENTION_DAYS),
+            webhook_retry: RetryPolicy {
+                base_seconds: vars.get(config::WEBHOOK_RETRY_BASE_SECONDS).max(1),
+                give_up_after_ms: ms(vars.get(config::WEBHOOK_GIVE_UP_AFTER_SECONDS)),
+            },
+            webhook_keys: WebhookKeys::read(&vars),
         }
     }
 }

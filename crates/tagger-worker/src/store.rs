@@ -6,7 +6,9 @@ use serde::Serialize;
 use shared::config::binding;
 use shared::db::{self, ImageRow, View};
 use shared::keys::{poison_key, record_key};
+use shared::outbox;
 use shared::record::{Classified, PoisonRecord, TagRecord};
+use shared::webhook::{event_id, Event, EventType, NotificationView};
 use shared::{ImageId, Status, TagError};
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env, KvStore};
@@ -92,23 +94,51 @@ impl Store {
         })
     }
 
-    /// Runs a transition and reads the row back, in one round trip. `Some(record)` when the
-    /// transition happened (the caller then owns writing the record to KV).
+    /// The outbox row of the webhook event a transition raises, for the same D1 batch
+    /// (right after the transition's statement). It inserts nothing unless the image has a
+    /// callback and is now in the event's status, and nothing twice.
+    fn event_statement(
+        &self,
+        id: &ImageId,
+        event: &Event,
+        kind: EventType,
+        now: u64,
+    ) -> Result<D1PreparedStatement, TagError> {
+        self.statement(
+            outbox::INSERT_EVENT,
+            &[
+                s(&event_id(id, kind)),
+                s(&id.to_string()),
+                s(kind.as_str()),
+                s(&event.to_json()),
+                n(now),
+                s(match kind.status() {
+                    Status::Done => "done",
+                    _ => "failed",
+                }),
+            ],
+        )
+    }
+
+    /// Runs a transition (its statement first, the event's outbox row second) and reads the
+    /// row back, in one round trip. `Some(record)` when the transition happened (the caller
+    /// then owns writing the record to KV); its `notification` names the event when this
+    /// transition recorded one (the caller then enqueues its delivery).
     async fn transition(
         &self,
         id: &ImageId,
         statements: Vec<D1PreparedStatement>,
+        kind: EventType,
     ) -> Result<Option<TagRecord>, TagError> {
+        let changes = |r: &worker::D1Result| r.meta().ok().flatten().and_then(|m| m.changes);
         let mut batch = statements;
         batch.push(self.statement(db::SELECT_IMAGE, &[s(&id.to_string())])?);
         let results = self.db.batch(batch).await.or_storage("D1 batch")?;
-        let changed = results
-            .first()
-            .map(|r| r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0))
-            .unwrap_or(0);
+        let changed = results.first().and_then(changes).unwrap_or(0);
         if changed == 0 {
             return Ok(None);
         }
+        let event_recorded = results.get(1).and_then(changes).unwrap_or(0) > 0;
         let row = results
             .last()
             .map(|r| r.results::<ImageRow>())
@@ -116,7 +146,16 @@ impl Store {
             .or_storage("D1 read back")?
             .and_then(|rows| rows.into_iter().next());
         Ok(match row.and_then(|r| r.view()) {
-            Some(View::Finished(record)) => Some(record),
+            Some(View::Finished(mut record)) => {
+                if event_recorded {
+                    record.notification = Some(Box::new(NotificationView {
+                        event_id: Some(event_id(id, kind)),
+                        event_type: Some(kind.as_str().into()),
+                        ..NotificationView::marker()
+                    }));
+                }
+                Some(record)
+            }
             _ => None,
         })
     }
@@ -140,8 +179,11 @@ impl Store {
                 n(now),
             ],
         )?;
+        let event = Event::tagged(*id, classified.tags(), classified.labels.clone(), now);
+        let notify = self.event_statement(id, &event, EventType::Tagged, now)?;
         let index = self.statement(db::INDEX_TAGS, &[s(&key)])?;
-        self.transition(id, vec![done, index]).await
+        self.transition(id, vec![done, notify, index], EventType::Tagged)
+            .await
     }
 
     /// Records a permanent failure unless the image is done (or gone).
@@ -160,7 +202,10 @@ impl Store {
                 n(now),
             ],
         )?;
-        self.transition(id, vec![failed]).await
+        let event = Event::failed(*id, error.info(), now);
+        let notify = self.event_statement(id, &event, EventType::Failed, now)?;
+        self.transition(id, vec![failed, notify], EventType::Failed)
+            .await
     }
 
     /// Records when the image will be tried next, releasing this delivery's lease if it

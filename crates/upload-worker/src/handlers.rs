@@ -9,7 +9,7 @@ use shared::config::binding;
 use shared::db::View;
 use shared::keys::object_key;
 use shared::message::SCHEMA_VERSION;
-use shared::record::TagsView;
+use shared::record::{TagRecord, TagsView};
 use shared::{multipart, ImageId, ImageMessage, Status};
 use worker::{Context, Env, Headers, MessageBuilder, QueueContentType, Request, Response};
 
@@ -18,7 +18,7 @@ use crate::detach::detach;
 use crate::http;
 use crate::log;
 use crate::manage;
-use crate::settings::Settings;
+use crate::settings::{check_callback, Settings};
 use crate::store::{OrUnavailable, Reservation, Store};
 
 /// Entry point: never fails; every error becomes a JSON error response.
@@ -95,6 +95,7 @@ async fn upload(
     let key = header(&req, "idempotency-key")
         .map(|k| IdempotencyKey::parse(&k))
         .transpose()?;
+    let callback = callback_url(&req, settings)?;
     let content_type = header(&req, "content-type");
     let info = BodyInfo {
         content_type: content_type.as_deref(),
@@ -146,13 +147,34 @@ async fn upload(
         }
     };
     // From here on the work runs to its end even if the client disconnects.
-    let work = detach(&ctx, ingest(env, store, id, upload, reservation));
+    let work = detach(&ctx, ingest(env, store, id, upload, reservation, callback));
     work.await?;
     log::emit(
         &serde_json::json!({ "event": shared::outcome::event::UPLOAD_ACCEPTED, "imageId": id }),
         false,
     );
     Ok(accepted(202, id))
+}
+
+/// The upload's callback URL: its `Callback-Url` header, else the `WEBHOOK_URL` var. A
+/// refused header is the client's `400`, before anything is stored; a refused `WEBHOOK_URL`
+/// is the operator's mistake: logged, and the upload goes on without a webhook.
+fn callback_url(req: &Request, settings: &Settings) -> Result<Option<String>, ApiError> {
+    let url = match header(req, "callback-url") {
+        Some(raw) => check_callback(&raw, &settings.callback_policy)?,
+        None => match &settings.default_callback {
+            None => return Ok(None),
+            Some(Ok(url)) => url.clone(),
+            Some(Err(e)) => {
+                log::error(
+                    "invalid_webhook_url",
+                    &format!("WEBHOOK_URL is ignored: {e}"),
+                );
+                return Ok(None);
+            }
+        },
+    };
+    Ok(Some(url.as_str().to_string()))
 }
 
 /// Records the image, stores its bytes and enqueues it; undoes what it did if a step fails.
@@ -162,6 +184,7 @@ async fn ingest(
     id: ImageId,
     upload: body::Upload,
     reservation: Option<(String, String)>,
+    callback: Option<String>,
 ) -> Result<(), ApiError> {
     let key = object_key(&id, upload.image_type);
     let mime = upload.image_type.mime();
@@ -172,7 +195,14 @@ async fn ingest(
         }
     };
     if let Err(e) = store
-        .insert_queued(&id, &key, mime, upload.size, uploaded_at)
+        .insert_queued(
+            &id,
+            &key,
+            mime,
+            upload.size,
+            uploaded_at,
+            callback.as_deref(),
+        )
         .await
     {
         undo_key().await;
@@ -244,10 +274,32 @@ async fn view(env: &Env, id: ImageId) -> Result<View, ApiError> {
         .ok_or(ApiError::ImageNotFound)
 }
 
+/// Replaces the webhook marker of a record from KV (or a row) with the live delivery
+/// record from D1. Only images with a callback carry the marker, so only they pay the read;
+/// if it fails, the marker is shown (the record itself matters more).
+async fn with_notification(env: &Env, id: ImageId, mut record: TagRecord) -> TagRecord {
+    if record.notification.is_none() {
+        return record;
+    }
+    let live = match Store::open(env) {
+        Ok(store) => store.notification(&id).await,
+        Err(e) => Err(e),
+    };
+    match live {
+        Ok(Some(row)) => record.notification = Some(Box::new(row.view())),
+        Ok(None) => {}
+        Err(e) => log::warn("notification_unavailable", &e.to_string()),
+    }
+    record
+}
+
 /// `GET /images/{id}`: the record once finished, else the queued view.
 async fn status(env: &Env, id: ImageId) -> Result<Response, ApiError> {
     Ok(match view(env, id).await? {
-        View::Finished(record) => http::json(200, &record, Headers::new()),
+        View::Finished(record) => {
+            let record = with_notification(env, id, record).await;
+            http::json(200, &record, Headers::new())
+        }
         View::Queued(queued) => http::json(200, &queued, Headers::new()),
     })
 }
@@ -262,7 +314,10 @@ async fn tags(env: &Env, id: ImageId) -> Result<Response, ApiError> {
             };
             http::json(200, &tags, Headers::new())
         }
-        View::Finished(record) => http::json(200, &record, Headers::new()),
+        View::Finished(record) => {
+            let record = with_notification(env, id, record).await;
+            http::json(200, &record, Headers::new())
+        }
         View::Queued(queued) => http::json(200, &queued, Headers::new()),
     })
 }

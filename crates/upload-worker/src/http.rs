@@ -63,7 +63,7 @@ pub fn preflight(allow: &str) -> Response {
     let _ = headers.set("access-control-allow-methods", allow);
     let _ = headers.set(
         "access-control-allow-headers",
-        "Authorization, Content-Type, Idempotency-Key, Range, If-None-Match, If-Range",
+        "Authorization, Content-Type, Idempotency-Key, Callback-Url, Range, If-None-Match, If-Range",
     );
     let _ = headers.set("access-control-max-age", "86400");
     Response::builder()

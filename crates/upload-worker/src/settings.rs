@@ -3,6 +3,7 @@
 use std::rc::Rc;
 
 use shared::config::{self, Vars};
+use shared::webhook::url::{CallbackPolicy, CallbackUrl, UrlError};
 use worker::Env;
 
 /// Everything the upload worker reads from its vars and secrets.
@@ -13,6 +14,10 @@ pub struct Settings {
     /// `None` or empty: the API is open.
     pub api_token: Option<String>,
     pub allowed_origins: String,
+    /// What callback URLs may name (`ALLOW_INSECURE_CALLBACKS`, `WEBHOOK_ALLOWED_HOSTS`).
+    pub callback_policy: CallbackPolicy,
+    /// `WEBHOOK_URL`, checked like a `Callback-Url` header; `None` when unset.
+    pub default_callback: Option<Result<CallbackUrl, UrlError>>,
     /// Key of search cursors; `None`: derived from `api_token` (see `cursor_mac`).
     pub cursor_secret: Option<String>,
 }
@@ -29,15 +34,36 @@ impl Settings {
 
     fn read(env: &Env) -> Self {
         let vars = EnvVars(env);
+        let callback_policy = CallbackPolicy::new(
+            config::flag(vars.raw(config::ALLOW_INSECURE_CALLBACKS.name).as_deref()),
+            &vars.text(config::WEBHOOK_ALLOWED_HOSTS),
+        );
+        let default_callback = vars
+            .raw(config::WEBHOOK_URL.name)
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| check_callback(u.trim(), &callback_policy));
         Self {
             max_upload_bytes: vars.get(config::MAX_UPLOAD_BYTES),
             max_pixels: vars.get(config::MAX_PIXELS),
             api_token: vars.raw(config::API_TOKEN.name).filter(|t| !t.is_empty()),
             allowed_origins: vars.text(config::ALLOWED_ORIGINS),
+            callback_policy,
+            default_callback,
             cursor_secret: vars
                 .raw(config::CURSOR_SECRET.name)
                 .filter(|t| !t.is_empty()),
         }
+    }
+}
+
+/// Checks a callback URL with [`CallbackUrl::parse`], then parses the result with the
+/// runtime's own URL parser (the one `fetch` uses), which must read the same host: a second
+/// opinion on what the pure check cannot know, such as invalid Punycode.
+pub fn check_callback(raw: &str, policy: &CallbackPolicy) -> Result<CallbackUrl, UrlError> {
+    let url = CallbackUrl::parse(raw, policy)?;
+    match web_sys::Url::new(url.as_str()) {
+        Ok(parsed) if parsed.hostname() == url.host() => Ok(url),
+        _ => Err(UrlError::Malformed("the host is not a valid domain name")),
     }
 }
 

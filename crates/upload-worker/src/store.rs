@@ -76,7 +76,7 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Records a new image as queued, before its bytes are stored.
+    /// Records a new image as queued, before its bytes are stored, with its callback URL.
     pub async fn insert_queued(
         &self,
         id: &ImageId,
@@ -84,15 +84,21 @@ impl Store {
         content_type: &str,
         size: u64,
         now: u64,
+        callback: Option<&str>,
     ) -> Result<(), ApiError> {
-        let params = [
-            s(&id.to_string()),
-            s(r2_key),
-            s(content_type),
-            n(size),
-            n(now),
-        ];
-        self.run("D1 insert", db::INSERT_QUEUED, &params).await
+        let key = id.to_string();
+        let params = [s(&key), s(r2_key), s(content_type), n(size), n(now)];
+        let Some(url) = callback else {
+            return self.run("D1 insert", db::INSERT_QUEUED, &params).await;
+        };
+        // One batch, one transaction: the image never exists without its callback.
+        let insert = self.statement(db::INSERT_QUEUED, &params)?;
+        let set = self.statement(shared::outbox::SET_CALLBACK, &[s(&key), s(url)])?;
+        self.db
+            .batch(vec![insert, set])
+            .await
+            .or_unavailable("D1 insert")
+            .map(|_| ())
     }
 
     /// Sets the size of an image whose length was only known once stored.
@@ -113,6 +119,17 @@ impl Store {
             .first::<ImageRow>(None)
             .await
             .or_unavailable("D1 select")
+    }
+
+    /// The delivery record of an image's latest webhook event, if any.
+    pub async fn notification(
+        &self,
+        id: &ImageId,
+    ) -> Result<Option<shared::outbox::NotificationRow>, ApiError> {
+        self.statement(shared::outbox::SELECT_LATEST, &[s(&id.to_string())])?
+            .first::<shared::outbox::NotificationRow>(None)
+            .await
+            .or_unavailable("D1 select notification")
     }
 
     /// The finished record KV holds for an image, if any.

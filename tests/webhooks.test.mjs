@@ -1,0 +1,417 @@
+// Webhooks end to end: real Node HTTP receivers that verify every delivery with the
+// Standard Webhooks reference library (`standardwebhooks`), against both workers in
+// Miniflare with the D1 outbox, the notification queue and its consumer.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { Webhook } from "standardwebhooks";
+import { parse as parseYaml } from "yaml";
+import { Ajv2020 } from "ajv/dist/2020.js";
+
+import { ROOT, startPipeline, waitFor } from "../local/pipeline.mjs";
+import { aiError } from "../local/ai-stub.mjs";
+import { aiErrorsOfKind, apiError, apiStatus, bindings, contract, namesOf, status, tagError } from "../local/contract.mjs";
+import { png } from "./support/images.mjs";
+import { FAST_QUEUES, bucketKeys, upload, withPipeline } from "./support/helpers.mjs";
+
+const hooks = contract.webhooks;
+const [TAGGED, FAILED] = hooks.events;
+const [PENDING, DELIVERED, GAVE_UP] = hooks.deliveryStates;
+const CALLBACK = hooks.callbackHeader;
+/** The `outcome` of the tagger's delivery log lines: `delivered`, `retry`, `failed`, ... */
+const delivery = namesOf(hooks.outcomes, "delivery outcome");
+/**
+ * Deliveries are retried until this long after the event: short, for the horizon test, but
+ * longer than one attempt's 10 s time limit, for the time-out test.
+ */
+const HORIZON_S = 15;
+
+const secret = () => `whsec_${randomBytes(32).toString("base64")}`;
+const NEW_SECRET = secret();
+const OLD_SECRET = secret();
+
+/**
+ * A webhook receiver on 127.0.0.1. Every request is recorded with the result of verifying it
+ * against `secrets` (it verifies if any one of them does, as a receiver mid-rotation would);
+ * `respond(n)` gives the answer to the n-th request (from 1): a status, or
+ * `{ status, body, headers }`, or `{ hang: true }` to never answer.
+ */
+async function startReceiver({ secrets = [NEW_SECRET], respond = () => 200 } = {}) {
+  const deliveries = [];
+  const hanging = new Set();
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks).toString("utf8");
+      let payload = null;
+      const errors = [];
+      for (const s of secrets) {
+        try {
+          payload = new Webhook(s).verify(body, req.headers);
+          break;
+        } catch (e) {
+          errors.push(e.message);
+        }
+      }
+      const n = deliveries.length + 1;
+      const answer = respond(n);
+      const { status: code = 200, body: text, headers = {}, hang = false } = typeof answer === "number" ? { status: answer } : answer;
+      deliveries.push({ n, at: Date.now(), method: req.method, url: req.url, headers: req.headers, body, payload, errors, status: hang ? null : code });
+      if (hang) {
+        hanging.add(res);
+        return;
+      }
+      res.writeHead(code, { "content-type": "text/plain", ...headers });
+      res.end(text ?? (code < 300 ? "thanks" : `no thanks (${code})`));
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  return {
+    url: `http://127.0.0.1:${port}/hooks/images?source=test`,
+    deliveries,
+    close: () => {
+      for (const res of hanging) res.destroy();
+      server.closeAllConnections?.();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** A URL where nothing listens: a port that was free a moment ago. */
+async function deadUrl() {
+  const server = http.createServer();
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return `http://127.0.0.1:${port}/hook`;
+}
+
+/** Polls `GET /images/{id}` until its delivery record is in one of `states`. */
+async function waitForDelivery(p, id, states = [DELIVERED, GAVE_UP], timeoutMs = 30_000) {
+  return waitFor(
+    async () => {
+      const record = await (await p.fetch(`/images/${id}`)).json();
+      return states.includes(record.notification?.state) ? record : null;
+    },
+    { timeoutMs, what: `the webhook of ${id} to be ${states.join(" or ")}` },
+  );
+}
+
+/** The tagger's delivery log lines so far, parsed. */
+function notifyLines(p) {
+  return p.lines
+    .filter((l) => l.includes(`"${contract.logEvents.notify}"`))
+    .map((l) => JSON.parse(l.slice(l.indexOf("{"))));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The OpenAPI document's schemas (docs/openapi.yaml), to check payloads and records against.
+const doc = parseYaml(readFileSync(path.join(ROOT, "docs/openapi.yaml"), "utf8"));
+const ajv = new Ajv2020({ allErrors: true, strict: true, strictTypes: false, strictRequired: false });
+ajv.addFormat("uuid", /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i);
+ajv.addFormat("date-time", { type: "string", validate: (t) => !Number.isNaN(Date.parse(t)) });
+ajv.addSchema({
+  $id: "urn:image-tagger:webhooks-openapi",
+  $defs: JSON.parse(JSON.stringify(doc.components.schemas).replaceAll('"#/components/schemas/', '"#/$defs/')),
+});
+/** Asserts that `value` matches the document's schema `name`. */
+function assertSchema(name, value) {
+  const check = ajv.getSchema(`urn:image-tagger:webhooks-openapi#/$defs/${name}`);
+  assert.ok(check(value), `${name}: ${ajv.errorsText(check.errors)}\n${JSON.stringify(value)}`);
+}
+
+let p;
+let receiver;
+before(async () => {
+  receiver = await startReceiver();
+  p = await startPipeline({
+    queues: FAST_QUEUES,
+    vars: {
+      upload: {
+        ALLOW_INSECURE_CALLBACKS: "true",
+        WEBHOOK_ALLOWED_HOSTS: "127.0.0.1, localhost, hooks.example.com",
+      },
+      tagger: {
+        WEBHOOK_SECRET: NEW_SECRET,
+        WEBHOOK_SECRET_PREVIOUS: OLD_SECRET,
+        WEBHOOK_RETRY_BASE_SECONDS: "1",
+        WEBHOOK_GIVE_UP_AFTER_SECONDS: String(HORIZON_S),
+      },
+    },
+  });
+});
+after(async () => {
+  await p?.close();
+  await receiver?.close();
+});
+
+/** Uploads with a callback; returns the image id. */
+async function uploadWithCallback(url, bytes = png(512)) {
+  return upload(p, bytes, { [CALLBACK]: url });
+}
+
+test("a tagged image delivers one verified image.tagged event", async () => {
+  const from = receiver.deliveries.length;
+  const id = await uploadWithCallback(receiver.url);
+  const record = await waitForDelivery(p, id);
+  assert.equal(record.status, status.done);
+  const mine = receiver.deliveries.slice(from);
+  assert.equal(mine.length, 1, "one delivery");
+  const [d] = mine;
+  assert.deepEqual(d.errors, [], "verified with the current secret");
+  assert.equal(d.method, "POST");
+  assert.equal(d.headers["content-type"], "application/json");
+  assert.match(d.headers["webhook-id"], /^msg_[A-Za-z0-9_]+$/);
+  assert.match(d.headers["webhook-timestamp"], /^\d+$/);
+  assert.ok(Math.abs(Number(d.headers["webhook-timestamp"]) - Date.now() / 1000) < 60, "signed now");
+  // (Built field by field: tests/config.test.mjs allows the KV key prefix only in the contract.)
+  const data = { imageId: id, status: status.done };
+  data.tags = record.tags;
+  data.labels = record.labels;
+  data.statusUrl = `/images/${id}`;
+  assert.deepEqual(d.payload, { type: TAGGED, timestamp: record.processedAt, data });
+  assertSchema("WebhookEvent", d.payload);
+  assertSchema("TagRecord", record);
+  // The delivery record on GET.
+  assert.equal(record.notification.eventId, d.headers["webhook-id"]);
+  assert.equal(record.notification.type, TAGGED);
+  assert.equal(record.notification.attempts, 1);
+  assert.equal(record.notification.lastStatus, 200);
+  assert.ok(Date.parse(record.notification.deliveredAt) >= Date.parse(record.processedAt));
+  assert.equal(record.notification.lastError, undefined);
+  // No second delivery turns up later.
+  await sleep(1500);
+  assert.equal(receiver.deliveries.length, from + 1);
+});
+
+test("a failed image delivers one verified image.failed event", async () => {
+  const from = receiver.deliveries.length;
+  const image = png(600);
+  p.ai.script(image, aiError(aiErrorsOfKind("invalid_input")[0].code));
+  const id = await uploadWithCallback(receiver.url, image);
+  const record = await waitForDelivery(p, id);
+  assert.equal(record.status, status.failed);
+  const mine = receiver.deliveries.slice(from);
+  assert.equal(mine.length, 1);
+  assert.deepEqual(mine[0].errors, []);
+  const data = { imageId: id, status: status.failed };
+  data.tags = [];
+  data.error = record.error;
+  data.statusUrl = `/images/${id}`;
+  assert.deepEqual(mine[0].payload, { type: FAILED, timestamp: record.processedAt, data });
+  assert.equal(mine[0].payload.data.error.code, tagError.invalid_image);
+  assertSchema("WebhookEvent", mine[0].payload);
+  assertSchema("TagRecord", record);
+  assert.equal(record.notification.type, FAILED);
+  assert.equal(record.notification.state, DELIVERED);
+});
+
+test("503 twice then 200: the same webhook-id three times, 3 attempts, delivered", async () => {
+  // The 503s come with a 64 KiB body, of which only the first KiB is read.
+  const flaky = await startReceiver({ respond: (n) => (n <= 2 ? { status: 503, body: "e".repeat(64 * 1024) } : 200) });
+  try {
+    const id = await uploadWithCallback(flaky.url);
+    // While it retries, GET shows the pending record with the last error.
+    const pending = await waitFor(
+      async () => {
+        const r = await (await p.fetch(`/images/${id}`)).json();
+        // (An attempt is counted when it starts; its answer is recorded when it ends.)
+        return r.notification?.state === PENDING && r.notification.lastStatus ? r : null;
+      },
+      { what: "a pending delivery after a 503" },
+    );
+    assertSchema("TagRecord", pending);
+    assert.equal(pending.notification.lastStatus, 503);
+    assert.match(pending.notification.lastError, /^HTTP 503: e+$/);
+    assert.ok(pending.notification.lastError.length <= hooks.maxResponseBytes + "HTTP 503: ".length, "at most 1 KiB of the answer");
+    assert.ok(pending.notification.nextAttemptAt);
+
+    const record = await waitForDelivery(p, id);
+    assert.equal(record.notification.state, DELIVERED);
+    assert.equal(record.notification.attempts, 3);
+    assert.equal(record.notification.lastStatus, 200);
+    assert.deepEqual(flaky.deliveries.map((d) => d.status), [503, 503, 200]);
+    const ids = new Set(flaky.deliveries.map((d) => d.headers["webhook-id"]));
+    assert.equal(ids.size, 1, "the same webhook-id on every attempt");
+    assert.deepEqual([...ids], [record.notification.eventId]);
+    for (const d of flaky.deliveries) assert.deepEqual(d.errors, [], `attempt ${d.n} verifies`);
+    assert.equal(new Set(flaky.deliveries.map((d) => d.body)).size, 1, "the same body on every attempt");
+    // Growing backoff (base 1 s, doubling): at least 1 s, then at least 2 s.
+    const [a, b, c] = flaky.deliveries.map((d) => d.at);
+    assert.ok(b - a >= 900, `first wait ${b - a} ms`);
+    assert.ok(c - b >= 1900, `second wait ${c - b} ms`);
+  } finally {
+    await flaky.close();
+  }
+});
+
+test("410: exactly one attempt, recorded as failed; the image stays done", async () => {
+  const gone = await startReceiver({ respond: () => 410 });
+  try {
+    const id = await uploadWithCallback(gone.url);
+    const record = await waitForDelivery(p, id);
+    assert.equal(record.status, status.done);
+    assert.equal(record.notification.state, GAVE_UP);
+    assert.equal(record.notification.attempts, 1);
+    assert.equal(record.notification.lastStatus, 410);
+    assert.match(record.notification.lastError, /^HTTP 410: no thanks/);
+    await sleep(2500);
+    assert.equal(gone.deliveries.length, 1, "never retried");
+  } finally {
+    await gone.close();
+  }
+});
+
+test("a redirect is not followed: one attempt, recorded as failed", async () => {
+  const other = await startReceiver();
+  const moved = await startReceiver({ respond: () => ({ status: 307, headers: { location: other.url } }) });
+  try {
+    const id = await uploadWithCallback(moved.url);
+    const record = await waitForDelivery(p, id);
+    assert.equal(record.notification.state, GAVE_UP);
+    assert.equal(record.notification.attempts, 1);
+    assert.equal(record.notification.lastStatus, 307);
+    await sleep(2000);
+    assert.equal(moved.deliveries.length, 1);
+    assert.equal(other.deliveries.length, 0, "the redirect was not followed");
+  } finally {
+    await moved.close();
+    await other.close();
+  }
+});
+
+test("a receiver that does not answer within 10 s is retried", async () => {
+  const slow = await startReceiver({ respond: (n) => (n === 1 ? { hang: true } : 200) });
+  try {
+    const id = await uploadWithCallback(slow.url);
+    const record = await waitForDelivery(p, id, [DELIVERED, GAVE_UP], 40_000);
+    assert.equal(record.notification.state, DELIVERED);
+    assert.equal(record.notification.attempts, 2);
+    const [first, second] = slow.deliveries;
+    assert.ok(second.at - first.at >= hooks.timeoutMs, `retried ${second.at - first.at} ms after the first attempt`);
+    const retry = notifyLines(p).find((l) => l.imageId === id && l.outcome === delivery.retry);
+    assert.match(retry.error, /no answer within 10 s/);
+    assert.ok(retry.durationMs >= hooks.timeoutMs - 100 && retry.durationMs < hooks.timeoutMs + 5000, `${retry.durationMs} ms`);
+  } finally {
+    await slow.close();
+  }
+});
+
+test("a receiver down until the horizon: the delivery fails, the image stays done", async () => {
+  const started = Date.now();
+  const id = await uploadWithCallback(await deadUrl());
+  const record = await waitForDelivery(p, id, [DELIVERED, GAVE_UP], (HORIZON_S + 20) * 1000);
+  assert.equal(record.status, status.done, "a failed delivery never fails the image");
+  assert.equal(record.notification.state, GAVE_UP);
+  assert.ok(record.notification.attempts >= 3, `attempts: ${record.notification.attempts}`);
+  assert.equal(record.notification.lastStatus, undefined);
+  assert.match(record.notification.lastError, /could not connect/);
+  assertSchema("TagRecord", record);
+  assert.ok(Date.now() - started >= HORIZON_S * 1000, "retried until the horizon");
+  const lines = notifyLines(p).filter((l) => l.imageId === id);
+  assert.equal(lines.at(-1).outcome, delivery.failed);
+  assert.ok(lines.slice(0, -1).every((l) => l.outcome === delivery.retry), JSON.stringify(lines));
+});
+
+test("two secrets: a receiver that knows only the old one still verifies", async () => {
+  const old = await startReceiver({ secrets: [OLD_SECRET] });
+  try {
+    const id = await uploadWithCallback(old.url);
+    await waitForDelivery(p, id);
+    assert.equal(old.deliveries.length, 1);
+    const [d] = old.deliveries;
+    assert.deepEqual(d.errors, [], "verified with the old secret");
+    assert.equal(d.payload.data.imageId, id);
+    const signatures = d.headers["webhook-signature"].split(" ");
+    assert.equal(signatures.length, 2, "one signature per secret");
+    assert.ok(signatures.every((s) => s.startsWith("v1,")));
+    // And verification means something: a third secret does not verify it.
+    assert.throws(() => new Webhook(secret()).verify(d.body, d.headers));
+    assert.throws(() => new Webhook(NEW_SECRET).verify(d.body.replace(id, "x"), d.headers));
+  } finally {
+    await old.close();
+  }
+});
+
+test("an upload without a callback has no notification and keeps the KV fast path", async () => {
+  const id = await upload(p, png(300));
+  const record = await p.waitForStatus(id);
+  assert.equal(record.status, status.done);
+  assert.equal("notification" in record, false);
+  const kv = await p.record(id);
+  assert.equal("notification" in kv, false, "no marker in KV: GET needs no D1 read");
+  const rows = await (await p.db()).prepare("SELECT count(*) AS n FROM notifications WHERE image_id = ?1").bind(id).first();
+  assert.equal(rows.n, 0);
+});
+
+test("bad callback URLs are refused with 400 before anything is stored", async () => {
+  const db = await p.db();
+  const count = async () => (await db.prepare("SELECT count(*) AS n FROM images").first()).n;
+  const imagesBefore = await count();
+  const objectsBefore = await bucketKeys(p);
+  const bad = {
+    "plain http": "http://hooks.example.com/in",
+    "ftp scheme": "ftp://hooks.example.com/in",
+    credentials: "https://user:secret@hooks.example.com/in",
+    "IPv4 literal": "https://93.184.216.34/in",
+    "decimal IPv4": "https://2130706433/in",
+    "hex IPv4 with a trailing dot": "https://0x7f.0.0.1./in",
+    "IPv6 literal": "https://[::1]/in",
+    "too long": `https://hooks.example.com/${"a".repeat(hooks.maxUrlLength)}`,
+    "a host not on the allow-list": "https://other.example.net/in",
+    "http to another local name": "http://localhost.example.com/in",
+    empty: "",
+  };
+  for (const [what, url] of Object.entries(bad)) {
+    const res = await p.fetch("/images", { method: "POST", body: png(200), headers: { [CALLBACK]: url } });
+    const body = await res.json();
+    assert.equal(res.status, apiStatus(apiError.invalid_callback_url), `${what}: ${JSON.stringify(body)}`);
+    assert.equal(body.error.code, apiError.invalid_callback_url, what);
+    assert.ok(body.error.message.length > 0);
+  }
+  assert.equal(await count(), imagesBefore, "no image recorded");
+  assert.deepEqual(await bucketKeys(p), objectsBefore, "no object stored");
+});
+
+test("WEBHOOK_URL is the default callback; a delivery whose enqueue failed is sent by the reconciler", async () => {
+  const hook = await startReceiver();
+  try {
+    await withPipeline(
+      {
+        faults: [bindings.notifyQueue],
+        vars: {
+          upload: { WEBHOOK_URL: hook.url, ALLOW_INSECURE_CALLBACKS: "true" },
+          tagger: { WEBHOOK_SECRET: NEW_SECRET, WEBHOOK_RETRY_BASE_SECONDS: "1", STUCK_AFTER_SECONDS: "0" },
+        },
+      },
+      async (q) => {
+        // The crash between the D1 transition and the enqueue, as the tagger sees it.
+        q.faults[bindings.notifyQueue].fail({ op: "send", times: 1 });
+        const id = await upload(q, png(400));
+        const record = await q.waitForStatus(id);
+        assert.equal(record.status, status.done);
+        assert.equal(record.notification.state, PENDING, "recorded with the transition");
+        assert.equal(record.notification.attempts, 0);
+        await sleep(2000);
+        assert.equal(hook.deliveries.length, 0, "the message was never sent");
+
+        await q.scheduled("tagger");
+        const delivered = await waitForDelivery(q, id);
+        assert.equal(delivered.notification.state, DELIVERED);
+        assert.equal(hook.deliveries.length, 1);
+        assert.deepEqual(hook.deliveries[0].errors, []);
+        assert.equal(hook.deliveries[0].payload.data.imageId, id);
+        assert.ok(q.lines.some((l) => l.includes('"tagger.reconcile.notification"') && l.includes(id)));
+      },
+    );
+  } finally {
+    await hook.close();
+  }
+});
