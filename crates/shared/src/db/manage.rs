@@ -203,12 +203,14 @@ pub struct ObjectRow {
 pub const SELECT_EXPIRED: &str = "SELECT id, r2_key, status FROM images \
      WHERE uploaded_at < ?1 ORDER BY uploaded_at, id LIMIT ?2";
 
-/// The three statements that delete images from D1, run as one batch (a transaction), each
-/// with `?1` a JSON array of ids (see [`id_list`]): their tag rows (the triggers uncount
-/// them), every `Idempotency-Key` naming them, and their rows.
-pub const DELETE_IMAGES: [&str; 3] = [
+/// The statements that delete images from D1, run as one batch (a transaction), each with
+/// `?1` a JSON array of ids (see [`id_list`]): their tag rows (the triggers uncount them),
+/// every `Idempotency-Key` naming them, their webhook deliveries, and their rows. The
+/// foreign keys would cascade the tags and deliveries; these do not rely on it.
+pub const DELETE_IMAGES: [&str; 4] = [
     "DELETE FROM image_tags WHERE image_id IN (SELECT value FROM json_each(?1))",
     "DELETE FROM idempotency_keys WHERE image_id IN (SELECT value FROM json_each(?1))",
+    "DELETE FROM notifications WHERE image_id IN (SELECT value FROM json_each(?1))",
     "DELETE FROM images WHERE id IN (SELECT value FROM json_each(?1))",
 ];
 

@@ -312,6 +312,7 @@ fn other_statements_search_indexes() {
         (DELETE_IMAGES[0], vec![text(&ids)]),
         (DELETE_IMAGES[1], vec![text(&ids)]),
         (DELETE_IMAGES[2], vec![text(&ids)]),
+        (DELETE_IMAGES[3], vec![text(&ids)]),
     ] {
         assert_indexed(&conn, sql, &params, sql);
     }
@@ -455,6 +456,12 @@ fn a_deleted_image_is_gone_everywhere_and_no_tagger_statement_brings_it_back() {
         |_| Ok(()),
     )
     .unwrap();
+    conn.execute(
+        "INSERT INTO notifications (event_id, image_id, type, url, payload, created_at, updated_at) \
+         VALUES ('msg_1', ?1, 'image.tagged', 'https://hook.example/', '{}', 1, 1)",
+        [&done.id],
+    )
+    .unwrap();
     delete(&conn, &[&done.id, &queued.id]);
     let count = |sql: &str, id: &str| -> i64 { conn.query_row(sql, [id], |r| r.get(0)).unwrap() };
     for id in [&done.id, &queued.id] {
@@ -468,6 +475,10 @@ fn a_deleted_image_is_gone_everywhere_and_no_tagger_statement_brings_it_back() {
                 "SELECT count(*) FROM idempotency_keys WHERE image_id = ?1",
                 id
             ),
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM notifications WHERE image_id = ?1", id),
             0
         );
         // A delivery still on the queue finds nothing to claim (outcome `gone`) ...
@@ -674,6 +685,7 @@ fn print_plans() {
         (DELETE_IMAGES[0], vec![text(&ids)]),
         (DELETE_IMAGES[1], vec![text(&ids)]),
         (DELETE_IMAGES[2], vec![text(&ids)]),
+        (DELETE_IMAGES[3], vec![text(&ids)]),
     ] {
         println!("{sql}");
         for line in plan(&conn, sql, &params) {
