@@ -101,7 +101,9 @@ mkdir -p "$TOOLS"
   export CARGO_PROFILE_RELEASE_OPT_LEVEL=0
   cargo_install worker-build "$WORKER_BUILD_VERSION" worker-build "2 to 3 minutes"
   cargo_install wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen "a minute" --no-default-features
-  if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] || [ ! -d "$ROOT/node_modules/wrangler" ]; then
+  # Installed, and no older than the lock file (a pull may have added a package).
+  if [ ! -x "$ROOT/node_modules/.bin/wasm-opt" ] || [ ! -d "$ROOT/node_modules/wrangler" ] ||
+    [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
     log "installing the npm packages of package-lock.json (wrangler, miniflare, binaryen, ...)"
     (cd "$ROOT" && npm ci --no-audit --no-fund >&2)
   fi

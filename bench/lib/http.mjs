@@ -6,9 +6,11 @@ import { randomBytes } from "node:crypto";
 
 const PNG_MAGIC = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-/** A PNG-signed body of exactly `size` bytes (random content: sniffing is all that looks). */
+/** A PNG-signed body of exactly `size` bytes: 64×64 in its header (the upload checks the pixel
+ *  count there), then random content. */
 export function pngBody(size) {
-  return Buffer.concat([PNG_MAGIC, Buffer.from("\0\0\0\rIHDR"), randomBytes(size - 16)]);
+  const ihdr = Buffer.from("\0\0\0\rIHDR\0\0\0\x40\0\0\0\x40", "latin1");
+  return Buffer.concat([PNG_MAGIC, ihdr, randomBytes(size - 24)]);
 }
 
 /** One request; resolves with status, headers, body text and latency in ms. */

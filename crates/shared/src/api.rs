@@ -300,6 +300,14 @@ impl From<crate::webhook::url::UrlError> for ApiError {
     }
 }
 
+impl From<crate::dimensions::TooLarge> for ApiError {
+    fn from(e: crate::dimensions::TooLarge) -> Self {
+        Self::ImageTooLarge {
+            max_pixels: e.max_pixels,
+        }
+    }
+}
+
 impl From<TypeError> for ApiError {
     fn from(e: TypeError) -> Self {
         Self::UnsupportedMediaType(match e {

@@ -11,6 +11,7 @@ mod contract;
 pub mod db;
 pub mod dimensions;
 pub mod error;
+pub mod head;
 pub mod id;
 #[cfg(feature = "imaging")]
 pub mod imaging;

@@ -31,6 +31,10 @@ const DAY_MS: u64 = 86_400_000;
 /// a later one starts again from the first back-off.
 const STREAK_MS: u64 = 5_000;
 
+/// A refusal this long after the previous one, while the AI answers, is a lone slip past
+/// the limit, not a sign that it is busy.
+const MOMENT_MS: u64 = 1_000;
+
 /// The name of the one pacer object the whole fleet asks.
 pub const OBJECT_NAME: &str = "workers-ai";
 
@@ -40,8 +44,9 @@ pub const OBJECT_NAME: &str = "workers-ai";
 pub enum Ask {
     /// `n` calls, now if possible.
     Acquire { n: u32 },
-    /// `n` calls granted but not made.
-    Refund { n: u32 },
+    /// A batch is over: `unused` calls were granted but not made, and the AI answered
+    /// `answered` calls (anything but a refusal).
+    Settle { unused: u32, answered: u32 },
     /// The AI refused a call as busy; slots after the back-off for `n` calls.
     Refused { n: u32 },
     /// Workers AI's daily allocation is used up; slots tomorrow for `n` calls.
@@ -75,6 +80,9 @@ pub struct PacerConfig {
     pub cooldown_base_ms: u64,
     /// Longest back-off.
     pub cooldown_max_ms: u64,
+    /// How far ahead a call may be scheduled: a consumer waits for it in its invocation
+    /// rather than sending the message round the queue again.
+    pub wait_ms: u64,
 }
 
 impl PacerConfig {
@@ -92,6 +100,7 @@ impl PacerConfig {
             daily_budget,
             cooldown_base_ms: 1000,
             cooldown_max_ms: cooldown_max_ms.max(1000),
+            wait_ms: 3000,
         }
     }
 
@@ -129,8 +138,12 @@ pub enum Denial {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Grant {
-    /// How many of the requested calls may be made now.
+    /// How many of the requested calls may be made.
     pub granted: u32,
+    /// When to make each granted call (ms since the epoch): now, or within
+    /// [`PacerConfig::wait_ms`], one every `1/rate`.
+    #[serde(default)]
+    pub start_at_ms: Vec<u64>,
     /// For each call not granted, the time (ms since the epoch) to come back.
     pub not_before_ms: Vec<u64>,
     /// Why the others were not granted.
@@ -152,9 +165,6 @@ pub struct Pacer {
     /// End of the last slot handed out at the back of the line.
     #[serde(skip)]
     slots_until_ms: u64,
-    /// End of the last slot handed out within the next window.
-    #[serde(skip)]
-    near_until_ms: u64,
     /// Slots handed out for tomorrow.
     #[serde(skip)]
     tomorrow_slots: u64,
@@ -162,6 +172,12 @@ pub struct Pacer {
     cooldown_until_ms: u64,
     #[serde(skip)]
     refusals: u32,
+    /// The AI answered a call since the last back-off began: a refusal now starts a new
+    /// episode (a momentary limit), not the next step of an outage.
+    #[serde(skip)]
+    answered_since_backoff: bool,
+    #[serde(skip)]
+    last_refusal_ms: u64,
     /// Workers AI's own daily allocation is used up until the end of this day.
     #[serde(skip)]
     quota_day: Option<u64>,
@@ -176,7 +192,9 @@ impl Pacer {
         }
     }
 
-    /// Asks for `n` calls at `now_ms`.
+    /// Asks for `n` calls at `now_ms`. Calls are scheduled one every `1/rate` (never more
+    /// than `burst` in a window), starting now or after a back-off; those that fit within
+    /// `wait_ms` are granted with their start times, the rest get slots to come back at.
     pub fn acquire(&mut self, config: &PacerConfig, now_ms: u64, n: u32) -> Grant {
         self.roll(config, now_ms);
         let budget_left = match (config.daily_budget, self.quota_day) {
@@ -184,15 +202,17 @@ impl Pacer {
             (Some(budget), None) => budget.saturating_sub(self.used_today),
             (None, None) => u64::MAX,
         };
-        let cooling = now_ms < self.cooldown_until_ms;
-        let granted = if cooling {
-            0
-        } else {
-            let free = config.window_calls().saturating_sub(self.calls.len());
-            u64::from(n).min(free as u64).min(budget_left) as u32
-        };
-        self.calls
-            .extend(std::iter::repeat_n(now_ms, granted as usize));
+        let horizon = now_ms + config.wait_ms;
+        let mut start_at_ms = Vec::new();
+        while start_at_ms.len() < n as usize && (start_at_ms.len() as u64) < budget_left {
+            let at = self.next_call(config, now_ms);
+            if at > horizon {
+                break;
+            }
+            self.calls.push_back(at);
+            start_at_ms.push(at);
+        }
+        let granted = start_at_ms.len() as u32;
         self.used_today += u64::from(granted);
         let rest = n - granted;
         let spacing = config.spacing_ms();
@@ -207,36 +227,13 @@ impl Pacer {
                 .collect();
             (Some(Denial::Tomorrow), slots)
         } else {
-            // Not before the window has room again.
-            let full = (self.calls.len() >= config.window_calls())
-                .then(|| self.calls[0] + config.window_ms() - spacing as u64);
-            let start = self
-                .slots_until_ms
-                .max(now_ms)
-                .max(self.cooldown_until_ms)
-                .max(full.unwrap_or(0));
-            // First, free slots within the next window: a message whose slot came up but
-            // found the window full comes back within a second, not behind everyone.
-            let near_end = (now_ms + config.window_ms()).min(start);
-            let mut near = self
-                .near_until_ms
-                .max(now_ms)
-                .max(self.cooldown_until_ms)
-                .max(full.unwrap_or(0));
-            let mut slots = Vec::with_capacity(rest as usize);
-            while slots.len() < rest as usize && near + (spacing as u64) < near_end {
-                near += spacing as u64;
-                slots.push(near);
-            }
-            if !slots.is_empty() {
-                self.near_until_ms = near;
-            }
-            let behind = u64::from(rest) - slots.len() as u64;
-            slots.extend((1..=behind).map(|i| start + (i as f64 * spacing) as u64));
-            if behind > 0 {
-                self.slots_until_ms = start + (behind as f64 * spacing) as u64;
-            }
-            let why = if cooling {
+            // Behind everything scheduled and every slot already handed out.
+            let start = self.slots_until_ms.max(self.next_call(config, now_ms));
+            let slots: Vec<u64> = (0..u64::from(rest))
+                .map(|i| start + (i as f64 * spacing) as u64)
+                .collect();
+            self.slots_until_ms = start + (u64::from(rest) as f64 * spacing) as u64;
+            let why = if now_ms < self.cooldown_until_ms {
                 Denial::Cooling
             } else {
                 Denial::Paced
@@ -245,47 +242,85 @@ impl Pacer {
         };
         Grant {
             granted,
+            start_at_ms,
             not_before_ms,
             denial,
             used_today: self.used_today,
         }
     }
 
-    /// Gives back calls that were granted but not made.
-    pub fn refund(&mut self, config: &PacerConfig, now_ms: u64, n: u32) {
+    /// The earliest time the next call may start: after any back-off, `1/rate` after the
+    /// last one scheduled, and with fewer than `burst` calls in the window before it.
+    fn next_call(&self, config: &PacerConfig, now_ms: u64) -> u64 {
+        let mut at = now_ms.max(self.cooldown_until_ms);
+        if let Some(&last) = self.calls.back() {
+            at = at.max(last + config.spacing_ms() as u64);
+        }
+        let burst = config.window_calls();
+        if self.calls.len() >= burst {
+            at = at.max(self.calls[self.calls.len() - burst] + config.window_ms());
+        }
+        at
+    }
+
+    /// A batch is over: gives back `unused` calls that were granted but not made, and notes
+    /// whether the AI answered any.
+    pub fn settle(&mut self, config: &PacerConfig, now_ms: u64, unused: u32, answered: u32) {
         self.roll(config, now_ms);
         // During a back-off the window holds the restart's pace, not calls to give back.
         if now_ms >= self.cooldown_until_ms {
-            let kept = self.calls.len().saturating_sub(n as usize);
+            let kept = self.calls.len().saturating_sub(unused as usize);
             self.calls.truncate(kept);
         }
-        self.used_today = self.used_today.saturating_sub(u64::from(n));
+        self.used_today = self.used_today.saturating_sub(u64::from(unused));
+        if answered > 0 {
+            self.answered_since_backoff = true;
+        }
     }
 
-    /// The AI refused a call as busy: nobody calls it until the back-off ends, which doubles
-    /// while refusals keep coming right after each back-off. Returns the back-off's end.
-    pub fn refused(&mut self, config: &PacerConfig, now_ms: u64) -> u64 {
+    /// The AI refused `n` calls as busy. A lone refusal while the AI answers (a call that
+    /// slipped past the limit by a few milliseconds) costs only those calls a slot. More
+    /// than one within a second starts a back-off in which nobody calls it, which doubles
+    /// while refusals keep coming right after each back-off ends (an outage). Returns a slot
+    /// for each refused call: right after the back-off, ahead of the line.
+    pub fn refused(&mut self, config: &PacerConfig, now_ms: u64, n: u32) -> Vec<u64> {
         self.roll(config, now_ms);
-        if now_ms < self.cooldown_until_ms {
-            // Another batch's report of the same episode.
-            return self.cooldown_until_ms;
+        let lone = n == 1
+            && self.answered_since_backoff
+            && now_ms >= self.last_refusal_ms + MOMENT_MS
+            && now_ms >= self.cooldown_until_ms;
+        self.last_refusal_ms = now_ms;
+        if !lone && now_ms >= self.cooldown_until_ms {
+            // An outage refuses the first calls after each back-off: the back-off doubles. A
+            // refusal after the AI answered, or long after, is a new episode.
+            if self.answered_since_backoff || now_ms >= self.cooldown_until_ms + STREAK_MS {
+                self.refusals = 0;
+            }
+            self.answered_since_backoff = false;
+            let shift = self.refusals.min(20);
+            let wait = config
+                .cooldown_base_ms
+                .saturating_mul(1 << shift)
+                .min(config.cooldown_max_ms);
+            self.refusals += 1;
+            self.cooldown_until_ms = now_ms + wait;
+            // Fill the window so that, when the back-off ends, calls resume one every `1/rate`.
+            let spacing = config.spacing_ms();
+            let first =
+                (self.cooldown_until_ms + spacing as u64).saturating_sub(config.window_ms());
+            self.calls = (0..config.window_calls())
+                .map(|i| first + (i as f64 * spacing) as u64)
+                .collect();
         }
-        if now_ms >= self.cooldown_until_ms + STREAK_MS {
-            self.refusals = 0;
-        }
-        let shift = self.refusals.min(20);
-        let wait = config
-            .cooldown_base_ms
-            .saturating_mul(1 << shift)
-            .min(config.cooldown_max_ms);
-        self.refusals += 1;
-        self.cooldown_until_ms = now_ms + wait;
-        // Fill the window so that, when the back-off ends, calls resume one every `1/rate`.
+        let start = self.next_call(config, now_ms);
         let spacing = config.spacing_ms();
-        let first = (self.cooldown_until_ms + spacing as u64).saturating_sub(config.window_ms());
-        self.calls = (0..config.window_calls())
-            .map(|i| first + (i as f64 * spacing) as u64)
-            .collect();
+        (0..u64::from(n))
+            .map(|i| start + (i as f64 * spacing) as u64)
+            .collect()
+    }
+
+    /// When the current back-off ends (in the past when there is none).
+    pub fn cooling_until(&self) -> u64 {
         self.cooldown_until_ms
     }
 
@@ -320,59 +355,82 @@ mod tests {
 
     const T0: u64 = 20_000 * DAY_MS + 3_600_000;
 
-    #[test]
-    fn a_burst_is_served_at_the_rate_in_slots() {
-        let config = PacerConfig::new(5.0, None, 60_000);
-        let mut pacer = Pacer::new(&config, T0);
-        let grant = pacer.acquire(&config, T0, 12);
-        assert_eq!(grant.granted, 5, "one second's worth");
-        assert_eq!(grant.denial, Some(Denial::Paced));
-        let slots = grant.not_before_ms;
-        assert_eq!(slots.len(), 7);
-        // The first slot is when the burst leaves the window; then one every 200 ms.
-        assert_eq!(slots[0], T0 + 1000);
-        assert_eq!(slots[6], T0 + 2200);
-        // Each comes back at its slot and finds room.
-        for (i, at) in slots.iter().enumerate() {
-            let g = pacer.acquire(&config, *at, 1);
-            assert_eq!(g.granted, 1, "slot {i}");
-        }
-        // A newcomer goes after the last slot handed out.
-        let late = pacer.acquire(&config, T0 + 2200, 1);
-        assert_eq!(late.granted, 0);
-        assert_eq!(late.not_before_ms, [T0 + 2400]);
+    /// Reports two refusals at `now` (more than a lone slip); the back-off's end.
+    fn back_off(pacer: &mut Pacer, config: &PacerConfig, now: u64) -> u64 {
+        pacer.refused(config, now, 2);
+        pacer.cooling_until()
     }
 
     #[test]
-    fn one_who_finds_the_window_full_comes_back_within_a_second() {
+    fn a_lone_refusal_while_the_ai_answers_stops_nobody() {
         let config = PacerConfig::new(5.0, None, 60_000);
         let mut pacer = Pacer::new(&config, T0);
-        let line = pacer.acquire(&config, T0, 15).not_before_ms;
-        assert_eq!((line[0], line[9]), (T0 + 1000, T0 + 2800));
-        assert_eq!(pacer.acquire(&config, T0 + 1000, 5).granted, 5);
-        // Late for its slot, the window full again: the next window, not the back.
-        let late = pacer.acquire(&config, T0 + 1100, 2).not_before_ms;
+        pacer.acquire(&config, T0, 3);
+        pacer.settle(&config, T0 + 700, 0, 2);
+        let slots = pacer.refused(&config, T0 + 800, 1);
         assert_eq!(
-            late,
-            [T0 + 2000, T0 + 3000],
-            "one near slot left, then the line"
+            slots,
+            [T0 + 800],
+            "the refused call goes again at the next free time"
         );
+        assert!(pacer.cooling_until() <= T0 + 800, "no back-off");
+        // A second refusal within a second is a busy AI: everybody backs off.
+        pacer.refused(&config, T0 + 900, 1);
+        assert_eq!(pacer.cooling_until(), T0 + 1900);
+    }
+
+    #[test]
+    fn a_burst_is_scheduled_at_the_rate_and_the_rest_gets_slots() {
+        let config = PacerConfig::new(5.0, None, 60_000);
+        let mut pacer = Pacer::new(&config, T0);
+        let grant = pacer.acquire(&config, T0, 20);
+        // One every 200 ms, as far as the consumer may wait (3 s): 16 calls.
+        assert_eq!(grant.granted, 16);
+        assert_eq!(grant.start_at_ms[..3], [T0, T0 + 200, T0 + 400]);
+        assert_eq!(grant.start_at_ms[15], T0 + 3000);
+        assert_eq!(grant.denial, Some(Denial::Paced));
+        assert_eq!(
+            grant.not_before_ms,
+            [T0 + 3200, T0 + 3400, T0 + 3600, T0 + 3800]
+        );
+        // Each comes back at its slot and is scheduled at once.
+        for (i, at) in grant.not_before_ms.iter().enumerate() {
+            let g = pacer.acquire(&config, *at, 1);
+            assert_eq!((g.granted, g.start_at_ms[0]), (1, *at), "slot {i}");
+        }
+        // A newcomer goes after the last slot handed out.
+        let late = pacer.acquire(&config, T0 + 3800, 20);
+        assert_eq!(late.start_at_ms[0], T0 + 4000);
+        assert_eq!(
+            late.not_before_ms[0],
+            T0 + 7000,
+            "after the last call scheduled"
+        );
+    }
+
+    #[test]
+    fn late_arrivals_in_a_clump_wait_within_the_invocation_rather_than_bounce() {
+        let config = PacerConfig::new(5.0, None, 60_000);
+        let mut pacer = Pacer::new(&config, T0);
+        // Ten messages whose slots spread over two seconds arrive together.
+        let g = pacer.acquire(&config, T0 + 5_000, 10);
+        assert_eq!(g.granted, 10, "no message goes round the queue again");
+        assert_eq!(g.start_at_ms.last(), Some(&(T0 + 6_800)));
     }
 
     #[test]
     fn no_second_gets_more_than_its_share() {
         let config = PacerConfig::new(5.0, None, 60_000);
         let mut pacer = Pacer::new(&config, T0);
-        assert_eq!(pacer.acquire(&config, T0 + 900, 5).granted, 5);
-        // A token bucket would have refilled 4 calls by T0 + 1700, 9 in 0.8 s.
-        assert_eq!(pacer.acquire(&config, T0 + 1700, 5).granted, 0);
-        assert_eq!(pacer.acquire(&config, T0 + 1900, 5).granted, 5);
-        pacer.refund(&config, T0 + 1950, 2);
+        let g = pacer.acquire(&config, T0 + 900, 5);
+        // A token bucket would let all five go at once, after a quiet spell.
         assert_eq!(
-            pacer.acquire(&config, T0 + 1960, 5).granted,
-            2,
-            "a refund frees its calls"
+            g.start_at_ms,
+            [900, 1100, 1300, 1500, 1700].map(|ms| T0 + ms)
         );
+        pacer.settle(&config, T0 + 950, 2, 0);
+        let g = pacer.acquire(&config, T0 + 960, 1);
+        assert_eq!(g.start_at_ms, [T0 + 1500], "a refund frees the last calls");
     }
 
     #[test]
@@ -385,7 +443,7 @@ mod tests {
         assert_eq!(grant.denial, Some(Denial::Tomorrow));
         let midnight = (T0 / DAY_MS + 1) * DAY_MS;
         assert_eq!(grant.not_before_ms, [midnight, midnight + 20]);
-        pacer.refund(&config, T0 + 10, 1);
+        pacer.settle(&config, T0 + 10, 1, 0);
         assert_eq!(
             pacer.acquire(&config, T0 + 20, 1).granted,
             1,
@@ -403,18 +461,23 @@ mod tests {
     fn refusals_cool_everyone_down_with_a_growing_back_off() {
         let config = PacerConfig::new(50.0, None, 8_000);
         let mut pacer = Pacer::new(&config, T0);
-        assert_eq!(pacer.refused(&config, T0), T0 + 1000);
+        assert_eq!(back_off(&mut pacer, &config, T0), T0 + 1000);
         let g = pacer.acquire(&config, T0 + 500, 2);
-        assert_eq!((g.granted, g.denial), (0, Some(Denial::Cooling)));
-        assert!(g.not_before_ms[0] > T0 + 1000);
-        // Refused again as soon as each back-off ends: the AI is down.
-        assert_eq!(pacer.refused(&config, T0 + 1000), T0 + 3000);
-        assert_eq!(pacer.refused(&config, T0 + 3000), T0 + 7000);
         assert_eq!(
-            pacer.refused(&config, T0 + 7000),
-            T0 + 15_000,
+            g.denial, None,
+            "scheduled after the back-off, within the wait"
+        );
+        assert!(g.start_at_ms[0] > T0 + 1000);
+        // Refused again as soon as each back-off ends: the AI is down.
+        assert_eq!(back_off(&mut pacer, &config, T0 + 1020), T0 + 3020);
+        assert_eq!(back_off(&mut pacer, &config, T0 + 3020), T0 + 7020);
+        assert_eq!(
+            back_off(&mut pacer, &config, T0 + 7020),
+            T0 + 15_020,
             "capped at 8 s"
         );
+        let g = pacer.acquire(&config, T0 + 9_000, 1);
+        assert_eq!((g.granted, g.denial), (0, Some(Denial::Cooling)));
         assert!(pacer.acquire(&config, T0 + 16_000, 1).granted == 1);
     }
 
@@ -422,16 +485,18 @@ mod tests {
     fn one_episode_is_one_back_off_and_calls_resume_at_the_rate() {
         let config = PacerConfig::new(50.0, None, 30_000);
         let mut pacer = Pacer::new(&config, T0);
-        assert_eq!(pacer.refused(&config, T0), T0 + 1000);
+        assert_eq!(back_off(&mut pacer, &config, T0), T0 + 1000);
         // Other batches report refusals of the same moment: the back-off does not grow.
-        assert_eq!(pacer.refused(&config, T0 + 300), T0 + 1000);
-        pacer.refund(&config, T0 + 400, 10);
+        assert_eq!(back_off(&mut pacer, &config, T0 + 300), T0 + 1000);
+        pacer.settle(&config, T0 + 400, 10, 0);
         // When it ends, calls resume one every 20 ms, not 50 at once.
-        assert_eq!(pacer.acquire(&config, T0 + 1000, 10).granted, 0);
-        assert_eq!(pacer.acquire(&config, T0 + 1020, 10).granted, 1);
-        assert_eq!(pacer.acquire(&config, T0 + 1100, 10).granted, 4);
-        // A refusal after a calm spell starts again from the first back-off.
-        assert_eq!(pacer.refused(&config, T0 + 60_000), T0 + 61_000);
+        let g = pacer.acquire(&config, T0 + 1000, 3);
+        assert_eq!(g.start_at_ms, [T0 + 1020, T0 + 1040, T0 + 1060]);
+        // A refusal after the AI answered starts again from the first back-off...
+        pacer.settle(&config, T0 + 1200, 0, 3);
+        assert_eq!(back_off(&mut pacer, &config, T0 + 1300), T0 + 2300);
+        // ...and so does one after a calm spell.
+        assert_eq!(back_off(&mut pacer, &config, T0 + 60_000), T0 + 61_000);
     }
 
     #[test]
@@ -459,14 +524,18 @@ mod tests {
                 now += step;
                 let g = pacer.acquire(&config, now, n);
                 prop_assert_eq!(g.granted as usize + g.not_before_ms.len(), n as usize);
+                prop_assert_eq!(g.start_at_ms.len(), g.granted as usize);
                 prop_assert!(g.not_before_ms.iter().all(|&t| t > now));
-                calls.extend(std::iter::repeat_n(now, g.granted as usize));
+                prop_assert!(g.start_at_ms.iter().all(|&t| t >= now && t <= now + config.wait_ms));
+                calls.extend(&g.start_at_ms);
                 let refund = refund.min(g.granted);
-                pacer.refund(&config, now, refund);
+                pacer.settle(&config, now, refund, 0);
                 calls.truncate(calls.len() - refund as usize);
             }
-            let allowed = config.burst + (now - T0) as f64 * rate / 1000.0;
-            prop_assert!(calls.len() as f64 <= allowed + 1e-6, "{} granted, {} allowed", calls.len(), allowed);
+            calls.sort_unstable();
+            // Calls start at least `1/rate` apart.
+            let spacing = (1000.0 / rate) as u64;
+            prop_assert!(calls.windows(2).all(|w| w[1] - w[0] >= spacing), "{calls:?}");
             // And no window holds more than `burst`.
             let (window, most) = (config.window_ms(), config.window_calls());
             for (i, &t) in calls.iter().enumerate() {

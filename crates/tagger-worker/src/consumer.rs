@@ -311,6 +311,7 @@ impl Ctx<'_> {
             worker::console_warn!("tagger: AI pacer unavailable ({e}); calling without it");
             Grant {
                 granted: n,
+                start_at_ms: Vec::new(),
                 not_before_ms: Vec::new(),
                 denial: None,
                 used_today: 0,
@@ -325,11 +326,12 @@ impl Ctx<'_> {
             Some(Denial::Paced) | None => TagError::Paced,
         };
         let mut slots = grant.not_before_ms.into_iter();
+        let mut starts = grant.start_at_ms.into_iter();
         let mut denied = Vec::new();
         let mut granted = Vec::new();
         for (i, job) in valid.into_iter().enumerate() {
             if (i as u32) < grant.granted {
-                granted.push(job);
+                granted.push((job, starts.next()));
             } else {
                 let uploaded_at = shared::time::parse_ms(&job.first.1.uploaded_at);
                 denied.push(Later {
@@ -344,15 +346,21 @@ impl Ctx<'_> {
             }
         }
         let worked: Vec<Worked> = stream::iter(granted)
-            .map(|job| self.tag(job))
+            .map(|(job, start_at)| self.tag(job, start_at))
             .buffer_unordered(self.settings.concurrency)
             .collect()
             .await;
         let unused = worked.iter().filter(|w| !w.called).count() as u32;
+        // Calls the AI answered, whatever the answer, except a refusal.
+        let refused = |l: &Later| l.wall.is_some() || l.error.class() == Class::Misconfigured;
+        let answered = worked
+            .iter()
+            .filter(|w| w.called && !w.later.as_ref().is_some_and(refused))
+            .count() as u32;
         let mut later: Vec<Later> = worked.into_iter().filter_map(|w| w.later).collect();
         if let Ok(pacer) = &pacer {
-            if unused > 0 {
-                let _ = pacer.refund(unused).await;
+            if unused > 0 || answered > 0 {
+                let _ = pacer.settle(unused, answered).await;
             }
             self.schedule_walled(pacer, &mut later).await;
         }
@@ -411,8 +419,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// Tags one image this batch has a call for.
-    async fn tag(&self, job: Job) -> Worked {
+    /// Tags one image this batch has a call for, starting the call at `start_at` (the
+    /// pacer's schedule) or at once.
+    async fn tag(&self, job: Job, start_at: Option<u64>) -> Worked {
         let started = Date::now();
         let now = now_ms();
         let later = |job, error, not_before, lease, uploaded_at, wall| Later {
@@ -486,7 +495,7 @@ impl Ctx<'_> {
             self.ack_duplicates(&job, started);
             return Worked::finished(false);
         }
-        let step = self.classify(&row).await;
+        let step = self.classify(&row, start_at).await;
         let (result, called) = match step {
             Err(Step::Stopped(wall)) => {
                 let error = match wall {
@@ -554,14 +563,25 @@ impl Ctx<'_> {
         }
     }
 
-    /// Reads, normalises and classifies an image, unless the batch has hit a wall.
-    async fn classify(&self, row: &shared::db::ImageRow) -> Result<Classified, Step> {
+    /// Reads and normalises an image, waits for its call's start, and classifies it unless
+    /// the batch has hit a wall meanwhile.
+    async fn classify(
+        &self,
+        row: &shared::db::ImageRow,
+        start_at: Option<u64>,
+    ) -> Result<Classified, Step> {
         let _permit = self.budget.acquire(classify::working_bytes(row.size)).await;
         let mut bytes = r2::read(self.env, &row.r2_key)
             .await
             .map_err(|e| Step::Failed(e, false))?;
         let input =
             classify::prepare(&mut bytes, self.settings).map_err(|e| Step::Failed(e, false))?;
+        if let Some(wait) = start_at
+            .and_then(|at| at.checked_sub(now_ms()))
+            .filter(|&ms| ms > 0)
+        {
+            worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+        }
         if let Some(wall) = self.wall.get() {
             return Err(Step::Stopped(wall));
         }

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use serde::Deserialize;
 use shared::config::binding;
-use shared::pacer::{Ask, Grant, Pacer, Usage, OBJECT_NAME};
+use shared::pacer::{Ask, Denial, Grant, Pacer, Usage, OBJECT_NAME};
 use worker::{
     durable_object, js_sys, DurableObject, Env, Method, Request, RequestInit, Response, Result,
     State, Stub,
@@ -75,13 +75,20 @@ impl DurableObject for AiPacer {
         let config = Settings::get(&self.env).pacer;
         let grant = match ask {
             Ask::Acquire { n } => self.with(|p, now| p.acquire(&config, now, n)),
-            Ask::Refund { n } => self.with(|p, now| {
-                p.refund(&config, now, n);
+            Ask::Settle { unused, answered } => self.with(|p, now| {
+                p.settle(&config, now, unused, answered);
                 p.acquire(&config, now, 0)
             }),
             Ask::Refused { n } => self.with(|p, now| {
-                p.refused(&config, now);
-                p.acquire(&config, now, n)
+                let not_before_ms = p.refused(&config, now, n);
+                let denial = (now < p.cooling_until()).then_some(Denial::Cooling);
+                Grant {
+                    granted: 0,
+                    start_at_ms: Vec::new(),
+                    not_before_ms,
+                    denial,
+                    used_today: p.used_today,
+                }
             }),
             Ask::Quota { n } => self.with(|p, now| {
                 p.quota_exhausted(&config, now);
@@ -100,7 +107,9 @@ impl DurableObject for AiPacer {
                 return Response::from_json(&usage);
             }
         };
-        if grant.as_ref().is_some_and(|g| g.granted > 0) || matches!(ask, Ask::Refund { .. }) {
+        if grant.as_ref().is_some_and(|g| g.granted > 0)
+            || matches!(ask, Ask::Settle { unused, .. } if unused > 0)
+        {
             self.save().await?;
         }
         Response::from_json(&grant)
@@ -140,9 +149,9 @@ impl PacerClient {
         self.ask(&Ask::Acquire { n }).await
     }
 
-    /// Gives back `n` unused calls.
-    pub async fn refund(&self, n: u32) -> Result<Grant> {
-        self.ask(&Ask::Refund { n }).await
+    /// Ends a batch: gives back `unused` calls, and says how many the AI answered.
+    pub async fn settle(&self, unused: u32, answered: u32) -> Result<Grant> {
+        self.ask(&Ask::Settle { unused, answered }).await
     }
 
     /// Reports a busy refusal; slots for `n` calls after the back-off.

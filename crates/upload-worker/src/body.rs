@@ -1,47 +1,57 @@
-//! Getting an upload's bytes from the request to R2 without copying them into wasm memory.
+//! Reading an upload's body: its type and pixel count from its first bytes, then its bytes
+//! handed to [`crate::r2::store`], never copied back out of wasm.
 //!
-//! Only the first [`SNIFF_LEN`] bytes are ever copied into Rust, to recognise the format.
-//! Everything else stays in JavaScript buffers, streams and blobs:
-//! - a body with a `Content-Length` of at most [`BUFFER_LIMIT`] is read whole into an
-//!   `ArrayBuffer` and put into R2 in one piece, which costs less than streaming it;
-//! - a larger body with a `Content-Length` streams: its first chunks are read to sniff, then
-//!   written into a `FixedLengthStream` ahead of the rest of the body, which is piped after
-//!   them straight into R2 (no tee, which costs more);
-//! - a chunked body is counted chunk by chunk and cut off at the limit, then handed on as a
-//!   blob of known size (R2 needs a known length);
-//! - a multipart form is parsed by the runtime's `FormData`, and its file handed on the same
-//!   way.
+//! - A raw body with a `Content-Length` of at most [`BUFFER_LIMIT`] is read whole into an
+//!   `ArrayBuffer`; only its head is copied into wasm.
+//! - A larger raw body with a `Content-Length` passes through the runtime natively: its first
+//!   chunks are read until the head decides, then written into a `FixedLengthStream` ahead of
+//!   the rest of the body, which is piped after them straight into R2.
+//! - A raw body without `Content-Length`, and every `multipart/form-data` body, is read chunk
+//!   by chunk ([`Rest`]), 64 KiB per read. A form's chunks are copied into one buffer that
+//!   every request shares (it is used only between awaits) and scanned there
+//!   ([`shared::multipart::Scanner`]); the file's bytes go on as `subarray` views of the JS
+//!   chunks, and [`crate::r2`] stores them in parts as they come.
+//!
+//! The head (see [`shared::head`]) is read up to 256 KiB to find the image's pixel count: a
+//! JPEG's frame header can follow large EXIF and ICC segments.
+//!
+//! A body refused part way (type, pixels, a malformed form) is drained before the error
+//! response, up to the size limit: a client still sending would otherwise often see its
+//! connection reset instead of the response.
+//!
+//! With [`BodyInfo::digest`], the SHA-256 of the whole body is computed on the way:
+//! `crypto.subtle.digest` of a buffered body, a `tee` into `crypto.DigestStream` for a piped
+//! one, and each chunk written to a `DigestStream` for a body read chunk by chunk.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
 
 use shared::api::ApiError;
-use shared::multipart;
-use shared::sniff::{check_type, SNIFF_LEN};
+use shared::head::Head;
+use shared::multipart::{self, Event, FilePicker, Scanner};
 use shared::ImageType;
-use worker::js_sys::{self, Array, ArrayBuffer, BigInt, Reflect, Uint8Array};
+use worker::js_sys::{self, ArrayBuffer, BigInt, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::{self, Blob, ReadableStream, ReadableStreamDefaultReader};
+use worker::wasm_bindgen_futures::{future_to_promise, JsFuture};
+use worker::web_sys::{self, ReadableStream, ReadableStreamDefaultReader};
+use worker::web_sys::{WritableStream, WritableStreamDefaultWriter};
 use worker::worker_sys::FixedLengthStream;
 
-/// Raw bodies up to this size are buffered (in JS) rather than streamed: memory per request
-/// stays bounded by it, whatever the image size.
+/// Raw bodies with a `Content-Length` up to this size are read whole (in JS) rather than
+/// piped: that costs less CPU, and memory per request stays bounded by it.
 pub const BUFFER_LIMIT: u64 = 1024 * 1024;
 
-/// A checked upload, ready to be put into R2.
-pub struct Upload {
-    pub image_type: ImageType,
-    pub size: u64,
-    pub bytes: Bytes,
-}
+/// The most bytes of a chunk scanned at once: the size the shared scan buffer grows to.
+const SCAN_SLICE: u32 = 64 * 1024;
 
-/// Where an upload's bytes are.
-pub enum Bytes {
-    /// A stream of exactly `size` bytes, and what feeds it: awaited after the R2 put.
-    Stream {
-        stream: ReadableStream,
-        feeding: JsFuture,
-    },
-    /// A small body, whole, in JS memory.
-    Buffer(ArrayBuffer),
+/// The least bytes copied into wasm per step while the head is undecided.
+const HEAD_STEP: usize = 4096;
+
+thread_local! {
+    /// The one buffer chunks are copied into, shared by all requests (it is used only
+    /// between awaits), so that wasm memory does not grow with concurrent uploads.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static VALUE: JsValue = JsValue::from_str("value");
 }
 
 /// The request facts the body handling needs.
@@ -49,34 +59,218 @@ pub struct BodyInfo<'a> {
     pub content_type: Option<&'a str>,
     /// Checked against the limit already; `None` for a chunked body.
     pub content_length: Option<u64>,
+    /// `MAX_UPLOAD_BYTES`: for the whole body, form or not.
     pub limit: u64,
+    /// `MAX_PIXELS`.
+    pub max_pixels: u64,
+    /// Whether to compute the body's SHA-256 ([`crate::r2::Stored::sha256`]).
+    pub digest: bool,
+}
+
+/// A body whose head passed the checks, ready for [`crate::r2::store`], which reads the rest.
+pub struct Upload {
+    /// The sniffed type: the R2 key's extension and the object's content type.
+    pub image_type: ImageType,
+    pub(crate) bytes: Bytes,
+    pub(crate) digest: Option<Digest>,
+}
+
+/// Where an upload's bytes are.
+pub(crate) enum Bytes {
+    /// A small body, whole, in JS memory.
+    Buffer(ArrayBuffer),
+    /// A stream of exactly `size` bytes, and what feeds it (awaited after the R2 put).
+    Stream {
+        stream: ReadableStream,
+        size: u64,
+        feeding: JsFuture,
+    },
+    /// A body still being read chunk by chunk.
+    Parts(Box<Rest>),
+}
+
+#[worker::wasm_bindgen::prelude::wasm_bindgen(
+    wasm_bindgen = ::worker::wasm_bindgen,
+    js_sys = ::worker::js_sys
+)]
+extern "C" {
+    /// workerd's `crypto.DigestStream`: a writable stream that hashes what is written.
+    #[wasm_bindgen(extends = WritableStream, extends = js_sys::Object)]
+    type DigestStream;
+
+    #[wasm_bindgen(constructor, catch, js_namespace = crypto)]
+    fn new(algorithm: &str) -> Result<DigestStream, JsValue>;
+
+    #[wasm_bindgen(method, getter)]
+    fn digest(this: &DigestStream) -> Promise;
+
+    #[wasm_bindgen(catch, js_namespace = ["crypto", "subtle"], js_name = digest)]
+    fn subtle_digest(algorithm: &str, data: &ArrayBuffer) -> Result<Promise, JsValue>;
+
+    /// A `ReadableStreamBYOBReader`, with workerd's `readAtLeast`.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type ByobReader;
+
+    /// A `ReadableStream`, for `getReader` with options.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type BodyStream;
+
+    #[wasm_bindgen(method, catch, js_name = getReader)]
+    fn byob_reader(this: &BodyStream, options: &js_sys::Object) -> Result<ByobReader, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = readAtLeast)]
+    fn read_at_least(this: &ByobReader, min: u32, view: &Uint8Array) -> Result<Promise, JsValue>;
+
+    #[wasm_bindgen(method)]
+    fn cancel(this: &ByobReader) -> Promise;
+
+    #[wasm_bindgen(method, js_name = releaseLock)]
+    fn release_lock(this: &ByobReader);
+}
+
+/// The size of the reads of a body read chunk by chunk.
+const READ_SIZE: u32 = 64 * 1024;
+
+/// A body's reader for chunk-by-chunk reading. Request bodies arrive in 4 KiB pieces (1,300
+/// reads, each a JS promise and a wake-up of the Rust executor, for 5 MiB); workerd's
+/// `readAtLeast` on a BYOB reader gathers [`READ_SIZE`] bytes per read instead.
+enum Chunks {
+    Byob(ByobReader),
+    Plain(ReadableStreamDefaultReader),
+}
+
+impl Chunks {
+    fn new(body: &ReadableStream) -> Self {
+        let options = js_sys::Object::new();
+        let _ = Reflect::set(&options, &"mode".into(), &"byob".into());
+        let stream: &BodyStream = body.unchecked_ref();
+        if let Ok(reader) = stream.byob_reader(&options) {
+            if Reflect::get(&reader, &"readAtLeast".into()).is_ok_and(|f| f.is_function()) {
+                return Self::Byob(reader);
+            }
+            reader.release_lock();
+        }
+        Self::Plain(reader_of(body))
+    }
+
+    /// The next chunk, `None` at the end of the body.
+    async fn next(&self) -> Result<Option<Uint8Array>, ApiError> {
+        let reader = match self {
+            Self::Plain(reader) => return next_chunk(reader).await,
+            Self::Byob(reader) => reader,
+        };
+        let view = Uint8Array::new_with_length(READ_SIZE);
+        let read = reader
+            .read_at_least(READ_SIZE, &view)
+            .map_err(js_error("readAtLeast"))?;
+        let chunk = chunk_of(JsFuture::from(read).await)?;
+        // At the end a BYOB read gives back an empty view.
+        Ok(chunk.filter(|c| c.length() > 0))
+    }
+
+    fn cancel(&self) {
+        let _ = match self {
+            Self::Byob(reader) => reader.cancel(),
+            Self::Plain(reader) => reader.cancel(),
+        };
+    }
+}
+
+/// A SHA-256 being computed by the runtime.
+pub(crate) struct Digest(Promise);
+
+impl Digest {
+    /// The digest as lowercase hex. A body that broke off fails it.
+    pub(crate) async fn hex(self) -> Result<String, ApiError> {
+        let buffer: ArrayBuffer = JsFuture::from(self.0)
+            .await
+            .map_err(|_| ApiError::IncompleteBody)?
+            .dyn_into()
+            .map_err(|_| ApiError::Internal("digest is not an ArrayBuffer".into()))?;
+        Ok(hex(&Uint8Array::new(&buffer).to_vec()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+fn digest_stream() -> Result<DigestStream, ApiError> {
+    DigestStream::new("SHA-256").map_err(js_error("DigestStream"))
 }
 
 fn js_error(what: &'static str) -> impl FnOnce(JsValue) -> ApiError {
     move |e| ApiError::Internal(format!("{what}: {e:?}"))
 }
 
-/// Reads a raw (non-multipart) image body.
-pub async fn raw(req: &web_sys::Request, info: &BodyInfo<'_>) -> Result<Upload, ApiError> {
+/// Reads an upload's head and checks it: raw bytes, or a `multipart/form-data` form with
+/// exactly one file in field `image` or `file`. The rest is read by [`crate::r2::store`].
+pub async fn read(req: &web_sys::Request, info: &BodyInfo<'_>) -> Result<Upload, ApiError> {
+    if multipart::is_multipart(info.content_type) {
+        let boundary = multipart::boundary(info.content_type.unwrap_or_default())?;
+        let body = req.body().ok_or(ApiError::EmptyBody)?;
+        let (rest, digest) = Rest::start(body, info, Some(Box::new(Form::new(&boundary))))?;
+        return rest.read_head(digest).await;
+    }
     match info.content_length {
-        Some(size) if size <= BUFFER_LIMIT => buffered(req, size, info.content_type).await,
-        Some(size) => {
-            let body = req.body().ok_or(ApiError::EmptyBody)?;
-            streamed(body, size, info.content_type).await
-        }
+        Some(size) if size <= BUFFER_LIMIT => buffered(req, size, info).await,
+        Some(size) => streamed(req.body().ok_or(ApiError::EmptyBody)?, size, info).await,
         None => {
             let body = req.body().ok_or(ApiError::EmptyBody)?;
-            let blob = collect_limited(&body, info.limit).await?;
-            from_blob(&blob, info.content_type).await
+            let (rest, digest) = Rest::start(body, info, None)?;
+            rest.read_head(digest).await
         }
     }
 }
 
-/// Reads a small body of known size whole into an `ArrayBuffer`, and sniffs it.
+/// Hashes the whole body (hex SHA-256), enforcing the size limit, and stores nothing: for a
+/// repeated `Idempotency-Key`, to compare with the first request's body.
+pub async fn digest_only(req: &web_sys::Request, info: &BodyInfo<'_>) -> Result<String, ApiError> {
+    let body = req.body().ok_or(ApiError::EmptyBody)?;
+    let stream = digest_stream()?;
+    let digest = Digest(stream.digest());
+    if info.content_length.is_some() {
+        // The length was checked against the limit, and the runtime holds the body to it.
+        JsFuture::from(body.pipe_to(&stream))
+            .await
+            .map_err(|_| ApiError::IncompleteBody)?;
+        return digest.hex().await;
+    }
+    let reader = Chunks::new(&body);
+    let writer = stream
+        .get_writer()
+        .map_err(js_error("DigestStream writer"))?;
+    let mut read = 0u64;
+    while let Some(chunk) = reader.next().await? {
+        read += u64::from(chunk.length());
+        if read > info.limit {
+            reader.cancel();
+            return Err(ApiError::PayloadTooLarge { limit: info.limit });
+        }
+        JsFuture::from(writer.write_with_chunk(&chunk))
+            .await
+            .map_err(js_error("DigestStream write"))?;
+    }
+    if read == 0 {
+        return Err(ApiError::EmptyBody);
+    }
+    JsFuture::from(writer.close())
+        .await
+        .map_err(js_error("DigestStream close"))?;
+    digest.hex().await
+}
+
+/// Reads a small body of known size whole into an `ArrayBuffer`, and checks its head.
 async fn buffered(
     req: &web_sys::Request,
     size: u64,
-    declared: Option<&str>,
+    info: &BodyInfo<'_>,
 ) -> Result<Upload, ApiError> {
     let read = req.array_buffer().map_err(js_error("arrayBuffer"))?;
     let buffer: ArrayBuffer = JsFuture::from(read)
@@ -91,131 +285,508 @@ async fn buffered(
     if length == 0 {
         return Err(ApiError::EmptyBody);
     }
-    let head =
-        Uint8Array::new_with_byte_offset_and_length(&buffer, 0, length.min(SNIFF_LEN as u32));
-    let image_type = check_type(&head.to_vec(), declared)?;
+    let mut head = Head::new(info.max_pixels);
+    let bytes = Uint8Array::new(&buffer);
+    feed_head(&mut head, &bytes, length, info.content_type)?;
+    let image_type = head.finish(info.content_type)?;
+    let digest = match info.digest {
+        // Reads the bytes now, before the put takes the buffer.
+        true => Some(Digest(
+            subtle_digest("SHA-256", &buffer).map_err(js_error("digest"))?,
+        )),
+        false => None,
+    };
     Ok(Upload {
         image_type,
-        size,
         bytes: Bytes::Buffer(buffer),
+        digest,
     })
 }
 
-/// Sniffs a body of known size from its first chunks, then streams all of it.
+/// Checks the head of a body of known size from its first chunks, then pipes all of it.
 async fn streamed(
     body: ReadableStream,
     size: u64,
-    declared: Option<&str>,
+    info: &BodyInfo<'_>,
 ) -> Result<Upload, ApiError> {
     let reader = reader_of(&body);
-    let mut head = Vec::new();
-    let mut prefix = Vec::with_capacity(SNIFF_LEN);
-    while prefix.len() < SNIFF_LEN {
-        let Some(chunk) = next_chunk(&reader).await? else {
-            break;
+    let mut head = Head::new(info.max_pixels);
+    let mut chunks = Vec::new();
+    let mut read = 0u64;
+    let checked = loop {
+        let chunk = match next_chunk(&reader).await {
+            Ok(Some(chunk)) => chunk,
+            // The body ended (a short one fails the FixedLengthStream later).
+            Ok(None) => break head.finish(info.content_type),
+            Err(e) => break Err(e),
         };
-        let take = (SNIFF_LEN - prefix.len()).min(chunk.length() as usize);
-        prefix.extend(chunk.subarray(0, take as u32).to_vec());
-        head.push(chunk);
-    }
-    if prefix.is_empty() {
-        return Err(ApiError::EmptyBody);
-    }
-    let image_type = check_type(&prefix, declared)?;
+        read += u64::from(chunk.length());
+        let fed = feed_head(&mut head, &chunk, chunk.length(), info.content_type);
+        chunks.push(chunk);
+        match fed {
+            Ok(Some(image_type)) => break Ok(image_type),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let image_type = match checked {
+        Ok(image_type) => image_type,
+        Err(e) => {
+            reader.release_lock();
+            drain(&Chunks::new(&body), read, info.limit).await;
+            return Err(e);
+        }
+    };
     // The rest of the body is read by the pipe, from where the reader stopped.
     reader.release_lock();
     let fls = FixedLengthStream::new_big_int(BigInt::from(size))
         .map_err(js_error("FixedLengthStream"))?;
     let writable = fls.writable();
+    let hasher = if info.digest {
+        Some(digest_stream()?)
+    } else {
+        None
+    };
+    let digest = hasher.as_ref().map(|h| Digest(h.digest()));
     // Runs on its own, like a pipeTo: the R2 put reads what it writes.
-    let feeding = worker::wasm_bindgen_futures::future_to_promise(async move {
-        let writer = writable.get_writer()?;
-        for chunk in head {
-            JsFuture::from(writer.write_with_chunk(&chunk)).await?;
+    let feeding = future_to_promise(async move {
+        if let Some(hasher) = &hasher {
+            write_all(hasher, &chunks).await?;
         }
-        writer.release_lock();
-        JsFuture::from(body.pipe_to(&writable)).await
+        write_all(&writable, &chunks).await?;
+        drop(chunks);
+        let Some(hasher) = hasher else {
+            return JsFuture::from(body.pipe_to(&writable)).await;
+        };
+        // The hash only when asked: a tee costs CPU.
+        let branches = body.tee();
+        let to_r2: ReadableStream = branches.get(0).unchecked_into();
+        let to_hash: ReadableStream = branches.get(1).unchecked_into();
+        let hashing = JsFuture::from(to_hash.pipe_to(&hasher));
+        let stored = JsFuture::from(to_r2.pipe_to(&writable)).await;
+        hashing.await?;
+        stored
     });
     Ok(Upload {
         image_type,
-        size,
         bytes: Bytes::Stream {
             stream: fls.readable(),
+            size,
             feeding: JsFuture::from(feeding),
         },
+        digest,
     })
 }
 
-/// Reads a `multipart/form-data` body with exactly one file, in field `image` or `file`.
-pub async fn multipart(
-    body: Option<ReadableStream>,
-    info: &BodyInfo<'_>,
-) -> Result<Upload, ApiError> {
-    let content_type = info.content_type.unwrap_or_default();
-    multipart::boundary(content_type)?;
-    let body = body.ok_or(ApiError::EmptyBody)?;
-    // Count the body against the limit before the runtime parses it.
-    let blob = collect_limited(&body, info.limit).await?;
-    let form = parse_form(&blob, content_type).await?;
-    let mut fields = Vec::new();
-    for entry in js_sys::try_iter(&form).ok().flatten().into_iter().flatten() {
-        let pair: Array = entry.map_err(js_error("iterate form"))?.unchecked_into();
-        let name = pair.get(0).as_string().unwrap_or_default();
-        fields.push((name, pair.get(1).is_instance_of::<Blob>()));
+/// Reads and drops the rest of a refused body (`read` bytes of it were read), up to the size
+/// limit. A client still sending a body that is never read gets its connection reset, often
+/// before it reads the error response; drained, the connection ends cleanly. Past the limit
+/// the body is cancelled.
+async fn drain(reader: &Chunks, mut read: u64, limit: u64) {
+    while read <= limit {
+        match reader.next().await {
+            Ok(Some(chunk)) => read += u64::from(chunk.length()),
+            _ => return,
+        }
     }
-    let name = multipart::pick_file_field(fields.iter().map(|(n, f)| (n.as_str(), *f)))?;
-    let file: Blob = form
-        .get(name)
-        .dyn_into()
-        .map_err(|_| ApiError::InvalidMultipart("the file part is not a file".into()))?;
-    // The part's own type is only a claim, checked like a raw body's Content-Type.
-    let declared = file.type_();
-    from_blob(&file, Some(declared.as_str()).filter(|t| !t.is_empty())).await
+    reader.cancel();
 }
 
-/// Sniffs a blob and wraps it as an [`Upload`].
-async fn from_blob(blob: &Blob, declared: Option<&str>) -> Result<Upload, ApiError> {
-    let size = blob.size() as u64;
-    if size == 0 {
-        return Err(ApiError::EmptyBody);
+/// Writes chunks into a stream, keeping it unlocked for a pipe afterwards.
+async fn write_all(stream: &WritableStream, chunks: &[Uint8Array]) -> Result<(), JsValue> {
+    let writer = stream.get_writer()?;
+    for chunk in chunks {
+        JsFuture::from(writer.write_with_chunk(chunk)).await?;
     }
-    let head = blob
-        .slice_with_i32_and_i32(0, SNIFF_LEN as i32)
-        .map_err(js_error("slice blob"))?;
-    let head = JsFuture::from(head.array_buffer())
-        .await
-        .map_err(js_error("read blob head"))?;
-    let image_type = check_type(&Uint8Array::new(&head).to_vec(), declared)?;
-    let (stream, feeding) = fixed_length(&blob.stream(), size)?;
-    Ok(Upload {
-        image_type,
-        size,
-        bytes: Bytes::Stream { stream, feeding },
+    writer.release_lock();
+    Ok(())
+}
+
+/// Offers a JS chunk to the head, copying into wasm only what deciding needs.
+fn feed_head(
+    head: &mut Head,
+    chunk: &Uint8Array,
+    len: u32,
+    declared: Option<&str>,
+) -> Result<Option<ImageType>, ApiError> {
+    let mut at = 0u32;
+    while at < len && head.decided().is_none() {
+        let n = head.wants().max(HEAD_STEP).min((len - at) as usize) as u32;
+        with_scratch(n as usize, |bytes| {
+            chunk.subarray(at, at + n).copy_to(bytes);
+            head.feed(bytes, declared)
+        })?;
+        at += n;
+    }
+    Ok(head.decided())
+}
+
+/// Runs `f` on `n` bytes of the shared buffer (grown if need be), or of a buffer of its own
+/// should the shared one be in use (it never is: no caller nests, and none awaits inside).
+fn with_scratch<T>(n: usize, f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            f(&mut buf[..n])
+        }
+        Err(_) => f(&mut vec![0; n]),
     })
 }
 
-/// Pipes `source` through a `FixedLengthStream` of `size` bytes, which R2 accepts and which
-/// errors if the source is shorter or longer.
-fn fixed_length(
-    source: &ReadableStream,
-    size: u64,
-) -> Result<(ReadableStream, JsFuture), ApiError> {
-    let fls = FixedLengthStream::new_big_int(BigInt::from(size))
-        .map_err(js_error("FixedLengthStream"))?;
-    let feeding = JsFuture::from(source.pipe_to(&fls.writable()));
-    Ok((fls.readable(), feeding))
+/// A body read chunk by chunk: a raw body without `Content-Length`, or a form.
+pub(crate) struct Rest {
+    reader: Chunks,
+    read: u64,
+    limit: u64,
+    /// Writes every chunk into a `DigestStream`, when a digest was asked for.
+    hasher: Option<WritableStreamDefaultWriter>,
+    /// `None` for a raw body: all of it is the file.
+    form: Option<Box<Form>>,
+    file: File,
+    /// The body is read to its end, and valid.
+    over: bool,
+}
+
+/// The file's side of a body read chunk by chunk.
+struct File {
+    head: Head,
+    /// The declared type: the request's for a raw body, the part's for a form.
+    declared: Option<String>,
+    /// The file's bytes read and not yet taken: views of the body's chunks, with lengths.
+    views: Vec<(Uint8Array, u32)>,
+    /// All of the file's bytes are read.
+    over: bool,
+}
+
+impl File {
+    /// Takes the next view of the file; `bytes` are its bytes when already in wasm, else the
+    /// head copies what it needs.
+    fn push(&mut self, view: Uint8Array, len: u32, bytes: Option<&[u8]>) -> Result<(), ApiError> {
+        if self.head.decided().is_none() {
+            match bytes {
+                Some(bytes) => {
+                    self.head.feed(bytes, self.declared.as_deref())?;
+                }
+                None => {
+                    feed_head(&mut self.head, &view, len, self.declared.as_deref())?;
+                }
+            }
+        }
+        self.views.push((view, len));
+        Ok(())
+    }
+}
+
+impl Rest {
+    /// Starts reading `body`; with the digest of it, if asked for.
+    fn start(
+        body: ReadableStream,
+        info: &BodyInfo<'_>,
+        form: Option<Box<Form>>,
+    ) -> Result<(Self, Option<Digest>), ApiError> {
+        let (hasher, digest) = if info.digest {
+            let stream = digest_stream()?;
+            let digest = Digest(stream.digest());
+            let writer = stream
+                .get_writer()
+                .map_err(js_error("DigestStream writer"))?;
+            (Some(writer), Some(digest))
+        } else {
+            (None, None)
+        };
+        let declared = match form {
+            None => info.content_type.map(str::to_string),
+            Some(_) => None,
+        };
+        let rest = Self {
+            reader: Chunks::new(&body),
+            read: 0,
+            limit: info.limit,
+            hasher,
+            form,
+            file: File {
+                head: Head::new(info.max_pixels),
+                declared,
+                views: Vec::new(),
+                over: false,
+            },
+            over: false,
+        };
+        Ok((rest, digest))
+    }
+
+    /// Reads until the file's head decides; the upload then holds the rest of the body.
+    async fn read_head(mut self, digest: Option<Digest>) -> Result<Upload, ApiError> {
+        let image_type = loop {
+            if let Some(image_type) = self.file.head.decided() {
+                break image_type;
+            }
+            if self.file.over {
+                match self.file.head.finish(self.file.declared.as_deref()) {
+                    Ok(image_type) => break image_type,
+                    Err(e) => {
+                        // A form may go on after its file.
+                        if !self.over {
+                            self.over = true;
+                            drain(&self.reader, self.read, self.limit).await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            self.step().await?;
+        };
+        Ok(Upload {
+            image_type,
+            bytes: Bytes::Parts(Box::new(self)),
+            digest,
+        })
+    }
+
+    /// The file's bytes read so far and not yet taken, as views of the body's chunks.
+    pub(crate) fn take_file_views(&mut self) -> std::vec::Drain<'_, (Uint8Array, u32)> {
+        self.file.views.drain(..)
+    }
+
+    /// Whether the body is read to its end (and valid: a form is complete, with its file).
+    pub(crate) fn is_over(&self) -> bool {
+        self.over
+    }
+
+    /// Drains what is left of the body after a failure elsewhere (R2), so that the client
+    /// gets the error response (see [`drain`]).
+    pub(crate) async fn abandon(&mut self) {
+        if !self.over {
+            self.over = true;
+            drain(&self.reader, self.read, self.limit).await;
+        }
+    }
+
+    /// Reads and handles the next chunk. After an error the rest of the body is drained (see
+    /// [`drain`]), or cancelled past the size limit.
+    pub(crate) async fn step(&mut self) -> Result<(), ApiError> {
+        let result = self.next().await;
+        match &result {
+            Ok(()) => {}
+            Err(ApiError::PayloadTooLarge { .. }) => {
+                self.over = true;
+                self.reader.cancel();
+            }
+            Err(ApiError::IncompleteBody) => self.over = true,
+            Err(_) => {
+                self.over = true;
+                drain(&self.reader, self.read, self.limit).await;
+            }
+        }
+        result
+    }
+
+    async fn next(&mut self) -> Result<(), ApiError> {
+        if self.over {
+            return Ok(());
+        }
+        let Some(chunk) = self.reader.next().await? else {
+            return self.end();
+        };
+        let len = chunk.length();
+        self.read += u64::from(len);
+        if self.read > self.limit {
+            return Err(ApiError::PayloadTooLarge { limit: self.limit });
+        }
+        if let Some(hasher) = &self.hasher {
+            // Written in order; a failure shows in the digest.
+            let _ = hasher.write_with_chunk(&chunk);
+        }
+        match &mut self.form {
+            Some(form) => form.scan(&chunk, len, &mut self.file),
+            None if len > 0 => self.file.push(chunk, len, None),
+            None => Ok(()),
+        }
+    }
+
+    /// The end of the body: the form must be complete.
+    fn end(&mut self) -> Result<(), ApiError> {
+        if self.read == 0 {
+            return Err(ApiError::EmptyBody);
+        }
+        if let Some(form) = &self.form {
+            form.scanner.finish()?;
+            form.picker.finish()?;
+        }
+        if let Some(hasher) = self.hasher.take() {
+            let _ = hasher.close();
+        }
+        self.file.over = true;
+        self.over = true;
+        Ok(())
+    }
+}
+
+/// A `multipart/form-data` body being scanned.
+struct Form {
+    scanner: Scanner,
+    picker: FilePicker,
+    events: Vec<Event>,
+    /// The current part is the file.
+    in_file: bool,
+    /// The last chunks while the scanner holds back their last bytes (a later data event
+    /// may carry them), with their lengths.
+    tail: VecDeque<(Uint8Array, u32)>,
+}
+
+impl Form {
+    fn new(boundary: &str) -> Self {
+        Self {
+            scanner: Scanner::new(boundary),
+            picker: FilePicker::default(),
+            events: Vec::new(),
+            in_file: false,
+            tail: VecDeque::new(),
+        }
+    }
+
+    /// Scans a chunk, in slices of at most [`SCAN_SLICE`].
+    fn scan(&mut self, chunk: &Uint8Array, len: u32, file: &mut File) -> Result<(), ApiError> {
+        let mut at = 0;
+        while at < len && !self.scanner.is_done() {
+            let n = (len - at).min(SCAN_SLICE);
+            let piece = match n == len {
+                true => chunk.clone(),
+                false => chunk.subarray(at, at + n),
+            };
+            self.scan_piece(&piece, n, file)?;
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn scan_piece(
+        &mut self,
+        piece: &Uint8Array,
+        len: u32,
+        file: &mut File,
+    ) -> Result<(), ApiError> {
+        let mut events = std::mem::take(&mut self.events);
+        let result: Result<(), ApiError> = with_scratch(len as usize, |bytes| {
+            piece.copy_to(bytes);
+            self.scanner.feed(bytes, &mut events)?;
+            for event in events.drain(..) {
+                self.event(event, piece, len, bytes, file)?;
+            }
+            Ok(())
+        });
+        events.clear();
+        self.events = events;
+        result?;
+        self.keep_tail(piece, len);
+        Ok(())
+    }
+
+    fn event(
+        &mut self,
+        event: Event,
+        piece: &Uint8Array,
+        len: u32,
+        bytes: &[u8],
+        file: &mut File,
+    ) -> Result<(), ApiError> {
+        match event {
+            Event::Part(head) => {
+                self.in_file = self.picker.offer(&head.name, head.is_file())?;
+                if self.in_file {
+                    // The part's own type is only a claim, checked like a raw body's.
+                    file.declared = head.content_type.filter(|t| !t.is_empty());
+                }
+            }
+            Event::Data { carried, range } if self.in_file => {
+                if carried > 0 {
+                    self.push_carried(carried, file)?;
+                }
+                if !range.is_empty() {
+                    let (start, end) = (range.start as u32, range.end as u32);
+                    let view = match end - start == len {
+                        true => piece.clone(),
+                        false => piece.subarray(start, end),
+                    };
+                    file.push(view, end - start, Some(&bytes[range]))?;
+                }
+            }
+            Event::Data { .. } => {}
+            Event::PartEnd if self.in_file => {
+                self.in_file = false;
+                file.over = true;
+            }
+            Event::PartEnd | Event::End => {}
+        }
+        Ok(())
+    }
+
+    /// The last `carried` bytes of the previous pieces, which turned out to be file data.
+    fn push_carried(&mut self, carried: usize, file: &mut File) -> Result<(), ApiError> {
+        let mut need = carried as u32;
+        let mut views = Vec::new();
+        for (view, n) in self.tail.iter().rev() {
+            if need == 0 {
+                break;
+            }
+            let take = need.min(*n);
+            views.push(match take == *n {
+                true => (view.clone(), take),
+                false => (view.subarray(n - take, *n), take),
+            });
+            need -= take;
+        }
+        if need > 0 {
+            return Err(ApiError::Internal(
+                "carried bytes not in the kept chunks".into(),
+            ));
+        }
+        let mut delimiter = &self.scanner.delimiter()[..carried];
+        for (view, n) in views.into_iter().rev() {
+            let (these, rest) = delimiter.split_at(n as usize);
+            file.push(view, n, Some(these))?;
+            delimiter = rest;
+        }
+        self.tail.clear();
+        Ok(())
+    }
+
+    /// Keeps the pieces whose last bytes the scanner holds back, while in the file.
+    fn keep_tail(&mut self, piece: &Uint8Array, len: u32) {
+        let held = self.scanner.held() as u64;
+        if held == 0 || !self.in_file {
+            self.tail.clear();
+            return;
+        }
+        self.tail.push_back((piece.clone(), len));
+        let mut kept: u64 = self.tail.iter().map(|(_, n)| u64::from(*n)).sum();
+        while let Some(&(_, n)) = self.tail.front() {
+            if kept - u64::from(n) < held {
+                break;
+            }
+            kept -= u64::from(n);
+            self.tail.pop_front();
+        }
+    }
 }
 
 /// One chunk from a reader: `None` at the end of the stream.
 async fn next_chunk(reader: &ReadableStreamDefaultReader) -> Result<Option<Uint8Array>, ApiError> {
-    let result = JsFuture::from(reader.read())
-        .await
-        .map_err(|_| ApiError::IncompleteBody)?;
-    let done = Reflect::get(&result, &"done".into()).map_err(js_error("read result"))?;
-    if done.is_truthy() {
+    chunk_of(JsFuture::from(reader.read()).await)
+}
+
+/// The chunk of a read's result: `None` at the end of the stream.
+fn chunk_of(result: Result<JsValue, JsValue>) -> Result<Option<Uint8Array>, ApiError> {
+    let result = result.map_err(|_| ApiError::IncompleteBody)?;
+    // `value` is undefined when `done` is true (for a BYOB read, it is an empty view).
+    let value = VALUE
+        .with(|key| Reflect::get(&result, key))
+        .map_err(js_error("read result"))?;
+    if value.is_undefined() {
         return Ok(None);
     }
-    let value = Reflect::get(&result, &"value".into()).map_err(js_error("read result"))?;
     value
         .dyn_into::<Uint8Array>()
         .map(Some)
@@ -224,146 +795,4 @@ async fn next_chunk(reader: &ReadableStreamDefaultReader) -> Result<Option<Uint8
 
 fn reader_of(stream: &ReadableStream) -> ReadableStreamDefaultReader {
     stream.get_reader().unchecked_into()
-}
-
-/// Gathers a body of unknown length into a blob, failing as soon as it passes `limit`.
-async fn collect_limited(stream: &ReadableStream, limit: u64) -> Result<Blob, ApiError> {
-    let reader = reader_of(stream);
-    let chunks = Array::new();
-    let mut total: u64 = 0;
-    while let Some(chunk) = next_chunk(&reader).await? {
-        total += u64::from(chunk.length());
-        if total > limit {
-            let _ = reader.cancel();
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        chunks.push(&chunk);
-    }
-    Blob::new_with_u8_array_sequence(&chunks).map_err(js_error("Blob"))
-}
-
-/// Parses a buffered multipart body with the runtime's `FormData`.
-async fn parse_form(blob: &Blob, content_type: &str) -> Result<web_sys::FormData, ApiError> {
-    let headers = web_sys::Headers::new().map_err(js_error("Headers"))?;
-    headers
-        .set("content-type", content_type)
-        .map_err(js_error("Headers"))?;
-    let init = web_sys::ResponseInit::new();
-    init.set_headers(&headers);
-    let response = web_sys::Response::new_with_opt_blob_and_init(Some(blob), &init)
-        .map_err(js_error("Response"))?;
-    let form = response.form_data().map_err(js_error("formData"))?;
-    // The runtime's parser error is logged, not sent: its `Debug` form is an internal
-    // detail (the JS exception and its stack), not a message for clients.
-    JsFuture::from(form)
-        .await
-        .map_err(|e| {
-            worker::console_log!("malformed multipart body: {e:?}");
-            ApiError::InvalidMultipart("malformed multipart body".into())
-        })?
-        .dyn_into()
-        .map_err(|_| ApiError::InvalidMultipart("malformed multipart body".into()))
-}
-
-/// What [`store`] stored.
-pub struct Stored {
-    pub size: u64,
-    /// SHA-256 of the bytes, hex, when it was computed.
-    pub sha256: Option<String>,
-}
-
-/// Puts an upload into R2 under `key`, with its content type and upload time.
-pub async fn store(
-    bucket: &worker::Bucket,
-    key: &str,
-    upload: Upload,
-    uploaded_at: &str,
-) -> Result<Stored, ApiError> {
-    let mime = upload.image_type.mime();
-    match upload.bytes {
-        Bytes::Stream { stream, feeding } => {
-            let put = bucket
-                .put(key, worker::Data::ReadableStream(stream))
-                .http_metadata(worker::HttpMetadata {
-                    content_type: Some(mime.into()),
-                    ..Default::default()
-                })
-                .custom_metadata([("uploadedAt".to_string(), uploaded_at.to_string())])
-                .execute()
-                .await;
-            let fed = feeding.await;
-            if let Err(e) = put {
-                // A body that broke off or did not match its length fails the feed as well.
-                return Err(if fed.is_err() {
-                    ApiError::IncompleteBody
-                } else {
-                    ApiError::Unavailable(format!("R2 put {key}: {e}"))
-                });
-            }
-            Ok(Stored {
-                size: upload.size,
-                sha256: None,
-            })
-        }
-        Bytes::Buffer(buffer) => {
-            // Hash first: the put may take the buffer's contents.
-            let sha256 = crate::crypto::sha256_hex(&buffer.clone().into()).await.ok();
-            put_buffer(bucket, key, &buffer, mime, uploaded_at)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("R2 put {key}: {e:?}")))?;
-            Ok(Stored {
-                size: upload.size,
-                sha256,
-            })
-        }
-    }
-}
-
-/// Reads a whole body only to hash it (a repeated Idempotency-Key): nothing is stored.
-pub async fn digest_only(req: &worker::Request, info: &BodyInfo<'_>) -> Result<String, ApiError> {
-    let body = req.inner().body().ok_or(ApiError::EmptyBody)?;
-    let blob = collect_limited(&body, info.limit).await?;
-    let buffer = JsFuture::from(blob.array_buffer())
-        .await
-        .map_err(js_error("read body"))?;
-    crate::crypto::sha256_hex(&buffer).await
-}
-
-#[worker::wasm_bindgen::prelude::wasm_bindgen(
-    wasm_bindgen = ::worker::wasm_bindgen,
-    js_sys = ::worker::js_sys
-)]
-extern "C" {
-    /// The runtime's R2 bucket, for a put of a JS `ArrayBuffer` (`worker::Bucket::put` would
-    /// take it only as bytes copied through wasm).
-    #[wasm_bindgen(extends = ::worker::js_sys::Object)]
-    type JsBucket;
-
-    #[wasm_bindgen(method, catch, js_name = put)]
-    fn put_array_buffer(
-        this: &JsBucket,
-        key: &str,
-        value: &ArrayBuffer,
-        options: &js_sys::Object,
-    ) -> Result<js_sys::Promise, JsValue>;
-}
-
-/// Puts a buffered body into R2 with its content type and upload time.
-pub async fn put_buffer(
-    bucket: &worker::Bucket,
-    key: &str,
-    buffer: &ArrayBuffer,
-    content_type: &str,
-    uploaded_at: &str,
-) -> Result<(), JsValue> {
-    let http = js_sys::Object::new();
-    Reflect::set(&http, &"contentType".into(), &content_type.into())?;
-    let custom = js_sys::Object::new();
-    Reflect::set(&custom, &"uploadedAt".into(), &uploaded_at.into())?;
-    let options = js_sys::Object::new();
-    Reflect::set(&options, &"httpMetadata".into(), &http)?;
-    Reflect::set(&options, &"customMetadata".into(), &custom)?;
-    let bucket: &JsBucket = bucket.as_ref().unchecked_ref();
-    JsFuture::from(bucket.put_array_buffer(key, buffer, &options)?).await?;
-    Ok(())
 }

@@ -18,6 +18,7 @@ use crate::detach::detach;
 use crate::http;
 use crate::log;
 use crate::manage;
+use crate::r2;
 use crate::settings::{check_callback, Settings};
 use crate::store::{OrUnavailable, Reservation, Store};
 
@@ -104,6 +105,9 @@ async fn upload(
             settings.max_upload_bytes,
         )?,
         limit: settings.max_upload_bytes,
+        max_pixels: settings.max_pixels,
+        // The digest binds an Idempotency-Key to the body; without a key it is not needed.
+        digest: key.is_some(),
     };
     let store = Store::open(&env)?;
     let id = ImageId::from_uuid(uuid::Uuid::new_v4())
@@ -121,7 +125,7 @@ async fn upload(
                     image_id,
                     body_sha256,
                 } => {
-                    let digest = body::digest_only(&req, &info).await?;
+                    let digest = body::digest_only(req.inner(), &info).await?;
                     return if digest == body_sha256 {
                         Ok(accepted(200, image_id))
                     } else {
@@ -132,12 +136,7 @@ async fn upload(
         }
         None => None,
     };
-    let read = if multipart::is_multipart(info.content_type) {
-        body::multipart(req.inner().body(), &info).await
-    } else {
-        body::raw(req.inner(), &info).await
-    };
-    let upload = match read {
+    let upload = match body::read(req.inner(), &info).await {
         Ok(upload) => upload,
         Err(e) => {
             if let Some((scope, key)) = &reservation {
@@ -147,7 +146,15 @@ async fn upload(
         }
     };
     // From here on the work runs to its end even if the client disconnects.
-    let work = detach(&ctx, ingest(env, store, id, upload, reservation, callback));
+    // Exact for a raw body with a length; a form's or a chunked body's is known once stored.
+    let size_hint = match multipart::is_multipart(info.content_type) {
+        true => 0,
+        false => info.content_length.unwrap_or(0),
+    };
+    let work = detach(
+        &ctx,
+        ingest(env, store, id, upload, size_hint, reservation, callback),
+    );
     work.await?;
     log::emit(
         &serde_json::json!({ "event": shared::outcome::event::UPLOAD_ACCEPTED, "imageId": id }),
@@ -183,6 +190,7 @@ async fn ingest(
     store: Store,
     id: ImageId,
     upload: body::Upload,
+    size_hint: u64,
     reservation: Option<(String, String)>,
     callback: Option<String>,
 ) -> Result<(), ApiError> {
@@ -195,14 +203,7 @@ async fn ingest(
         }
     };
     if let Err(e) = store
-        .insert_queued(
-            &id,
-            &key,
-            mime,
-            upload.size,
-            uploaded_at,
-            callback.as_deref(),
-        )
+        .insert_queued(&id, &key, mime, size_hint, uploaded_at, callback.as_deref())
         .await
     {
         undo_key().await;
@@ -211,15 +212,21 @@ async fn ingest(
     let bucket = env
         .bucket(binding::IMAGE_BUCKET)
         .map_err(|e| ApiError::Internal(format!("IMAGE_BUCKET binding: {e}")))?;
-    let stored =
-        match body::store(&bucket, &key, upload, &shared::time::format_ms(uploaded_at)).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                let _ = store.delete_unfinished(&id).await;
-                undo_key().await;
-                return Err(e);
-            }
-        };
+    let stored = match r2::store(&bucket, &key, upload, &shared::time::format_ms(uploaded_at)).await
+    {
+        Ok(stored) => stored,
+        Err(e) => {
+            let _ = store.delete_unfinished(&id).await;
+            undo_key().await;
+            return Err(e);
+        }
+    };
+    // A form's or a chunked body's size is only known now.
+    if stored.size != size_hint {
+        if let Err(e) = store.set_size(&id, stored.size).await {
+            log::warn("size_not_recorded", &e.to_string());
+        }
+    }
     let message = ImageMessage {
         schema_version: SCHEMA_VERSION,
         image_id: id,
@@ -230,7 +237,7 @@ async fn ingest(
     };
     if let Err(e) = enqueue(&env, &message).await {
         // Nothing must stay recorded or stored that no message will ever tag.
-        let _ = bucket.delete(&key).await;
+        let _ = r2::delete(&bucket, &key).await;
         let _ = store.delete_unfinished(&id).await;
         undo_key().await;
         return Err(e);

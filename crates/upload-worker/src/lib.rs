@@ -15,6 +15,7 @@ mod handlers;
 mod http;
 mod log;
 mod manage;
+mod r2;
 mod settings;
 mod store;
 

@@ -222,10 +222,7 @@ pub async fn delete(env: Env, id: ImageId) -> Result<Response, ApiError> {
         }
         return Err(ApiError::ImageNotFound);
     };
-    bucket(&env)?
-        .delete(&row.r2_key)
-        .await
-        .or_unavailable("R2 delete")?;
+    crate::r2::delete(&bucket(&env)?, &row.r2_key).await?;
     let ids = JsValue::from_str(&sql::id_list(&[id.to_string()]));
     let batch = sql::DELETE_IMAGES
         .iter()

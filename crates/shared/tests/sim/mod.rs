@@ -12,7 +12,7 @@
 //! - **Consumer**: the batch algorithm of `tagger-worker/src/consumer.rs`, step for step: one
 //!   `acquire(n)`; the first `granted` jobs run `concurrency` at a time (D1 claim, R2 read,
 //!   prepare, wall check, AI call, D1 + KV write); a refused call raises the wall, and jobs
-//!   that reach their call after it are not called; then `refund(unused)` and one
+//!   that reach their call after it are not called; then `settle(unused, answered)` and one
 //!   `refused(walled)` whose slots go to the walled messages; then `decide` for each message
 //!   left (walled first, then denied), `concurrency` at a time: a D1 write, then
 //!   `retry(delaySeconds)`, or an ack and a re-send of a new message.
@@ -318,7 +318,7 @@ impl Report {
 #[derive(Clone, Copy, Debug)]
 enum Ask {
     Acquire(u32),
-    Refund(u32),
+    Settle { unused: u32, answered: u32 },
     Refused(u32),
 }
 
@@ -404,6 +404,10 @@ struct Inv {
     next_job: usize,
     in_flight: usize,
     unused: u32,
+    /// When each granted call may start (ms since the epoch), from the pacer.
+    start_at: Vec<u64>,
+    /// Calls the AI answered (not refused).
+    answered: u32,
     wall: bool,
     later: Vec<Later>,
     denied: Vec<Later>,
@@ -585,6 +589,8 @@ impl Sim<'_> {
                 next_job: 0,
                 in_flight: 0,
                 unused: 0,
+                start_at: Vec::new(),
+                answered: 0,
                 wall: false,
                 later: Vec::new(),
                 denied: Vec::new(),
@@ -683,13 +689,20 @@ impl Sim<'_> {
         let p = &mut self.pacer;
         let grant = match ask {
             Ask::Acquire(n) => p.acquire(config, now_ms, n),
-            Ask::Refund(n) => {
-                p.refund(config, now_ms, n);
+            Ask::Settle { unused, answered } => {
+                p.settle(config, now_ms, unused, answered);
                 p.acquire(config, now_ms, 0)
             }
             Ask::Refused(n) => {
-                p.refused(config, now_ms);
-                p.acquire(config, now_ms, n)
+                let not_before_ms = p.refused(config, now_ms, n);
+                let denial = (now_ms < p.cooling_until()).then_some(Denial::Cooling);
+                Grant {
+                    granted: 0,
+                    start_at_ms: Vec::new(),
+                    not_before_ms,
+                    denial,
+                    used_today: p.used_today,
+                }
             }
         };
         let back = self.pacer_free + self.rng.ms(self.s.latency.pacer_one_way_ms);
@@ -714,6 +727,7 @@ impl Sim<'_> {
                 };
                 let inv = self.inv(id);
                 inv.granted = (grant.granted as usize).min(inv.msgs.len());
+                inv.start_at = grant.start_at_ms.clone();
                 let mut slots = grant.not_before_ms.into_iter();
                 for i in inv.granted..inv.msgs.len() {
                     let later = Later {
@@ -747,9 +761,13 @@ impl Sim<'_> {
                 break;
             }
             let m = inv.msgs[inv.next_job];
+            // As the worker: prepare the image, then wait for the call's scheduled start.
+            let start = inv.start_at.get(inv.next_job).copied();
             inv.next_job += 1;
             inv.in_flight += 1;
-            self.after(before, Ev::Call(id, m));
+            let ready = self.now + self.rng.ms(before);
+            let scheduled = start.map_or(0, |ms| ms.saturating_sub(EPOCH_MS) * MS);
+            self.at(ready.max(scheduled), Ev::Call(id, m));
         }
         let inv = self.inv(id);
         if inv.in_flight == 0 && inv.next_job >= inv.granted {
@@ -824,6 +842,7 @@ impl Sim<'_> {
 
     fn ai_done(&mut self, id: usize, m: usize, ok: bool) {
         if ok {
+            self.inv(id).answered += 1;
             self.after(self.s.latency.finish_ms, Ev::JobDone(id, m));
             return;
         }
@@ -846,9 +865,10 @@ impl Sim<'_> {
     /// Every granted job is over: refund unused calls, then slot the walled messages.
     fn after_jobs(&mut self, id: usize) {
         let unused = self.inv(id).unused;
-        if unused > 0 {
+        let answered = self.inv(id).answered;
+        if unused > 0 || answered > 0 {
             self.inv(id).step = Step::Refund;
-            self.ask(id, Ask::Refund(unused));
+            self.ask(id, Ask::Settle { unused, answered });
         } else {
             self.after_refund(id);
         }
