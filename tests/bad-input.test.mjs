@@ -35,8 +35,10 @@ const MULTIPART = `multipart/form-data; boundary=${BOUNDARY}`;
 const BEARER = { authorization: `Bearer ${TOKEN}` };
 const ALLOW = {
   root: "GET, HEAD, POST, OPTIONS",
-  images: "POST, OPTIONS",
-  image: "GET, HEAD, OPTIONS",
+  images: "GET, HEAD, POST, OPTIONS",
+  image: "GET, HEAD, DELETE, OPTIONS",
+  /** `/images/{id}/tags`, `/images/{id}/content`, `/tags`. */
+  readOnly: "GET, HEAD, OPTIONS",
 };
 /** Run a good upload after every this many cases, on top of the GET after each case. */
 const UPLOAD_EVERY = 8;
@@ -219,11 +221,14 @@ const CASES = [
   { name: "unknown well-formed id, tags", req: get(`/images/${UNKNOWN_ID}/tags`), status: 404, code: apiError.image_not_found },
 
   // Methods.
-  { name: "GET /images", req: get("/images"), status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.images } },
+  { name: "PATCH /images", req: { method: "PATCH", path: "/images", body: text("{}") }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.images } },
   { name: "PUT /images", req: { method: "PUT", path: "/images", body: png(100) }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.images } },
-  { name: "DELETE /images/{id}", req: { method: "DELETE", path: knownPath() }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.image } },
+  { name: "DELETE /images", req: { method: "DELETE", path: "/images" }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.images } },
+  { name: "PUT /images/{id}", req: { method: "PUT", path: knownPath(), body: png(100) }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.image } },
+  { name: "DELETE /images/{id}/content", req: { method: "DELETE", path: knownPath("/content") }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.readOnly } },
+  { name: "POST /tags", req: post(png(100), {}, "/tags"), status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.readOnly } },
   { name: "POST /images/{id}", req: post(png(100), {}, `/images/${UNKNOWN_ID}`), status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.image } },
-  { name: "PATCH /images/{id}/tags", req: { method: "PATCH", path: knownPath("/tags"), body: text("{}") }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.image } },
+  { name: "PATCH /images/{id}/tags", req: { method: "PATCH", path: knownPath("/tags"), body: text("{}") }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.readOnly } },
   { name: "DELETE /", req: { method: "DELETE", path: "/" }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.root } },
   { name: "raw TRACE /images", raw: { head: "TRACE /images HTTP/1.1" }, status: 405, code: apiError.method_not_allowed, headers: { allow: ALLOW.images } },
   // Methods workers-rs does not know were once answered as GET.
@@ -246,10 +251,46 @@ const CASES = [
   { name: "HEAD known image tags", req: { method: "HEAD", path: knownPath("/tags") }, status: 200, empty: true, sameAsGet: true },
   { name: "HEAD unknown image", req: { method: "HEAD", path: `/images/${UNKNOWN_ID}` }, status: 404, empty: true, sameAsGet: true },
   { name: "HEAD bad id", req: { method: "HEAD", path: "/images/NOPE" }, status: 400, empty: true, sameAsGet: true },
-  { name: "HEAD /images", req: { method: "HEAD", path: "/images" }, status: 405, empty: true, headers: { allow: ALLOW.images } },
+  { name: "HEAD /images", req: { method: "HEAD", path: "/images" }, status: 200, empty: true, sameAsGet: true },
+  { name: "HEAD known image content", req: { method: "HEAD", path: knownPath("/content") }, status: 200, empty: true, sameAsGet: true },
+  { name: "HEAD /tags", req: { method: "HEAD", path: "/tags" }, status: 200, empty: true, sameAsGet: true },
   { name: "OPTIONS /", req: { method: "OPTIONS", path: "/" }, status: 204, empty: true, headers: { allow: ALLOW.root } },
   { name: "OPTIONS /images", req: { method: "OPTIONS", path: "/images" }, status: 204, empty: true, headers: { allow: ALLOW.images, "access-control-allow-methods": ALLOW.images } },
-  { name: "OPTIONS /images/{id}/tags", req: { method: "OPTIONS", path: knownPath("/tags") }, status: 204, empty: true, headers: { allow: ALLOW.image } },
+  { name: "OPTIONS /images/{id}", req: { method: "OPTIONS", path: knownPath() }, status: 204, empty: true, headers: { allow: ALLOW.image } },
+  { name: "OPTIONS /images/{id}/tags", req: { method: "OPTIONS", path: knownPath("/tags") }, status: 204, empty: true, headers: { allow: ALLOW.readOnly } },
+
+  // Search (GET /images) and the tag cloud: unknown, repeated or malformed parameters.
+  ...[
+    ["search: unknown parameter", "/images?tags=cat"],
+    ["search: limit 0", "/images?limit=0"],
+    ["search: limit 201", "/images?limit=201"],
+    ["search: limit not a number", "/images?limit=ten"],
+    ["search: repeated limit", "/images?limit=1&limit=2"],
+    ["search: unknown status", "/images?status=DONE"],
+    ["search: since not RFC 3339", "/images?since=2026-11-29"],
+    ["search: since after until", "/images?since=2026-11-29T00:00:01Z&until=2026-11-29T00:00:00Z"],
+    ["search: empty tag", "/images?tag="],
+    ["search: tag of 101 bytes", `/images?tag=${"a".repeat(101)}`],
+    ["search: 11 tags", `/images?${Array.from({ length: 11 }, (_, i) => `tag=t${i}`).join("&")}`],
+    ["search: bad percent-encoding", "/images?tag=%ZZ"],
+    ["search: not UTF-8", "/images?tag=%FF"],
+    ["tag cloud: limit 1001", "/tags?limit=1001"],
+    ["tag cloud: unknown parameter", "/tags?tag=cat"],
+  ].map(([name, path]) => ({ name, req: get(path), status: 400, code: apiError.invalid_query })),
+  ...[
+    ["search: malformed cursor", "/images?cursor=abc"],
+    ["search: cursor with padding", `/images?cursor=${"A".repeat(54)}%3D`],
+    ["search: forged cursor", `/images?cursor=${Buffer.concat([Buffer.from([1]), Buffer.alloc(8), Buffer.from("3f2b8c1e9d4a4b7e8c2d1a2b3c4d5e6f", "hex"), Buffer.alloc(16)]).toString("base64url")}`],
+  ].map(([name, path]) => ({ name, req: get(path), status: 400, code: apiError.invalid_cursor })),
+
+  // Content and delete of bad or unknown ids; ranges.
+  { name: "content: bad id", req: get("/images/NOPE/content"), status: 400, code: apiError.invalid_id },
+  { name: "content: unknown image", req: get(`/images/${UNKNOWN_ID}/content`), status: 404, code: apiError.image_not_found },
+  { name: "content: range past the end", req: get(knownPath("/content"), { range: "bytes=999999-" }), status: 416, code: apiError.range_not_satisfiable, headers: { "content-range": /^bytes \*\/\d+$/ } },
+  { name: "content: malformed range is ignored", req: get(knownPath("/content"), { range: "bytes=9-1" }), status: 200, headers: { "content-range": null } },
+  { name: "content: several ranges are served whole", req: get(knownPath("/content"), { range: "bytes=0-1,3-4" }), status: 200 },
+  { name: "DELETE bad id", req: { method: "DELETE", path: "/images/NOPE" }, status: 400, code: apiError.invalid_id },
+  { name: "DELETE unknown image", req: { method: "DELETE", path: `/images/${UNKNOWN_ID}` }, status: 404, code: apiError.image_not_found },
 
   // CORS, with ALLOWED_ORIGINS = https://app.example.
   {
@@ -298,7 +339,11 @@ const CASES = [
   { on: "auth", name: "auth: token without scheme", req: post(png(100), { authorization: TOKEN }), status: 401, code: apiError.unauthorized, headers: { "www-authenticate": /^Bearer / } },
   { on: "auth", name: "auth: GET without token", req: get(knownPath()), status: 401, code: apiError.unauthorized, headers: { "www-authenticate": /^Bearer / } },
   // Auth comes before the method check, so nothing about the API leaks without a token.
-  { on: "auth", name: "auth: wrong method without token", req: { method: "DELETE", path: knownPath() }, status: 401, code: apiError.unauthorized },
+  { on: "auth", name: "auth: wrong method without token", req: { method: "PATCH", path: knownPath(), body: text("{}") }, status: 401, code: apiError.unauthorized },
+  { on: "auth", name: "auth: DELETE without token", req: { method: "DELETE", path: knownPath() }, status: 401, code: apiError.unauthorized },
+  { on: "auth", name: "auth: search without token", req: get("/images?tag=cat"), status: 401, code: apiError.unauthorized },
+  { on: "auth", name: "auth: content without token", req: get(knownPath("/content")), status: 401, code: apiError.unauthorized },
+  { on: "auth", name: "auth: tags without token", req: get("/tags"), status: 401, code: apiError.unauthorized },
   // A CORS preflight never carries credentials, so OPTIONS is open.
   { on: "auth", name: "auth: OPTIONS without token", req: { method: "OPTIONS", path: "/images" }, status: 204, empty: true, headers: { allow: ALLOW.images } },
   { on: "auth", name: "auth: right token, upload", req: post(png(300), BEARER), status: 202, stored: { type: "image/png", size: 300 } },

@@ -92,7 +92,7 @@ const exercised = new Set();
 /** Checks one real exchange against the document. */
 function assertConforms(method, pathname, reply) {
   const what = `${method} ${pathname} → ${reply.status}`;
-  const template = templateOf(pathname);
+  const template = templateOf(pathname.split("?")[0]);
   let response;
   if (template === undefined) {
     assert.equal(reply.status, 404, `${what}: an unlisted path answers 404`);
@@ -296,6 +296,7 @@ test("errors conform: 400, 401, 404, 405, 413, 415", async () => {
   assert.equal(await code("GET", "/images/NOT-AN-ID/tags", { status: 400 }), apiError.invalid_id);
   assert.equal(await code("OPTIONS", "/images/NOT-AN-ID", { status: 400 }), apiError.invalid_id);
   assert.equal(await code("DELETE", "/images/NOT-AN-ID", { status: 400 }), apiError.invalid_id);
+  assert.equal(await code("OPTIONS", "/images/NOT-AN-ID/content", { status: 400 }), apiError.invalid_id);
   await exchange("HEAD", "/images/NOT-AN-ID", { status: 400 });
   // 401, with and without CORS
   assert.equal(await code("POST", "/images", { body: png(100), headers: {}, status: 401 }), apiError.unauthorized);
@@ -314,13 +315,73 @@ test("errors conform: 400, 401, 404, 405, 413, 415", async () => {
   assert.equal(await code("POST", "/images", { body: png(100), headers: { ...AUTH, "content-type": "image/jpeg" }, status: 415 }), apiError.unsupported_media_type);
 });
 
+test("search, tags, content and delete conform", async () => {
+  const code = async (method, pathname, options) => (await exchange(method, pathname, options)).error.code;
+  const images = [png(700), png(701)];
+  for (const image of images) p.ai.script(image, answer([{ label: "Contract Tabby", score: 0.95 }, { label: "Contract Lynx", score: 0.9 }]));
+  const ids = [];
+  for (const image of images) ids.push((await exchange("POST", "/images", { body: image, status: 202 })).imageId);
+  for (const id of ids) await p.waitForStatus(id, undefined, { headers: AUTH });
+
+  // GET and HEAD /images, a page at a time.
+  const query = "tag=contract+tabby&tag=CONTRACT%20LYNX&status=done";
+  const first = await exchange("GET", `/images?${query}&limit=1`, { status: 200 });
+  assert.equal(first.images.length, 1);
+  assert.ok(first.nextCursor);
+  const second = await exchange("GET", `/images?${query}&limit=1&cursor=${first.nextCursor}`, { status: 200 });
+  assert.deepEqual([first.images[0].imageId, second.images[0].imageId].sort(), [...ids].sort());
+  await exchange("GET", "/images", { status: 200 });
+  await exchange("HEAD", `/images?${query}`, { status: 200 });
+  assert.equal(await code("GET", "/images?tags=x", { status: 400 }), apiError.invalid_query);
+  assert.equal(await code("GET", `/images?cursor=${first.nextCursor}`, { status: 400 }), apiError.invalid_cursor);
+  await exchange("HEAD", "/images?limit=0", { status: 400 });
+  assert.equal(await code("GET", "/images", { headers: {}, status: 401 }), apiError.unauthorized);
+  await exchange("HEAD", "/images", { headers: {}, status: 401 });
+
+  // GET and HEAD /tags.
+  const cloud = await exchange("GET", "/tags?limit=1000", { status: 200 });
+  assert.ok(cloud.tags.some((t) => t.tag === "contract tabby" && t.count >= 2));
+  await exchange("HEAD", "/tags", { status: 200 });
+  assert.equal(await code("GET", "/tags?limit=0", { status: 400 }), apiError.invalid_query);
+  await exchange("HEAD", "/tags?x=1", { status: 400 });
+  assert.equal(await code("GET", "/tags", { headers: {}, status: 401 }), apiError.unauthorized);
+  await exchange("HEAD", "/tags", { headers: {}, status: 401 });
+
+  // GET and HEAD /images/{id}/content: 200, 206, 304, 416, 404, 400, 401.
+  const id = ids[0];
+  const whole = await exchange("GET", `/images/${id}/content`, { status: 200 });
+  assert.deepEqual(whole.body, images[0]);
+  const part = await exchange("GET", `/images/${id}/content`, { headers: { ...AUTH, range: "bytes=1-3" }, status: 206 });
+  assert.deepEqual(part.body, images[0].subarray(1, 4));
+  const etag = whole.headers.get("etag");
+  await exchange("GET", `/images/${id}/content`, { headers: { ...AUTH, "if-none-match": etag }, status: 304 });
+  assert.equal(await code("GET", `/images/${id}/content`, { headers: { ...AUTH, range: "bytes=5000-" }, status: 416 }), apiError.range_not_satisfiable);
+  await exchange("HEAD", `/images/${id}/content`, { status: 200 });
+  await exchange("HEAD", `/images/${id}/content`, { headers: { ...AUTH, range: "bytes=-2" }, status: 206 });
+  await exchange("HEAD", `/images/${id}/content`, { headers: { ...AUTH, "if-none-match": etag }, status: 304 });
+  await exchange("HEAD", `/images/${id}/content`, { headers: { ...AUTH, range: "bytes=5000-" }, status: 416 });
+  assert.equal(await code("GET", `/images/${UNKNOWN_ID}/content`, { status: 404 }), apiError.image_not_found);
+  await exchange("HEAD", `/images/${UNKNOWN_ID}/content`, { status: 404 });
+  assert.equal(await code("GET", "/images/NOT-AN-ID/content", { status: 400 }), apiError.invalid_id);
+  await exchange("HEAD", "/images/NOT-AN-ID/content", { status: 400 });
+  assert.equal(await code("GET", `/images/${id}/content`, { headers: {}, status: 401 }), apiError.unauthorized);
+  await exchange("HEAD", `/images/${id}/content`, { headers: {}, status: 401 });
+
+  // DELETE /images/{id}: 204, then 404; 401 without the token.
+  assert.equal(await code("DELETE", `/images/${id}`, { headers: {}, status: 401 }), apiError.unauthorized);
+  await exchange("DELETE", `/images/${id}`, { status: 204 });
+  assert.equal(await code("DELETE", `/images/${id}`, { status: 404 }), apiError.image_not_found);
+});
+
 test("every other method on a listed path is a documented 405 with Allow", async () => {
   const id = UNKNOWN_ID;
   for (const [pathname, methods] of [
     ["/", ["PUT", "PATCH", "DELETE"]],
-    ["/images", ["GET", "HEAD", "PUT", "PATCH", "DELETE"]],
-    [`/images/${id}`, ["POST", "PUT", "PATCH", "DELETE"]],
+    ["/images", ["PUT", "PATCH", "DELETE"]],
+    [`/images/${id}`, ["POST", "PUT", "PATCH"]],
     [`/images/${id}/tags`, ["POST", "PUT", "PATCH", "DELETE"]],
+    [`/images/${id}/content`, ["POST", "PUT", "PATCH", "DELETE"]],
+    ["/tags", ["POST", "PUT", "PATCH", "DELETE"]],
   ]) {
     for (const method of methods) {
       const body = ["POST", "PUT", "PATCH"].includes(method) ? "{}" : undefined;
@@ -330,7 +391,7 @@ test("every other method on a listed path is a documented 405 with Allow", async
 });
 
 test("OPTIONS, GET / and HEAD / conform", async () => {
-  for (const pathname of ["/", "/images", `/images/${UNKNOWN_ID}`, `/images/${UNKNOWN_ID}/tags`]) {
+  for (const pathname of ["/", "/images", `/images/${UNKNOWN_ID}`, `/images/${UNKNOWN_ID}/tags`, `/images/${UNKNOWN_ID}/content`, "/tags"]) {
     await exchange("OPTIONS", pathname, { headers: { origin: ORIGIN, "access-control-request-method": "POST" }, status: 204 });
   }
   await exchange("GET", "/", { headers: {}, status: 200 });

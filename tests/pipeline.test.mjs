@@ -105,8 +105,10 @@ test("errors are JSON with a stable code and the contract's status", async () =>
     { path: `/images/${unknown.toUpperCase()}`, method: "GET", code: apiError.invalid_id },
     { path: `/images/${unknown}`, method: "GET", code: apiError.image_not_found },
     { path: `/images/${unknown}/tags`, method: "GET", code: apiError.image_not_found },
-    { path: `/images/${unknown}`, method: "DELETE", code: apiError.method_not_allowed, allow: "GET, HEAD, OPTIONS" },
-    { path: "/images", method: "GET", code: apiError.method_not_allowed, allow: "POST, OPTIONS" },
+    { path: `/images/${unknown}`, method: "DELETE", code: apiError.image_not_found },
+    { path: `/images/${unknown}`, method: "PATCH", code: apiError.method_not_allowed, allow: "GET, HEAD, DELETE, OPTIONS" },
+    { path: "/images", method: "PUT", code: apiError.method_not_allowed, allow: "GET, HEAD, POST, OPTIONS" },
+    { path: "/images?limit=0", method: "GET", code: apiError.invalid_query },
     { path: "/images", method: "POST", code: apiError.empty_body },
     { path: "/images", method: "POST", body: "<html></html>", code: apiError.unsupported_media_type },
   ];

@@ -37,12 +37,16 @@ impl Method {
 pub enum Route {
     /// `/`: the demo page (`GET`) and the original upload endpoint (`POST`).
     Root,
-    /// `/images`: upload.
+    /// `/images`: upload (`POST`), search and list (`GET`).
     Images,
-    /// `/images/{id}`: status and record.
+    /// `/images/{id}`: status and record (`GET`), delete (`DELETE`).
     Image(ImageId),
     /// `/images/{id}/tags`: just the tags.
     ImageTags(ImageId),
+    /// `/images/{id}/content`: the original bytes.
+    ImageContent(ImageId),
+    /// `/tags`: tags in use, with their counts.
+    Tags,
     /// `/admin/usage`: today's Workers AI calls.
     AdminUsage,
 }
@@ -54,6 +58,7 @@ impl Route {
             "/" | "" => return Ok(Some(Self::Root)),
             "/images" | "/images/" => return Ok(Some(Self::Images)),
             "/admin/usage" => return Ok(Some(Self::AdminUsage)),
+            "/tags" | "/tags/" => return Ok(Some(Self::Tags)),
             _ => match path.strip_prefix("/images/") {
                 Some(rest) => rest,
                 None => return Ok(None),
@@ -67,6 +72,7 @@ impl Route {
         match tail {
             None | Some("") => Ok(Some(Self::Image(id()?))),
             Some("tags") => Ok(Some(Self::ImageTags(id()?))),
+            Some("content") => Ok(Some(Self::ImageContent(id()?))),
             // A malformed id is reported as such; a good id with an unknown tail is a 404.
             Some(_) => id().map(|_| None),
         }
@@ -76,8 +82,11 @@ impl Route {
     pub fn allow(self) -> &'static str {
         match self {
             Self::Root => "GET, HEAD, POST, OPTIONS",
-            Self::Images => "POST, OPTIONS",
-            Self::Image(_) | Self::ImageTags(_) | Self::AdminUsage => "GET, HEAD, OPTIONS",
+            Self::Images => "GET, HEAD, POST, OPTIONS",
+            Self::Image(_) => "GET, HEAD, DELETE, OPTIONS",
+            Self::ImageTags(_) | Self::ImageContent(_) | Self::Tags | Self::AdminUsage => {
+                "GET, HEAD, OPTIONS"
+            }
         }
     }
 }
@@ -120,6 +129,12 @@ pub enum ApiError {
     InvalidIdempotencyKey,
     /// 400: a `Callback-Url` that [`crate::webhook::url`] refuses; says why.
     InvalidCallbackUrl(String),
+    /// 400: a search or list parameter is unknown, repeated or malformed.
+    InvalidQuery(String),
+    /// 400: a `cursor` that is malformed, tampered with, or used with other filters.
+    InvalidCursor,
+    /// 416: a `Range` outside the image, with `Content-Range: bytes */{size}`.
+    RangeNotSatisfiable { size: u64 },
     /// 401, with `WWW-Authenticate`.
     Unauthorized,
     /// 500: a bug or a platform failure; detail is logged, not sent.
@@ -151,7 +166,10 @@ impl ApiError {
             | Self::InvalidMultipart(_)
             | Self::IncompleteBody
             | Self::InvalidIdempotencyKey
-            | Self::InvalidCallbackUrl(_) => 400,
+            | Self::InvalidCallbackUrl(_)
+            | Self::InvalidQuery(_)
+            | Self::InvalidCursor => 400,
+            Self::RangeNotSatisfiable { .. } => 416,
             Self::PayloadTooLarge { .. } | Self::ImageTooLarge { .. } => 413,
             Self::IdempotencyKeyInFlight => 409,
             Self::IdempotencyKeyReused => 422,
@@ -180,6 +198,9 @@ impl ApiError {
             Self::IncompleteBody => "incomplete_body",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::InvalidCallbackUrl(_) => "invalid_callback_url",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::InvalidCursor => "invalid_cursor",
+            Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::Unauthorized => "unauthorized",
             Self::Internal(_) => "internal_error",
             Self::Unavailable(_) => "unavailable",
@@ -214,6 +235,15 @@ impl ApiError {
                 "Idempotency-Key must be 1 to 255 visible ASCII characters".into()
             }
             Self::InvalidCallbackUrl(why) => why.clone(),
+            Self::InvalidQuery(why) => why.clone(),
+            Self::InvalidCursor => {
+                "the cursor is malformed, altered, expired by a key change, or was issued \
+                 for other filters; start again without it"
+                    .into()
+            }
+            Self::RangeNotSatisfiable { size } => {
+                format!("the range is outside the image's {size} bytes")
+            }
             Self::Unauthorized => "a valid bearer token is required".into(),
             Self::Internal(_) => "internal error".into(),
             Self::Unavailable(_) => "a storage service is unavailable; try again".into(),
@@ -255,6 +285,9 @@ impl ApiError {
             Self::IncompleteBody,
             Self::InvalidIdempotencyKey,
             Self::InvalidCallbackUrl(s()),
+            Self::InvalidQuery(s()),
+            Self::InvalidCursor,
+            Self::RangeNotSatisfiable { size: 0 },
             Self::Unauthorized,
             Self::Internal(s()),
             Self::Unavailable(s()),
@@ -417,6 +450,16 @@ mod tests {
         assert_eq!(Route::parse("/"), Ok(Some(Route::Root)));
         assert_eq!(Route::parse("/images"), Ok(Some(Route::Images)));
         assert_eq!(Route::parse("/admin/usage"), Ok(Some(Route::AdminUsage)));
+        assert_eq!(Route::parse("/tags"), Ok(Some(Route::Tags)));
+        assert_eq!(
+            Route::parse(&format!("/images/{ID}/content")),
+            Ok(Some(Route::ImageContent(id)))
+        );
+        assert_eq!(
+            Route::parse("/images/nope/content"),
+            Err(ApiError::InvalidId)
+        );
+        assert_eq!(Route::parse("/tags/x"), Ok(None));
         assert_eq!(
             Route::parse(&format!("/images/{ID}")),
             Ok(Some(Route::Image(id)))

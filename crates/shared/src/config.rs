@@ -128,6 +128,7 @@ vars! {
     STUCK_AFTER_SECONDS: u64 = Some(15 * 60), "The reconciler re-enqueues images overdue by this long.";
     LEASE_SECONDS: u64 = Some(120), "How long a tagger holds an image it is working on.";
     RETENTION_DAYS: u32 = None, "When set, images older than this many days are deleted by the reconciler.";
+    CURSOR_SECRET: &str = None, "Secret: the HMAC key of search cursors; unset, it is derived from `API_TOKEN` (or public on an open API).";
     WEBHOOK_URL: &str = None, "Upload worker: the callback URL of uploads without a `Callback-Url` header; unset: none.";
     ALLOW_INSECURE_CALLBACKS: bool = Some(false), "Upload worker, local runs only: `true` accepts plain-http callbacks to `localhost` and `127.0.0.1`.";
     WEBHOOK_ALLOWED_HOSTS: &str = Some(""), "Upload worker: when set, the only hosts callbacks may name, comma-separated (`*.example.com` for subdomains).";

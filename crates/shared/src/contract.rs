@@ -13,7 +13,7 @@ use crate::config::{self, binding, queue};
 use crate::error::{TagError, AI_ERROR_CODES};
 use crate::outcome::{event, Outcome};
 use crate::webhook::{self, sign, DeliveryState, EventType};
-use crate::{db, keys, message, ImageId, ImageMessage, ImageType, Status};
+use crate::{db, keys, message, search, ImageId, ImageMessage, ImageType, Status};
 
 /// Where the generated file lives, relative to this crate.
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../local/contract.json");
@@ -58,6 +58,28 @@ fn contract() -> Value {
         size: 1234,
         uploaded_at: "2026-11-29T12:00:00.000Z".into(),
     };
+    // One example of each search shape, to check D1's own plans from JavaScript.
+    let search_shapes: Vec<Value> = [
+        "limit=50",
+        "status=done",
+        "tag=tabby",
+        "tag=tabby&tag=tiger+cat",
+    ]
+    .iter()
+    .filter_map(|q| search::SearchQuery::parse(q).ok())
+    .map(|q| {
+        let st = db::manage::search(&q, None);
+        let params: Vec<Value> = st
+            .params
+            .iter()
+            .map(|p| match p {
+                db::manage::Param::Int(n) => json!(n),
+                db::manage::Param::Text(t) => json!(t),
+            })
+            .collect();
+        json!({ "sql": st.sql, "params": params })
+    })
+    .collect();
     json!({
         "comment": "Generated from crates/shared by `UPDATE_CONTRACT=1 cargo test -p shared contract`. Do not edit.",
         "bindings": {
@@ -85,12 +107,16 @@ fn contract() -> Value {
             "reconcile": event::RECONCILE,
             "uploadAccepted": event::UPLOAD_ACCEPTED,
             "notify": webhook::LOG_EVENT,
+            "uploadDeleted": event::UPLOAD_DELETED,
+            "retention": event::RETENTION,
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,
             "claim": db::CLAIM,
             "selectKey": db::SELECT_KEY,
             "selectImage": db::SELECT_IMAGE,
+            "searchShapes": search_shapes,
+            "tagCloud": db::manage::TAG_CLOUD,
         },
         "statuses": [Status::Queued, Status::Done, Status::Failed],
         "outcomes": Outcome::ALL,
@@ -110,6 +136,14 @@ fn contract() -> Value {
             "message": { "schemaVersion": webhook::NOTIFY_SCHEMA_VERSION },
         },
         "vars": vars,
+        "search": {
+            "defaultLimit": search::DEFAULT_LIMIT,
+            "maxLimit": search::MAX_LIMIT,
+            "maxTags": search::MAX_TAGS,
+            "tagsDefaultLimit": search::TAGS_DEFAULT_LIMIT,
+            "tagsMaxLimit": search::TAGS_MAX_LIMIT,
+            "cursorLength": search::CURSOR_LEN,
+        },
     })
 }
 

@@ -13,6 +13,8 @@ use crate::record::{ErrorInfo, QueuedView, Status, TagRecord};
 use crate::time::format_ms;
 use crate::ImageId;
 
+pub mod manage;
+
 /// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now.
 /// (Its webhook URL, if any, is set in the same batch: [`crate::outbox::SET_CALLBACK`].)
 pub const INSERT_QUEUED: &str = "INSERT INTO images \

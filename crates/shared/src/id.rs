@@ -38,6 +38,11 @@ impl ImageId {
         }
     }
 
+    /// The id's 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
     /// Parses the canonical form, and only that.
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         let bytes = s.as_bytes();

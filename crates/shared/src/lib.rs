@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod content;
 #[cfg(test)]
 mod contract;
 pub mod db;
@@ -23,6 +24,7 @@ pub mod outcome;
 pub mod pacer;
 pub mod policy;
 pub mod record;
+pub mod search;
 pub mod sniff;
 pub mod time;
 pub mod webhook;

@@ -10,6 +10,10 @@ pub mod event {
     pub const RECONCILE: &str = "tagger.reconcile";
     /// The upload worker: an image was accepted.
     pub const UPLOAD_ACCEPTED: &str = "upload.accepted";
+    /// The upload worker: an image was deleted.
+    pub const UPLOAD_DELETED: &str = "upload.deleted";
+    /// The tagger's cron: what retention deleted.
+    pub const RETENTION: &str = "tagger.retention";
 }
 
 /// The outcome of one delivery of one message.

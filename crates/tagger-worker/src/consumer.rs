@@ -446,6 +446,13 @@ impl Ctx<'_> {
                 }
             }
             Ok(Claim::Gone) => {
+                // Deleted: nothing to tag, and no record may stay behind.
+                if let Err(e) = self.store.unpublish(&job.key).await {
+                    return Worked {
+                        later: Some(later(job, e, None, None, uploaded, None)),
+                        called: false,
+                    };
+                }
                 self.ack(&job, Outcome::Gone, None, started);
                 return Worked::finished(false);
             }

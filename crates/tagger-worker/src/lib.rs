@@ -16,6 +16,7 @@ mod pacer;
 mod queue_api;
 mod r2;
 mod reconcile;
+mod retention;
 mod settings;
 mod store;
 

@@ -1,8 +1,9 @@
 //! The cron: makes "nothing is lost" true whatever broke in between. Queued images whose
 //! next attempt is long overdue (a message dropped, a dead letter consumer that could not
 //! write) are enqueued again, or failed if their bytes are gone; so are webhook deliveries
-//! (an enqueue that failed after its transition, a message dropped). Once an hour it logs
-//! the day's AI usage.
+//! (an enqueue that failed after its transition, a message dropped). With `RETENTION_DAYS`
+//! set it deletes expired images ([`crate::retention`]). Once an hour it logs the day's AI
+//! usage.
 
 use serde::Serialize;
 use shared::config::binding;
@@ -47,6 +48,9 @@ pub async fn run(env: &Env, now_ms: u64, cron_minute: u32) {
         }
     }
     log::emit(&report, report.errors > 0);
+    if let Some(days) = Settings::get(env).retention_days {
+        crate::retention::run(env, now_ms, days).await;
+    }
     if cron_minute < 5 {
         log_usage(env).await;
     }

@@ -267,6 +267,24 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the record of an image that is gone, if KV holds one: left by a delivery whose
+    /// [`Store::publish`] raced the delete and could not remove it (KV takes one write a
+    /// second per key, so a delete right after the put can be refused).
+    pub async fn unpublish(&self, id: &ImageId) -> Result<(), TagError> {
+        let key = record_key(id);
+        if self
+            .kv
+            .get(&key)
+            .text()
+            .await
+            .or_storage("KV get")?
+            .is_some()
+        {
+            self.kv.delete(&key).await.or_storage("KV delete")?;
+        }
+        Ok(())
+    }
+
     /// The record KV holds for an image, if any.
     pub async fn published(&self, id: &ImageId) -> Result<Option<TagRecord>, TagError> {
         let text = self

@@ -17,6 +17,7 @@ use crate::body::{self, BodyInfo};
 use crate::detach::detach;
 use crate::http;
 use crate::log;
+use crate::manage;
 use crate::r2;
 use crate::settings::{check_callback, Settings};
 use crate::store::{OrUnavailable, Reservation, Store};
@@ -63,8 +64,15 @@ async fn route(
     )?;
     match (route, method) {
         (Route::Root | Route::Images, Method::Post) => upload(req, env, ctx, settings).await,
+        (Route::Images, Method::Get | Method::Head) => manage::search(&req, &env, settings).await,
         (Route::Image(id), Method::Get | Method::Head) => status(&env, id).await,
+        // The delete runs to its end even if the client goes away.
+        (Route::Image(id), Method::Delete) => detach(&ctx, manage::delete(env, id)).await,
         (Route::ImageTags(id), Method::Get | Method::Head) => tags(&env, id).await,
+        (Route::ImageContent(id), Method::Get | Method::Head) => {
+            manage::image_content(&req, &env, id, method == Method::Head).await
+        }
+        (Route::Tags, Method::Get | Method::Head) => manage::tags(&req, &env).await,
         (Route::AdminUsage, Method::Get | Method::Head) => usage(&env).await,
         _ => Err(ApiError::MethodNotAllowed {
             allow: route.allow(),

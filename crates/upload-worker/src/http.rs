@@ -43,6 +43,9 @@ pub fn error(err: &ApiError) -> Response {
         ApiError::Unauthorized => {
             let _ = headers.set("www-authenticate", "Bearer realm=\"image-tagger\"");
         }
+        ApiError::RangeNotSatisfiable { size } => {
+            let _ = headers.set("content-range", &format!("bytes */{size}"));
+        }
         _ => {}
     }
     let _ = headers.set("content-type", "application/json");
@@ -60,7 +63,7 @@ pub fn preflight(allow: &str) -> Response {
     let _ = headers.set("access-control-allow-methods", allow);
     let _ = headers.set(
         "access-control-allow-headers",
-        "Authorization, Content-Type, Idempotency-Key, Callback-Url",
+        "Authorization, Content-Type, Idempotency-Key, Callback-Url, Range, If-None-Match, If-Range",
     );
     let _ = headers.set("access-control-max-age", "86400");
     Response::builder()
@@ -96,7 +99,7 @@ pub fn finish(mut response: Response, settings: &Settings, origin: Option<&str>)
         let _ = headers.set("access-control-allow-origin", &allow);
         let _ = headers.set(
             "access-control-expose-headers",
-            "Location, Content-Type, WWW-Authenticate",
+            "Location, Content-Type, WWW-Authenticate, ETag, Content-Range, Content-Disposition",
         );
     }
     response

@@ -2,15 +2,19 @@
 //!
 //! `POST /images` records an image in D1, streams it into R2, enqueues an
 //! [`shared::ImageMessage`] and answers `202`; `GET /images/{id}` reports the image's
-//! status and tags. Routing, validation and error codes live in [`shared::api`]; this crate
+//! status and tags. `GET /images` searches, `GET /tags` counts tags, and
+//! `GET /images/{id}/content` and `DELETE /images/{id}` serve and delete an image
+//! ([`manage`]). Routing, validation and error codes live in [`shared::api`]; this crate
 //! only does the I/O.
 
 mod body;
 mod crypto;
+mod cursor_mac;
 mod detach;
 mod handlers;
 mod http;
 mod log;
+mod manage;
 mod r2;
 mod settings;
 mod store;

@@ -18,6 +18,8 @@ pub struct Settings {
     pub callback_policy: CallbackPolicy,
     /// `WEBHOOK_URL`, checked like a `Callback-Url` header; `None` when unset.
     pub default_callback: Option<Result<CallbackUrl, UrlError>>,
+    /// Key of search cursors; `None`: derived from `api_token` (see `cursor_mac`).
+    pub cursor_secret: Option<String>,
 }
 
 thread_local! {
@@ -47,6 +49,9 @@ impl Settings {
             allowed_origins: vars.text(config::ALLOWED_ORIGINS),
             callback_policy,
             default_callback,
+            cursor_secret: vars
+                .raw(config::CURSOR_SECRET.name)
+                .filter(|t| !t.is_empty()),
         }
     }
 }

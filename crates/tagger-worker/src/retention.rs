@@ -1,0 +1,155 @@
+//! Retention: with `RETENTION_DAYS` set, each reconciler run deletes up to [`BATCH`] images
+//! uploaded before the cutoff, oldest first, everywhere: their KV records (an image whose
+//! record cannot be deleted is kept whole for the next run), their R2 objects (one bulk
+//! delete), their D1 rows with their tags and Idempotency-Keys (one transaction), and then
+//! any record a tagger published meanwhile (its re-check of D1 in `Store::publish` ran
+//! before the rows went). A backlog drains at [`BATCH`] images a run; each run logs one
+//! `tagger.retention` line.
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use shared::config::binding;
+use shared::db::manage::{id_list, ObjectRow, DELETE_IMAGES, SELECT_EXPIRED};
+use shared::keys::record_key;
+use shared::{ImageId, TagError};
+use worker::wasm_bindgen::JsValue;
+use worker::{Env, KvStore};
+
+use crate::log;
+use crate::store::OrStorage;
+
+/// Most images one run deletes: each costs a KV delete and a KV read (subrequests), on top
+/// of one D1 select, one R2 bulk delete and one D1 batch.
+pub const BATCH: u32 = 100;
+/// KV deletes in flight at once.
+const CONCURRENCY: usize = 8;
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    event: &'static str,
+    retention_days: u32,
+    /// Images uploaded before this were due.
+    cutoff: String,
+    /// Images deleted from R2 and D1.
+    deleted: u32,
+    /// KV records deleted (finished images have one).
+    records_deleted: u32,
+    /// Whether more images are due than one run deletes.
+    more: bool,
+    errors: u32,
+}
+
+/// One run at `now` (ms): deletes what is older than `days`, and logs the counts.
+pub async fn run(env: &Env, now: u64, days: u32) {
+    let cutoff = now.saturating_sub(u64::from(days).saturating_mul(DAY_MS));
+    let mut report = Report {
+        event: shared::outcome::event::RETENTION,
+        retention_days: days,
+        cutoff: shared::time::format_ms(cutoff),
+        deleted: 0,
+        records_deleted: 0,
+        more: false,
+        errors: 0,
+    };
+    if let Err(e) = expire(env, cutoff, &mut report).await {
+        worker::console_error!("retention: {e}");
+        report.errors += 1;
+    }
+    log::emit(&report, report.errors > 0);
+}
+
+async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagError> {
+    let db = env.d1(binding::DB).or_storage("DB binding")?;
+    let rows = db
+        .prepare(SELECT_EXPIRED)
+        .bind(&[JsValue::from_f64(cutoff as f64), JsValue::from(BATCH)])
+        .or_storage("D1 bind")?
+        .all()
+        .await
+        .and_then(|r| r.results::<ObjectRow>())
+        .or_storage("D1 select expired")?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    report.more = rows.len() as u32 >= BATCH;
+    let kv = env
+        .kv(binding::RESULTS_KV)
+        .or_storage("RESULTS_KV binding")?;
+    // Records first: an image whose record cannot be deleted now stays whole, and the next
+    // run tries again (a record must never outlive its row). Queued images have none.
+    let with_record: Vec<&ObjectRow> = rows.iter().filter(|r| r.status != "queued").collect();
+    let mut failed = std::collections::HashSet::new();
+    for (row, result) in with_record
+        .iter()
+        .zip(delete_records(&kv, &with_record, false).await)
+    {
+        match result {
+            Ok(_) => report.records_deleted += 1,
+            Err(e) => {
+                worker::console_error!("retention: {e}");
+                report.errors += 1;
+                failed.insert(row.id.as_str());
+            }
+        }
+    }
+    let expiring: Vec<&ObjectRow> = rows
+        .iter()
+        .filter(|r| !failed.contains(r.id.as_str()))
+        .collect();
+    if expiring.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = expiring.iter().map(|r| r.r2_key.as_str()).collect();
+    env.bucket(binding::IMAGE_BUCKET)
+        .or_storage("IMAGE_BUCKET binding")?
+        .delete_multiple(keys)
+        .await
+        .or_storage("R2 delete")?;
+    let ids: Vec<&str> = expiring.iter().map(|r| r.id.as_str()).collect();
+    let list = JsValue::from_str(&id_list(&ids));
+    let batch = DELETE_IMAGES
+        .iter()
+        .map(|sql| db.prepare(*sql).bind(std::slice::from_ref(&list)))
+        .collect::<Result<Vec<_>, _>>()
+        .or_storage("D1 bind")?;
+    db.batch(batch).await.or_storage("D1 delete expired")?;
+    report.deleted = expiring.len() as u32;
+    // Records again, where one appeared since: a delivery that published while the rows were
+    // still there (its re-check of D1 came first). Reads, and a delete only if needed.
+    for result in delete_records(&kv, &expiring, true).await {
+        match result {
+            Ok(true) => report.records_deleted += 1,
+            Ok(false) => {}
+            Err(e) => {
+                worker::console_error!("retention: {e}");
+                report.errors += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the KV records of `rows` (only those present, with `if_present`), a few at a
+/// time; each result says whether a record was deleted.
+async fn delete_records(
+    kv: &KvStore,
+    rows: &[&ObjectRow],
+    if_present: bool,
+) -> Vec<Result<bool, TagError>> {
+    stream::iter(rows)
+        .map(|row| async move {
+            let id = ImageId::parse(&row.id)
+                .map_err(|_| TagError::Storage(format!("malformed id {:?}", row.id)))?;
+            let key = record_key(&id);
+            if if_present && kv.get(&key).text().await.or_storage("KV get")?.is_none() {
+                return Ok(false);
+            }
+            kv.delete(&key).await.or_storage("KV delete")?;
+            Ok(true)
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await
+}

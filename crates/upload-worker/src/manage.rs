@@ -1,0 +1,238 @@
+//! Finding and managing images: `GET /images` (search and list), `GET /tags`,
+//! `GET /images/{id}/content` and `DELETE /images/{id}`. Parsing, cursors, headers and SQL
+//! come from [`shared::search`], [`shared::content`] and [`shared::db::manage`].
+
+use shared::api::ApiError;
+use shared::config::binding;
+use shared::content::{self, Part};
+use shared::db::manage::{self as sql, ObjectRow, Param, SearchRow, Statement};
+use shared::keys::record_key;
+use shared::search::{
+    encode_cursor, signing_input, Position, SearchPage, SearchQuery, TagCloud, TagCount, TagsQuery,
+    MAX_TIME_MS,
+};
+use shared::ImageId;
+use worker::wasm_bindgen::JsValue;
+use worker::{Bucket, D1Database, D1PreparedStatement, Env, Headers, Request, Response};
+
+use crate::cursor_mac;
+use crate::http;
+use crate::log;
+use crate::settings::Settings;
+use crate::store::OrUnavailable;
+
+/// The raw query string of a request, without `?`.
+fn raw_query(req: &Request) -> String {
+    let url = req.inner().url();
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    query.split('#').next().unwrap_or_default().to_string()
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+fn d1(env: &Env) -> Result<D1Database, ApiError> {
+    env.d1(binding::DB)
+        .map_err(|e| ApiError::Internal(format!("DB binding: {e}")))
+}
+
+fn bucket(env: &Env) -> Result<Bucket, ApiError> {
+    env.bucket(binding::IMAGE_BUCKET)
+        .map_err(|e| ApiError::Internal(format!("IMAGE_BUCKET binding: {e}")))
+}
+
+fn js(param: &Param) -> JsValue {
+    match param {
+        Param::Int(n) => JsValue::from_f64(*n as f64),
+        Param::Text(t) => JsValue::from_str(t),
+    }
+}
+
+fn prepare(db: &D1Database, st: &Statement) -> Result<D1PreparedStatement, ApiError> {
+    let params: Vec<JsValue> = st.params.iter().map(js).collect();
+    db.prepare(&st.sql).bind(&params).or_unavailable("D1 bind")
+}
+
+fn one(sql: &str, param: JsValue, db: &D1Database) -> Result<D1PreparedStatement, ApiError> {
+    db.prepare(sql).bind(&[param]).or_unavailable("D1 bind")
+}
+
+/// A new cursor at `position` for `query`'s filters.
+async fn cursor(
+    settings: &Settings,
+    position: &Position,
+    query: &SearchQuery,
+) -> Result<String, ApiError> {
+    let mac = cursor_mac::mac(settings, &signing_input(position, &query.filters)).await?;
+    Ok(encode_cursor(position, &mac))
+}
+
+/// `GET /images`: a page of images, newest first, with the next page's cursor.
+pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Response, ApiError> {
+    let query = SearchQuery::parse(&raw_query(req))?;
+    let after = match &query.cursor {
+        Some(c) => {
+            let expected = cursor_mac::mac(settings, &c.signing_input(&query.filters)).await?;
+            Some(c.verify(&expected)?)
+        }
+        None => None,
+    };
+    let db = d1(env)?;
+    let rows = prepare(&db, &sql::search(&query, after))?
+        .all()
+        .await
+        .and_then(|r| r.results::<SearchRow>())
+        .or_unavailable("D1 search")?;
+    let (images, next) = sql::page(rows, query.limit);
+    let next_cursor = match next {
+        Some(position) => Some(cursor(settings, &position, &query).await?),
+        None => None,
+    };
+    let page = SearchPage {
+        images,
+        next_cursor,
+    };
+    Ok(http::json(200, &page, Headers::new()))
+}
+
+/// `GET /tags`: the most used tags with their counts.
+pub async fn tags(req: &Request, env: &Env) -> Result<Response, ApiError> {
+    let query = TagsQuery::parse(&raw_query(req))?;
+    let db = d1(env)?;
+    let tags = one(sql::TAG_CLOUD, JsValue::from(query.limit), &db)?
+        .all()
+        .await
+        .and_then(|r| r.results::<TagCount>())
+        .or_unavailable("D1 tag cloud")?;
+    Ok(http::json(200, &TagCloud { tags }, Headers::new()))
+}
+
+async fn object_row(db: &D1Database, id: &ImageId) -> Result<Option<ObjectRow>, ApiError> {
+    one(sql::SELECT_CONTENT, JsValue::from_str(&id.to_string()), db)?
+        .first::<ObjectRow>(None)
+        .await
+        .or_unavailable("D1 select content")
+}
+
+fn with_headers(status: u16, pairs: &[(&'static str, String)]) -> worker::ResponseBuilder {
+    let headers = Headers::new();
+    for (name, value) in pairs {
+        let _ = headers.set(name, value);
+    }
+    Response::builder()
+        .with_status(status)
+        .with_headers(headers)
+}
+
+/// `GET` and `HEAD /images/{id}/content`: the original bytes, streamed from R2 to the client
+/// without passing through wasm; `Range` gives `206` or `416`, a current `If-None-Match`
+/// `304`.
+pub async fn image_content(
+    req: &Request,
+    env: &Env,
+    id: ImageId,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let row = object_row(&d1(env)?, &id)
+        .await?
+        .ok_or(ApiError::ImageNotFound)?;
+    if row.size > MAX_TIME_MS {
+        return Err(ApiError::Internal(format!(
+            "image {id} has size {}",
+            row.size
+        )));
+    }
+    let etag = content::etag(&id);
+    if content::not_modified(header(req, "if-none-match").as_deref(), &etag) {
+        let headers = content::headers(&id, &row.content_type, row.size, Part::Whole, true);
+        return Ok(with_headers(304, &headers).empty());
+    }
+    let part = Part::of(
+        header(req, "range").as_deref(),
+        header(req, "if-range").as_deref(),
+        &etag,
+        row.size,
+    );
+    let (status, range) = match part {
+        Part::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { size: row.size }),
+        Part::Whole => (200, None),
+        Part::Range { start, end } => (
+            206,
+            Some(worker::Range::OffsetWithLength {
+                offset: start,
+                length: end - start + 1,
+            }),
+        ),
+    };
+    let headers = content::headers(&id, &row.content_type, row.size, part, false);
+    if head {
+        return Ok(with_headers(status, &headers).empty());
+    }
+    let bucket = bucket(env)?;
+    let get = bucket.get(&row.r2_key);
+    let get = match range {
+        Some(range) => get.range(range),
+        None => get,
+    };
+    // No object yet (its upload is still being stored) or no more: nothing to show.
+    let object = get
+        .execute()
+        .await
+        .or_unavailable("R2 get")?
+        .ok_or(ApiError::ImageNotFound)?;
+    if object.size() != row.size {
+        return Err(ApiError::Unavailable(format!(
+            "image {id}: R2 holds {} bytes, D1 says {}",
+            object.size(),
+            row.size
+        )));
+    }
+    let body = object
+        .body()
+        .ok_or_else(|| ApiError::Unavailable(format!("R2 object of {id} has no body")))?
+        .response_body()
+        .or_unavailable("R2 body")?;
+    Ok(with_headers(status, &headers).body(body))
+}
+
+/// `DELETE /images/{id}`: the bytes in R2, then the rows in D1 (tags, Idempotency-Keys, the
+/// image) in one transaction, then the record in KV; `204`, and `404` once gone.
+///
+/// The order keeps a tagger from bringing the image back: once the row is gone it cannot
+/// claim, mark or index it, and a record it writes to KV after it re-checks D1
+/// (`Store::publish`) or before our KV delete. A failure leaves a state that a retry of
+/// the delete finishes (R2 deletes are idempotent; a `404` still removes a KV record left
+/// behind).
+pub async fn delete(env: Env, id: ImageId) -> Result<Response, ApiError> {
+    let db = d1(&env)?;
+    let kv = env
+        .kv(binding::RESULTS_KV)
+        .map_err(|e| ApiError::Internal(format!("RESULTS_KV binding: {e}")))?;
+    let key = record_key(&id);
+    let Some(row) = object_row(&db, &id).await? else {
+        if kv
+            .get(&key)
+            .text()
+            .await
+            .or_unavailable("KV get")?
+            .is_some()
+        {
+            kv.delete(&key).await.or_unavailable("KV delete")?;
+        }
+        return Err(ApiError::ImageNotFound);
+    };
+    crate::r2::delete(&bucket(&env)?, &row.r2_key).await?;
+    let ids = JsValue::from_str(&sql::id_list(&[id.to_string()]));
+    let batch = sql::DELETE_IMAGES
+        .iter()
+        .map(|s| one(s, ids.clone(), &db))
+        .collect::<Result<Vec<_>, _>>()?;
+    db.batch(batch).await.or_unavailable("D1 delete")?;
+    kv.delete(&key).await.or_unavailable("KV delete")?;
+    log::emit(
+        &serde_json::json!({ "event": shared::outcome::event::UPLOAD_DELETED, "imageId": id }),
+        false,
+    );
+    Ok(Response::builder().with_status(204).empty())
+}
