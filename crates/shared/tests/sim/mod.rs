@@ -18,7 +18,7 @@
 //!   `retry(delaySeconds)`, or an ack and a re-send of a new message.
 //! - **Pacer**: one object; calls reach it after a one-way latency, are served one at a
 //!   time in arrival order (`pacer_service_us` each), and answer after another one-way
-//!   latency. It answers `Refund` and `Refused` exactly as the `AiPacer` object does.
+//!   latency. It answers `Settle` and `Refused` exactly as the `AiPacer` object does.
 //! - **AI**: a limiter, by default a fixed window per wall-clock second (the strict reading
 //!   of "50 requests a second"), or a token bucket (see [`AiLimit`]); calls over it, and
 //!   every call during an outage, are refused (3040) after `ai_refused_ms`; refused calls
@@ -162,7 +162,7 @@ impl Scenario {
                 max_retries: 10,
                 max_concurrency: 10,
             },
-            concurrency: 8,
+            concurrency: 10,
             policy: Policy {
                 backoff: Backoff {
                     base_seconds: 2,
