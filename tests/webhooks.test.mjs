@@ -408,7 +408,7 @@ test("WEBHOOK_URL is the default callback; a delivery whose enqueue failed is se
         assert.equal(hook.deliveries.length, 1);
         assert.deepEqual(hook.deliveries[0].errors, []);
         assert.equal(hook.deliveries[0].payload.data.imageId, id);
-        assert.ok(q.lines.some((l) => l.includes('"tagger.reconcile.notification"') && l.includes(id)));
+        assert.ok(q.lines.some((l) => l.includes(`"${contract.logEvents.reconcileNotification}"`) && l.includes(id)));
       },
     );
   } finally {

@@ -109,6 +109,10 @@ fn contract() -> Value {
             "notify": webhook::LOG_EVENT,
             "uploadDeleted": event::UPLOAD_DELETED,
             "retention": event::RETENTION,
+            "reconcileImage": event::RECONCILE_IMAGE,
+            "reconcileNotification": event::RECONCILE_NOTIFICATION,
+            "aiUsage": event::AI_USAGE,
+            "uploadProblem": event::UPLOAD_PROBLEM,
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,

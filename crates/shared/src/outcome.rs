@@ -14,6 +14,14 @@ pub mod event {
     pub const UPLOAD_DELETED: &str = "upload.deleted";
     /// The tagger's cron: what retention deleted.
     pub const RETENTION: &str = "tagger.retention";
+    /// The tagger's cron: one image it re-enqueued or failed.
+    pub const RECONCILE_IMAGE: &str = "tagger.reconcile.image";
+    /// The tagger's cron: one webhook delivery it enqueued again.
+    pub const RECONCILE_NOTIFICATION: &str = "tagger.reconcile.notification";
+    /// The tagger's cron, hourly: today's Workers AI calls.
+    pub const AI_USAGE: &str = "tagger.ai_usage";
+    /// The upload worker: a request failed (logged with its detail; the client gets a code).
+    pub const UPLOAD_PROBLEM: &str = "upload.problem";
 }
 
 /// The outcome of one delivery of one message.

@@ -92,7 +92,7 @@ async fn requeue_overdue(env: &Env, now: u64, report: &mut Report) -> Result<(),
             "failed"
         };
         log::emit(
-            &serde_json::json!({ "event": "tagger.reconcile.image", "imageId": row.id, "action": outcome }),
+            &serde_json::json!({ "event": shared::outcome::event::RECONCILE_IMAGE, "imageId": row.id, "action": outcome }),
             false,
         );
     }
@@ -115,7 +115,7 @@ async fn log_usage(env: &Env) {
     match PacerClient::open(env) {
         Ok(pacer) => match pacer.usage().await {
             Ok(usage) => log::emit(
-                &serde_json::json!({ "event": "tagger.ai_usage", "usage": usage }),
+                &serde_json::json!({ "event": shared::outcome::event::AI_USAGE, "usage": usage }),
                 false,
             ),
             Err(e) => worker::console_warn!("reconciler: AI usage unavailable: {e}"),

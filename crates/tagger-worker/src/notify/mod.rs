@@ -82,7 +82,7 @@ pub async fn requeue_overdue(env: &Env, now: u64, cutoff: u64) -> Result<u32, Ta
         outbox.requeued(&row.event_id, now).await?;
         log::emit(
             &serde_json::json!({
-                "event": "tagger.reconcile.notification",
+                "event": shared::outcome::event::RECONCILE_NOTIFICATION,
                 "eventId": row.event_id,
                 "imageId": row.image_id,
                 "action": "requeued",
