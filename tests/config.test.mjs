@@ -145,3 +145,18 @@ test("D1 migrations: the launcher and `wrangler d1 migrations apply --local` agr
     rmSync(byLauncher, { recursive: true, force: true });
   }
 });
+
+test("the README's configuration table lists every var the code reads, with its default", () => {
+  const readme = readFileSync(path.join(ROOT, "README.md"), "utf8");
+  const section = readme.slice(readme.indexOf("## Configuration"), readme.indexOf("### What the tagger sends"));
+  const rows = new Map(
+    [...section.matchAll(/^\| `([A-Z_]+)`(?: \(secret\))? \| \w+ \| ([^|]+) \|/gm)].map(([, name, value]) => [name, value.trim()]),
+  );
+  const documented = (v) => (v.default == null ? "unset" : v.default === "" ? "empty" : `\`${v.default}\``);
+  assert.deepEqual(
+    [...rows.keys()].sort(),
+    contract.vars.map((v) => v.name).sort(),
+    "one row per var of the contract, and no other",
+  );
+  for (const v of contract.vars) assert.equal(rows.get(v.name), documented(v), `default of ${v.name}`);
+});
