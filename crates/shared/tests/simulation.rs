@@ -30,6 +30,14 @@ fn outage(minutes: u64, down: u64) -> Scenario {
     s
 }
 
+/// A burst against an AI that also refuses `percent` % of calls at random, whatever the load.
+fn sporadic(n: u32, percent: u32) -> Scenario {
+    let mut s = burst(n);
+    s.name = format!("burst of {n}, {percent} % of calls refused at random");
+    s.sporadic_refusals = f64::from(percent) / 100.0;
+    s
+}
+
 fn miniflare_burst() -> Scenario {
     Scenario::miniflare("Miniflare: 150 at 5/s", Load::Burst(150), 5.0)
 }
@@ -138,6 +146,9 @@ fn benchmark_table() {
         burst(100_000),
         burst(1_000_000),
         outage(30, 600),
+        sporadic(10_000, 1),
+        sporadic(10_000, 5),
+        sporadic(10_000, 20),
         miniflare_burst(),
         miniflare_outage(),
     ];

@@ -146,6 +146,9 @@ pub struct Scenario {
     pub ai_limit: AiLimit,
     /// Windows `[from, to)` in seconds from the start during which every call is refused.
     pub outages: Vec<(u64, u64)>,
+    /// The share of calls the AI refuses at random, whatever the load (capacity errors of
+    /// a shared pool); 0 for none.
+    pub sporadic_refusals: f64,
     pub latency: Latencies,
 }
 
@@ -177,6 +180,7 @@ impl Scenario {
                 window_ms: 1_000,
             },
             outages: Vec::new(),
+            sporadic_refusals: 0.0,
             latency: Latencies::CLOUD,
         }
     }
@@ -811,6 +815,9 @@ impl Sim<'_> {
             .iter()
             .any(|&(a, b)| t >= a * SECOND && t < b * SECOND)
         {
+            return false;
+        }
+        if self.s.sporadic_refusals > 0.0 && self.rng.unit() < self.s.sporadic_refusals {
             return false;
         }
         match self.s.ai_limit {
