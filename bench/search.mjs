@@ -18,6 +18,7 @@ import { performance } from "node:perf_hooks";
 
 import { startPipeline, ROOT } from "../local/pipeline.mjs";
 import { keys, model, sql } from "../local/contract.mjs";
+import { mulberry32 } from "../local/random.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -35,18 +36,7 @@ const TOKEN = "bench-search-token";
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 const DAY_MS = 86_400_000;
 
-/** A small deterministic generator (mulberry32), so that runs seed the same data. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = rng(20261129);
+const random = mulberry32(20261129);
 
 /** Label names that look like classifier labels: one or two words, mixed case. */
 const SYLLABLES = ["ka", "lo", "mi", "ner", "tab", "by", "sea", "shore", "vol", "can", "o", "dai", "sy", "har", "bour", "pel", "ican", "ter", "rier", "gold"];

@@ -22,6 +22,7 @@ import {
   status,
   tagError,
 } from "../local/contract.mjs";
+import { mulberry32 } from "../local/random.mjs";
 import { png } from "./support/images.mjs";
 import { recordImage, storedMessage, upload, withPipeline } from "./support/helpers.mjs";
 
@@ -335,19 +336,6 @@ test("a dead letter for an image that is already done is skipped", async () => {
 });
 
 // 8 ──────────────────────────────────────────────────────────────────────────────────────────
-
-/** mulberry32: a small seeded PRNG. */
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Runs `fn` over `items`, at most `limit` at a time. */
 async function eachLimited(items, limit, fn) {
   let next = 0;
