@@ -3,8 +3,12 @@
 
 /// <reference path="./workers-types.d.ts" />
 
-export const SCHEMA_VERSION = 1;
-export const MODEL = "@cf/microsoft/resnet-50";
+// The names come from the contract the Rust crates generate, as a TS service sharing a
+// schema with another would take them (esbuild bundles only the fields named here).
+import { keys, message, model } from "../../local/contract.json";
+
+export const SCHEMA_VERSION: number = message.schemaVersion;
+export const MODEL: string = model;
 
 /** Body of a message on the image queue. */
 export interface ImageMessage {
@@ -21,7 +25,7 @@ export interface Label {
   score: number;
 }
 
-/** The value of `tags:{imageId}` in KV. */
+/** The value of the record key (`keys.record` of the contract) in KV. */
 export interface TagRecord {
   imageId: string;
   status: "done" | "failed";
@@ -35,4 +39,4 @@ export interface TagRecord {
   attempts?: number;
 }
 
-export const recordKey = (imageId: string) => `tags:${imageId}`;
+export const recordKey = (imageId: string) => keys.record.replace("{id}", imageId);
