@@ -107,7 +107,7 @@ for (const v of variants) {
 if (options.memory) {
   console.log("\nMemory: fresh workerd each, 20 sequential uploads of 8 MiB");
   for (const v of variants.filter((v) => v.label !== NAMES[TS_STREAM].upload)) {
-    const m = await measureUploadMemory(v.options({ EXPOSE_WASM_MEMORY: "true", MAX_UPLOAD_BYTES: MAX }), {
+    const m = await measureUploadMemory(v.options({ MAX_UPLOAD_BYTES: MAX }), {
       imageBytes: 8 * 1024 * 1024,
       uploads: 20,
     });

@@ -105,7 +105,7 @@ export function uploadWorker(impl, { queue, vars = {}, socket = true } = {}) {
   const sockets = socket ? { unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }] } : {};
   if (impl === RUST) {
     const producers = queue ? { queueProducers: { [bindings.imageQueue]: { queueName: queue } } } : {};
-    return workerOptions("upload", { vars, overrides: { ...sockets, ...producers } });
+    return withoutForeignObjects(workerOptions("upload", { vars, overrides: { ...sockets, ...producers } }));
   }
   return {
     name: names.upload,
@@ -118,6 +118,18 @@ export function uploadWorker(impl, { queue, vars = {}, socket = true } = {}) {
     queueProducers: { [bindings.imageQueue]: { queueName: queue ?? names.queue } },
     ...sockets,
   };
+}
+
+/**
+ * The options without Durable Object bindings to another script: the Rust upload worker's
+ * `AI_PACER` (read by `GET /admin/usage` only) names the tagger, which a benchmark of the
+ * upload path does not run, and workerd refuses to start with a binding to a missing script.
+ */
+export function withoutForeignObjects(options) {
+  const own = Object.entries(options.durableObjects ?? {}).filter(
+    ([, o]) => typeof o !== "object" || !o.scriptName || o.scriptName === options.name,
+  );
+  return { ...options, durableObjects: Object.fromEntries(own) };
 }
 
 /**
