@@ -1,7 +1,10 @@
 // Tagging large photos, the Rust tagger against the TS reference: workerd's memory and CPU
 // while one batch of N 4000×3000 JPEGs (about 7 MiB each) is tagged. One command:
 //
-//   node bench/photos.mjs [--counts 1,5] [--reps 3] [--interval-ms 10]
+//   node bench/photos.mjs [--counts 1,5] [--reps 3] [--interval-ms 10] [--var NAME=VALUE]...
+//
+// `--var` sets a var of the Rust tagger (e.g. BYTES_IN_FLIGHT) to try a setting; such a run
+// writes bench/.build/photos-results.vars.json instead of bench/photos-results.json.
 //
 // Each run starts a fresh workerd (the launcher, local/pipeline.mjs) with one tagger only:
 // the Rust tagger from wrangler.tagger.toml (with its D1, KV, R2, queues and AI pacer), or
@@ -10,11 +13,13 @@
 // as Workers AI's binding does, and the AI stub in light mode, which only counts the bytes
 // it receives, in this Node process. The photos (made at run time with sharp, never stored)
 // and, for Rust, their D1 rows are put in first by another workerd on the same persisted
-// state, so the measured one has never held them. Then: a warm-up batch of one small photo,
-// the baseline, and one batch of N messages sent at once; workerd's RSS is sampled every
-// 10 ms (and its peak read from VmHWM, reset at the baseline) until 500 ms after Miniflare
-// reports the batch done; CPU is utime + stime of workerd until the batch is done. Rust and TS are interleaved; each cell is the
-// median of the runs. Prints a table and writes bench/photos-results.json.
+// state, so the measured one has never held them. Then a warm-up batch of one small photo
+// (640×480, which the Rust tagger sends on as it is), and two measured batches of N photos,
+// each sent at once: the first large photos the isolate handles, then N more. For each,
+// workerd's RSS is sampled every 10 ms (and its peak read from VmHWM, reset at the
+// baseline) until 500 ms after Miniflare reports the batch done; CPU is utime + stime of
+// workerd until the batch is done. Rust and TS are interleaved; each cell is the median of
+// the runs. Prints a table and writes bench/photos-results.json.
 
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -39,6 +44,10 @@ const arg = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) +
 const COUNTS = arg("--counts", "1,5").split(",").map(Number);
 const REPS = Number(arg("--reps", 3));
 const INTERVAL_MS = Number(arg("--interval-ms", 10));
+/** `--var NAME=VALUE` (repeatable): a var of the Rust tagger over its config's, to try a setting. */
+const VARS = Object.fromEntries(
+  argv.flatMap((a, i) => (a === "--var" ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])),
+);
 const PRODUCER = "bench-photo-producer";
 const log = (...a) => console.error(...a); // progress on stderr, the table on stdout
 const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "n/a");
@@ -78,7 +87,7 @@ function start(impl, persist, batchSize, extra = {}) {
   const consumer = { ...configuredConsumer(), maxBatchSize: batchSize, maxBatchTimeout: 1 };
   const queue = NAMES[impl].queue;
   const common = { persist, ai: { light: true }, extraWorkers: [producer(queue)], ...extra };
-  if (impl === RUST) return startPipeline({ roles: ["tagger"], queues: { [queue]: consumer }, ...common });
+  if (impl === RUST) return startPipeline({ roles: ["tagger"], queues: { [queue]: consumer }, vars: { tagger: VARS }, ...common });
   return startPipeline({ roles: [], ...common, extraWorkers: [taggerWorker(TS, { consumer }), ...common.extraWorkers] });
 }
 
@@ -104,15 +113,6 @@ async function seed(impl, persist, photos) {
   }
 }
 
-async function wasmMemory(mf, name) {
-  const inspector = await Inspector.forWorker(mf, name);
-  try {
-    return await inspector.wasmMemoryBytes();
-  } finally {
-    inspector.close();
-  }
-}
-
 /**
  * One run: a fresh workerd with `impl`'s tagger; after a warm-up, a first batch of
  * `photos.length / 2` large photos (the first the isolate decodes), then a second.
@@ -131,7 +131,9 @@ async function run(impl, photos, warmup) {
       const hwm = () => pids.reduce((sum, pid) => sum + memoryOf(pid).hwm, 0);
       const cpu = () => pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
       const threadCpu = () => pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
-      const wasm = async () => (impl === RUST ? ((await wasmMemory(p.mf, NAMES[impl].tagger))[0] ?? null) : null);
+      // One inspector session per run (workerd serves one at a time), for the Rust tagger.
+      const inspector = impl === RUST ? await Inspector.forWorker(p.mf, NAMES[impl].tagger) : null;
+      const wasm = async () => (inspector ? ((await inspector.wasmMemoryBytes())[0] ?? null) : null);
       const url = await p.mf.unsafeGetDirectURL(PRODUCER);
       const send = async (list) => {
         const res = await request(url, { method: "POST", body: Buffer.from(JSON.stringify(list)) });
@@ -201,6 +203,7 @@ async function run(impl, photos, warmup) {
       await batchDone(1, 0, 30_000);
       const first = await measure(messages.slice(0, n));
       const next = await measure(messages.slice(n));
+      inspector?.close();
       return { photos: n, photoBytes: photos.slice(0, n).reduce((sum, b) => sum + b.length, 0), first, next };
     } finally {
       await p.close();
@@ -233,7 +236,7 @@ const results = {
     miniflare: packageVersion("miniflare"),
     loadAverageAtStart: os.loadavg(),
   },
-  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, photo: "4000x3000 JPEG, quality 92 (tests/support/photos.mjs)" },
+  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, photo: "4000x3000 JPEG, quality 92 (tests/support/photos.mjs)" },
   cells: [],
 };
 const photos = await Promise.all(Array.from({ length: 2 * Math.max(...COUNTS) }, (_, i) => largeJpeg({ seed: i + 1 })));
@@ -307,5 +310,6 @@ const text = [
 ].join("\n");
 console.log("\n" + text);
 results.table = text;
-writeFileSync(path.join(BENCH, "photos-results.json"), JSON.stringify(results, null, 2) + "\n");
-log(`\nwrote bench/photos-results.json (${fmt(results.durationSeconds, 0)} s)`);
+const file = Object.keys(VARS).length ? path.join(BENCH, ".build", "photos-results.vars.json") : path.join(BENCH, "photos-results.json");
+writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
+log(`\nwrote ${path.relative(ROOT, file)} (${fmt(results.durationSeconds, 0)} s)`);
