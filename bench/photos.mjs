@@ -2,9 +2,11 @@
 // while one batch of N 4000×3000 JPEGs (about 7 MiB each) is tagged. One command:
 //
 //   node bench/photos.mjs [--counts 1,5] [--reps 3] [--interval-ms 10] [--var NAME=VALUE]...
+//                         [--warmup 640x480]
 //
-// `--var` sets a var of the Rust tagger (e.g. BYTES_IN_FLIGHT) to try a setting; such a run
-// writes bench/.build/photos-results.vars.json instead of bench/photos-results.json.
+// `--var` sets a var of the Rust tagger (e.g. BYTES_IN_FLIGHT) to try a setting, `--warmup`
+// another warm-up photo; such a trial writes bench/.build/photos-results.trial.json instead
+// of bench/photos-results.json.
 //
 // Each run starts a fresh workerd (the launcher, local/pipeline.mjs) with one tagger only:
 // the Rust tagger from wrangler.tagger.toml (with its D1, KV, R2, queues and AI pacer), or
@@ -44,6 +46,8 @@ const arg = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) +
 const COUNTS = arg("--counts", "1,5").split(",").map(Number);
 const REPS = Number(arg("--reps", 3));
 const INTERVAL_MS = Number(arg("--interval-ms", 10));
+/** The warm-up photo's size: 640×480 is sent on as it is; a larger one is decoded too. */
+const [WARM_W, WARM_H] = arg("--warmup", "640x480").split("x").map(Number);
 /** `--var NAME=VALUE` (repeatable): a var of the Rust tagger over its config's, to try a setting. */
 const VARS = Object.fromEntries(
   argv.flatMap((a, i) => (a === "--var" ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])),
@@ -236,11 +240,11 @@ const results = {
     miniflare: packageVersion("miniflare"),
     loadAverageAtStart: os.loadavg(),
   },
-  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, photo: "4000x3000 JPEG, quality 92 (tests/support/photos.mjs)" },
+  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, warmup: `${WARM_W}x${WARM_H}`, photo: "4000x3000 JPEG, quality 92 (tests/support/photos.mjs)" },
   cells: [],
 };
 const photos = await Promise.all(Array.from({ length: 2 * Math.max(...COUNTS) }, (_, i) => largeJpeg({ seed: i + 1 })));
-const warmup = await largeJpeg({ width: 640, height: 480, seed: 99 });
+const warmup = await largeJpeg({ width: WARM_W, height: WARM_H, seed: 99 });
 log(`photos: ${photos.map((p) => mib(p.length)).join(", ")} MiB; warm-up photo ${fmt(warmup.length / 1024, 0)} KiB`);
 const started = performance.now();
 
@@ -310,6 +314,7 @@ const text = [
 ].join("\n");
 console.log("\n" + text);
 results.table = text;
-const file = Object.keys(VARS).length ? path.join(BENCH, ".build", "photos-results.vars.json") : path.join(BENCH, "photos-results.json");
+const trial = Object.keys(VARS).length || WARM_W !== 640 || WARM_H !== 480;
+const file = trial ? path.join(BENCH, ".build", "photos-results.trial.json") : path.join(BENCH, "photos-results.json");
 writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
 log(`\nwrote ${path.relative(ROOT, file)} (${fmt(results.durationSeconds, 0)} s)`);

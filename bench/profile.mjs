@@ -17,7 +17,7 @@ import { Miniflare } from "miniflare";
 import { load, median, pngBody } from "./lib/http.mjs";
 import { Inspector } from "./lib/inspector.mjs";
 import { cpuMs, newWorkerd, workerdChildren } from "./lib/proc.mjs";
-import { IMPLS, NAMES, TS_STREAM, bundleReference, uploadWorker } from "./lib/reference.mjs";
+import { IMPLS, NAMES, TS_STREAM, bundleReference, migrateD1, uploadWorker } from "./lib/reference.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -65,17 +65,19 @@ function summarise(profile) {
 
 bundleReference();
 const before = workerdChildren();
+const workers = VARIANTS.map((impl) =>
+  uploadWorker(impl, { queue: `bench-sink-${impl}`, vars: { MAX_UPLOAD_BYTES: String(64 * 1024 * 1024) } }),
+);
 const mf = new Miniflare({
   ...(noProfile ? {} : { inspectorPort: 0 }),
   handleRuntimeStdio(stdout, stderr) {
     stdout.resume();
     stderr.resume();
   },
-  workers: VARIANTS.map((impl) =>
-    uploadWorker(impl, { queue: `bench-sink-${impl}`, vars: { MAX_UPLOAD_BYTES: String(64 * 1024 * 1024) } }),
-  ),
+  workers,
 });
 await mf.ready;
+await migrateD1(mf, workers);
 const pid = newWorkerd(before);
 const inspectorUrl = noProfile ? null : await mf.getInspectorURL();
 const body = pngBody(sizeKiB * 1024);

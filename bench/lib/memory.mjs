@@ -1,14 +1,12 @@
 // Memory of an upload worker alone in a fresh workerd: the process's RSS before and after
 // large uploads, and the worker's wasm memory, read over the V8 inspector.
 
-import path from "node:path";
 import { Miniflare } from "miniflare";
 
-import { ROOT, applyMigrations } from "../../local/pipeline.mjs";
-import { bindings } from "../../local/contract.mjs";
 import { pngBody, request, sleep } from "./http.mjs";
 import { Inspector } from "./inspector.mjs";
 import { memoryOf, newWorkerd, workerdChildren } from "./proc.mjs";
+import { migrateD1 } from "./reference.mjs";
 
 const KiB = 1024;
 
@@ -31,9 +29,7 @@ export async function startAlone(options, miniflareOptions = {}) {
   });
   try {
     await mf.ready;
-    if (options.d1Databases?.[bindings.db]) {
-      await applyMigrations(await mf.getD1Database(bindings.db, options.name), path.join(ROOT, "migrations"));
-    }
+    await migrateD1(mf, [options]);
     const inspector = await Inspector.forWorker(mf, options.name);
     return {
       mf,

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { AI_BINDING_SCRIPT, ROOT, WORKERS, readWorkerConfig, workerOptions } from "../../local/pipeline.mjs";
+import { AI_BINDING_SCRIPT, ROOT, WORKERS, applyMigrations, readWorkerConfig, workerOptions } from "../../local/pipeline.mjs";
 import { bindings, queues } from "../../local/contract.mjs";
 
 export { ROOT };
@@ -130,6 +130,22 @@ export function withoutForeignObjects(options) {
     ([, o]) => typeof o !== "object" || !o.scriptName || o.scriptName === options.name,
   );
   return { ...options, durableObjects: Object.fromEntries(own) };
+}
+
+/**
+ * Applies the D1 migrations to each D1 database bound by the workers of `options` (a list of
+ * Miniflare worker options) in a started Miniflare `mf`, once per database.
+ */
+export async function migrateD1(mf, options) {
+  const done = new Set();
+  for (const o of options) {
+    for (const [binding, id] of Object.entries(o.d1Databases ?? {})) {
+      const key = JSON.stringify(id);
+      if (done.has(key)) continue;
+      done.add(key);
+      await applyMigrations(await mf.getD1Database(binding, o.name), path.join(ROOT, "migrations"));
+    }
+  }
 }
 
 /**
