@@ -19,7 +19,7 @@ import { bindings } from "../local/contract.mjs";
 import { load, median, pngBody } from "./lib/http.mjs";
 import { measureUploadMemory } from "./lib/memory.mjs";
 import { cpuMs, newWorkerd, workerdChildren } from "./lib/proc.mjs";
-import { NAMES, TS, TS_STREAM, bundleReference, uploadWorker } from "./lib/reference.mjs";
+import { NAMES, TS, TS_STREAM, bundleReference, migrateD1, uploadWorker, withoutForeignObjects } from "./lib/reference.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -44,7 +44,7 @@ const MAX = String(64 * 1024 * 1024);
 bundleReference();
 
 function buildWorker(dir, i, vars) {
-  return workerOptions("upload", {
+  const options = workerOptions("upload", {
     vars,
     overrides: {
       name: `build-${i}`,
@@ -54,6 +54,7 @@ function buildWorker(dir, i, vars) {
       unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
     },
   });
+  return withoutForeignObjects(options);
 }
 
 const variants = [
@@ -73,6 +74,7 @@ const mf = new Miniflare({
   workers: variants.map((v) => v.options({ MAX_UPLOAD_BYTES: MAX })),
 });
 await mf.ready;
+await migrateD1(mf, variants.map((v) => v.options({})));
 const pid = newWorkerd(before);
 const body = pngBody(sizeKiB * 1024);
 for (const v of variants) {
@@ -107,7 +109,7 @@ for (const v of variants) {
 if (options.memory) {
   console.log("\nMemory: fresh workerd each, 20 sequential uploads of 8 MiB");
   for (const v of variants.filter((v) => v.label !== NAMES[TS_STREAM].upload)) {
-    const m = await measureUploadMemory(v.options({ EXPOSE_WASM_MEMORY: "true", MAX_UPLOAD_BYTES: MAX }), {
+    const m = await measureUploadMemory(v.options({ MAX_UPLOAD_BYTES: MAX }), {
       imageBytes: 8 * 1024 * 1024,
       uploads: 20,
     });

@@ -13,11 +13,11 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Miniflare } from "miniflare";
-import WebSocket from "ws";
 
 import { load, median, pngBody } from "./lib/http.mjs";
+import { Inspector } from "./lib/inspector.mjs";
 import { cpuMs, newWorkerd, workerdChildren } from "./lib/proc.mjs";
-import { IMPLS, NAMES, TS_STREAM, bundleReference, uploadWorker } from "./lib/reference.mjs";
+import { IMPLS, NAMES, TS_STREAM, bundleReference, migrateD1, uploadWorker } from "./lib/reference.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -31,38 +31,6 @@ const saveDir = arg("--save", null);
 const noProfile = argv.includes("--no-profile");
 // The Rust and TS upload workers, and the TS one streaming like the Rust one (an ablation).
 const VARIANTS = [...IMPLS, TS_STREAM];
-
-class Inspector {
-  static async open(url) {
-    const ws = new WebSocket(url);
-    await new Promise((resolve, reject) => {
-      ws.once("open", resolve);
-      ws.once("error", reject);
-    });
-    return new Inspector(ws);
-  }
-  constructor(ws) {
-    this.ws = ws;
-    this.next = 1;
-    this.pending = new Map();
-    ws.on("message", (data) => {
-      const msg = JSON.parse(data);
-      const p = this.pending.get(msg.id);
-      if (p) {
-        this.pending.delete(msg.id);
-        msg.error ? p.reject(new Error(msg.error.message)) : p.resolve(msg.result);
-      }
-    });
-  }
-  send(method, params = {}) {
-    const id = this.next++;
-    this.ws.send(JSON.stringify({ id, method, params }));
-    return new Promise((resolve, reject) => this.pending.set(id, { resolve, reject }));
-  }
-  close() {
-    this.ws.close();
-  }
-}
 
 /** Self time per function (and per category) from a V8 CPU profile. */
 function summarise(profile) {
@@ -97,17 +65,19 @@ function summarise(profile) {
 
 bundleReference();
 const before = workerdChildren();
+const workers = VARIANTS.map((impl) =>
+  uploadWorker(impl, { queue: `bench-sink-${impl}`, vars: { MAX_UPLOAD_BYTES: String(64 * 1024 * 1024) } }),
+);
 const mf = new Miniflare({
   ...(noProfile ? {} : { inspectorPort: 0 }),
   handleRuntimeStdio(stdout, stderr) {
     stdout.resume();
     stderr.resume();
   },
-  workers: VARIANTS.map((impl) =>
-    uploadWorker(impl, { queue: `bench-sink-${impl}`, vars: { MAX_UPLOAD_BYTES: String(64 * 1024 * 1024) } }),
-  ),
+  workers,
 });
 await mf.ready;
+await migrateD1(mf, workers);
 const pid = newWorkerd(before);
 const inspectorUrl = noProfile ? null : await mf.getInspectorURL();
 const body = pngBody(sizeKiB * 1024);

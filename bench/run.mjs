@@ -160,7 +160,8 @@ async function uploadPhase() {
   const p = await startPipeline({
     roles: ["upload"],
     vars: { upload: vars },
-    workerOverrides: { upload: { unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }], ...sink(RUST) } },
+    // Without its binding to the tagger's AI pacer (GET /admin/usage only): no tagger runs here.
+    workerOverrides: { upload: { unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }], ...sink(RUST), durableObjects: {} } },
     extraWorkers: [uploadWorker(TS, { queue: `bench-sink-${TS}`, vars })],
   });
   const { mf } = p;
@@ -370,7 +371,7 @@ async function e2ePhase() {
 function memoryRun(impl, plan) {
   const options = uploadWorker(impl, {
     queue: `bench-sink-${impl}`,
-    vars: { EXPOSE_WASM_MEMORY: "true", MAX_UPLOAD_BYTES: String(64 * MiB) },
+    vars: { MAX_UPLOAD_BYTES: String(64 * MiB) },
   });
   return measureUploadMemory(options, plan);
 }

@@ -1,7 +1,8 @@
 // Memory of the Rust upload worker alone in a fresh workerd over sequential large uploads:
-// workerd's RSS (and its peak) and the worker's wasm memory, as `multipart/form-data` forms
-// (the default) or raw bodies. R2 is persisted to a temporary folder, so that stored objects
-// do not count in workerd's RSS. Figures are printed, never asserted.
+// workerd's RSS (and its peak) and the worker's wasm memory (read over the V8 inspector), as
+// `multipart/form-data` forms (the default) or raw bodies. R2 is persisted to a temporary
+// folder, so that stored objects do not count in workerd's RSS. Figures are printed, never
+// asserted.
 //
 //   node bench/upload-memory.mjs [--uploads 20] [--mib 8] [--concurrency 1] [--raw] [--chunked]
 //                                [--build DIR]
@@ -12,11 +13,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Miniflare } from "miniflare";
 
-import { UPLOAD_CONFIG, workerFromConfig } from "../local/workers.mjs";
 import { pngBody, request, sleep } from "./lib/http.mjs";
-import { memoryOf, newWorkerd, workerdChildren } from "./lib/proc.mjs";
+import { startAlone } from "./lib/memory.mjs";
+import { memoryOf } from "./lib/proc.mjs";
+import { RUST, uploadWorker } from "./lib/reference.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -33,13 +34,11 @@ const BOUNDARY = "----memory-bench-boundary";
 
 const runtimeErrors = [];
 const persist = mkdtempSync(path.join(os.tmpdir(), "upload-memory-"));
-const options = workerFromConfig(UPLOAD_CONFIG, {
-  bindings: { MAX_UPLOAD_BYTES: String(64 * MiB), EXPOSE_WASM_MEMORY: "true" },
-  unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+const options = {
+  ...uploadWorker(RUST, { queue: "bench-sink", vars: { MAX_UPLOAD_BYTES: String(64 * MiB) } }),
   ...(build ? { scriptPath: path.resolve(build, "index.js"), modulesRoot: path.resolve(build) } : {}),
-});
-const before = workerdChildren();
-const mf = new Miniflare({
+};
+const w = await startAlone(options, {
   r2Persist: persist,
   handleRuntimeStdio(stdout, stderr) {
     stdout.resume();
@@ -47,7 +46,6 @@ const mf = new Miniflare({
     stderr.setEncoding("utf8");
     stderr.on("data", (chunk) => runtimeErrors.push(chunk));
   },
-  workers: [options],
 });
 
 function body(size) {
@@ -70,9 +68,7 @@ function stream(bytes, size = 64 * 1024) {
 }
 
 try {
-  await mf.ready;
-  const pid = newWorkerd(before);
-  const url = new URL("/images", await mf.unsafeGetDirectURL(options.name));
+  const { pid, url } = w;
   // A new connection per upload: under load, workerd sometimes closes a kept-alive connection
   // as the next request arrives on it (seen with every build).
   const agent = false;
@@ -80,13 +76,12 @@ try {
     if (!chunkedBody) {
       const res = await request(url, { method: "POST", body: bytes, agent, headers: { "content-type": type } });
       if (res.status !== 202) throw new Error(`upload: ${res.status} ${res.text}`);
-      return Number(res.headers["x-wasm-memory-bytes"]);
+      return;
     }
     const init = { method: "POST", headers: { "content-type": type }, body: stream(bytes), duplex: "half" };
     const res = await fetch(url, init);
     const text = await res.text();
     if (res.status !== 202) throw new Error(`upload: ${res.status} ${text}`);
-    return Number(res.headers.get("x-wasm-memory-bytes"));
   };
   const small = body(100 * 1024);
   for (let i = 0; i < 5; i++) await post(small);
@@ -98,11 +93,13 @@ try {
   let next = 0;
   const lane = async () => {
     while (next++ < uploads) {
-      wasm.push(await post(big));
+      await post(big);
       rss.push(memoryOf(pid).rss);
+      if (wasm.length === 0) wasm.push(await w.wasm());
     }
   };
   await Promise.all(Array.from({ length: concurrency }, lane));
+  wasm.push(await w.wasm());
   await sleep(300);
   const end = memoryOf(pid);
   const fmt = (bytes) => `${(bytes / MiB).toFixed(1)} MiB`;
@@ -118,6 +115,6 @@ try {
   console.error(runtimeErrors.join("").slice(-4000));
   throw e;
 } finally {
-  await mf.dispose();
+  await w.dispose();
   rmSync(persist, { recursive: true, force: true });
 }

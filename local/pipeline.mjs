@@ -396,7 +396,8 @@ export async function waitFor(check, { timeoutMs = DEFAULT_WAIT_MS, intervalMs =
  * - `workerOverrides`: `{ [role]: {...} }` Miniflare worker options set last;
  * - `extraWorkers`: more Miniflare worker options (the benchmark's reference workers);
  * - `onLine(line)`: each runtime log line; `log`: a Miniflare `Log`;
- * - `roles`: which of WORKERS to run (default: all).
+ * - `roles`: which of WORKERS to run (default: all);
+ * - `inspect`: turn on workerd's V8 inspector (`mf.getInspectorURL()`), for benchmarks.
  */
 export async function startPipeline(options = {}) {
   const {
@@ -412,6 +413,7 @@ export async function startPipeline(options = {}) {
     onLine,
     log,
     roles = Object.keys(WORKERS),
+    inspect = false,
   } = options;
 
   const workers = Object.fromEntries(
@@ -453,12 +455,16 @@ export async function startPipeline(options = {}) {
       port,
       ...(root ? { defaultPersistRoot: path.join(root, "v3") } : {}),
       ...(log ? { log } : {}),
+      ...(inspect ? { inspectorPort: 0 } : {}),
       handleRuntimeStdio(stdout, stderr) {
         logReader.attach(stdout);
         logReader.attach(stderr);
       },
+      // The first worker is Miniflare's entry point: a role's, else an extra worker (the AI
+      // binding's script cannot be one).
       workers: [
         ...Object.values(workers),
+        ...extraWorkers,
         {
           name: AI_BINDING_SCRIPT,
           modules: [{ type: "ESModule", path: "ai-binding.mjs", contents: readFileSync(path.join(ROOT, "local", "ai-binding.mjs"), "utf8") }],
@@ -466,7 +472,6 @@ export async function startPipeline(options = {}) {
         },
         ...wrappers,
         helper.options,
-        ...extraWorkers,
       ],
     });
     url = new URL(await mf.ready);

@@ -1,7 +1,7 @@
 // Large photos: the tagger sends the model a small JPEG whatever the upload, decodes in
 // bounded memory, and fails bombs and corrupt files at once without calling the model.
 // Photos are made at test time (tests/support/photos.mjs). Memory and CPU are measured in
-// the benchmark (bench/tagger-memory.mjs), not asserted here.
+// the benchmark (bench/photos.mjs), not asserted here.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";

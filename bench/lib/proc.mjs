@@ -1,6 +1,6 @@
 // The workerd process behind a Miniflare instance, and its memory as Linux reports it.
 
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 
 /** PIDs of workerd processes that are children of this node process. */
 export function workerdChildren() {
@@ -45,4 +45,19 @@ export function cpuMs(pid) {
     }
   }
   return ns / 1e6;
+}
+
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/** utime + stime of a process (every thread, including exited ones) so far, in ms. */
+export function processCpuMs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14 and 15 of stat(5); `fields` starts at field 3 (state).
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+}
+
+/** Resets a process's peak RSS (VmHWM) to its current RSS (`clear_refs`, value 5). */
+export function resetPeak(pid) {
+  writeFileSync(`/proc/${pid}/clear_refs`, "5");
 }

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { AI_BINDING_SCRIPT, ROOT, WORKERS, readWorkerConfig, workerOptions } from "../../local/pipeline.mjs";
+import { AI_BINDING_SCRIPT, ROOT, WORKERS, applyMigrations, readWorkerConfig, workerOptions } from "../../local/pipeline.mjs";
 import { bindings, queues } from "../../local/contract.mjs";
 
 export { ROOT };
@@ -105,7 +105,7 @@ export function uploadWorker(impl, { queue, vars = {}, socket = true } = {}) {
   const sockets = socket ? { unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }] } : {};
   if (impl === RUST) {
     const producers = queue ? { queueProducers: { [bindings.imageQueue]: { queueName: queue } } } : {};
-    return workerOptions("upload", { vars, overrides: { ...sockets, ...producers } });
+    return withoutForeignObjects(workerOptions("upload", { vars, overrides: { ...sockets, ...producers } }));
   }
   return {
     name: names.upload,
@@ -118,6 +118,34 @@ export function uploadWorker(impl, { queue, vars = {}, socket = true } = {}) {
     queueProducers: { [bindings.imageQueue]: { queueName: queue ?? names.queue } },
     ...sockets,
   };
+}
+
+/**
+ * The options without Durable Object bindings to another script: the Rust upload worker's
+ * `AI_PACER` (read by `GET /admin/usage` only) names the tagger, which a benchmark of the
+ * upload path does not run, and workerd refuses to start with a binding to a missing script.
+ */
+export function withoutForeignObjects(options) {
+  const own = Object.entries(options.durableObjects ?? {}).filter(
+    ([, o]) => typeof o !== "object" || !o.scriptName || o.scriptName === options.name,
+  );
+  return { ...options, durableObjects: Object.fromEntries(own) };
+}
+
+/**
+ * Applies the D1 migrations to each D1 database bound by the workers of `options` (a list of
+ * Miniflare worker options) in a started Miniflare `mf`, once per database.
+ */
+export async function migrateD1(mf, options) {
+  const done = new Set();
+  for (const o of options) {
+    for (const [binding, id] of Object.entries(o.d1Databases ?? {})) {
+      const key = JSON.stringify(id);
+      if (done.has(key)) continue;
+      done.add(key);
+      await applyMigrations(await mf.getD1Database(binding, o.name), path.join(ROOT, "migrations"));
+    }
+  }
 }
 
 /**

@@ -1,0 +1,320 @@
+// Tagging large photos, the Rust tagger against the TS reference: workerd's memory and CPU
+// while one batch of N 4000×3000 JPEGs (about 7 MiB each) is tagged. One command:
+//
+//   node bench/photos.mjs [--counts 1,5] [--reps 3] [--interval-ms 10] [--var NAME=VALUE]...
+//                         [--warmup 640x480]
+//
+// `--var` sets a var of the Rust tagger (e.g. BYTES_IN_FLIGHT) to try a setting, `--warmup`
+// another warm-up photo; such a trial writes bench/.build/photos-results.trial.json instead
+// of bench/photos-results.json.
+//
+// Each run starts a fresh workerd (the launcher, local/pipeline.mjs) with one tagger only:
+// the Rust tagger from wrangler.tagger.toml (with its D1, KV, R2, queues and AI pacer), or
+// the TS reference (bench/reference/tagger.ts, with its R2, KV and queue). Both get the same
+// AI stand-in: the launcher's `Ai` binding, which serialises each call to JSON inside workerd
+// as Workers AI's binding does, and the AI stub in light mode, which only counts the bytes
+// it receives, in this Node process. The photos (made at run time with sharp, never stored)
+// and, for Rust, their D1 rows are put in first by another workerd on the same persisted
+// state, so the measured one has never held them. Then a warm-up batch of one small photo
+// (640×480, which the Rust tagger sends on as it is), and two measured batches of N photos,
+// each sent at once: the first large photos the isolate handles, then N more. For each,
+// workerd's RSS is sampled every 10 ms (and its peak read from VmHWM, reset at the
+// baseline) until 500 ms after Miniflare reports the batch done; CPU is utime + stime of
+// workerd until the batch is done. Rust and TS are interleaved; each cell is the median of
+// the runs. Prints a table and writes bench/photos-results.json.
+
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Log, LogLevel } from "miniflare";
+
+import { startPipeline } from "../local/pipeline.mjs";
+import { bindings, imageMessage, keys, queues, sql, status } from "../local/contract.mjs";
+import { largeJpeg } from "../tests/support/photos.mjs";
+import { median, request, sleep } from "./lib/http.mjs";
+import { Inspector } from "./lib/inspector.mjs";
+import { cpuMs, memoryOf, processCpuMs, resetPeak, workerdChildren } from "./lib/proc.mjs";
+import { BENCH, IMPLS, NAMES, ROOT, RUST, TS, bundleReference, configuredConsumer, staleBuild, taggerWorker } from "./lib/reference.mjs";
+
+process.env.WRANGLER_LOG ??= "error";
+process.env.WRANGLER_SEND_METRICS = "false";
+
+const MiB = 1024 * 1024;
+const argv = process.argv.slice(2);
+const arg = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
+const COUNTS = arg("--counts", "1,5").split(",").map(Number);
+const REPS = Number(arg("--reps", 3));
+const INTERVAL_MS = Number(arg("--interval-ms", 10));
+/** The warm-up photo's size: 640×480 is sent on as it is; a larger one is decoded too. */
+const [WARM_W, WARM_H] = arg("--warmup", "640x480").split("x").map(Number);
+/** `--var NAME=VALUE` (repeatable): a var of the Rust tagger over its config's, to try a setting. */
+const VARS = Object.fromEntries(
+  argv.flatMap((a, i) => (a === "--var" ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])),
+);
+const PRODUCER = "bench-photo-producer";
+const log = (...a) => console.error(...a); // progress on stderr, the table on stdout
+const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "n/a");
+const mib = (bytes) => fmt(bytes / MiB);
+const signed = (bytes) => (bytes < 0 ? "−" : "+") + mib(Math.abs(bytes));
+
+/** Miniflare's log, kept only for its queue lines: "QUEUE <queue> <acked>/<total> (<ms>ms)". */
+class BatchLog extends Log {
+  constructor() {
+    super(LogLevel.INFO);
+    this.batches = [];
+  }
+  log(message) {
+    const m = message.replace(/\x1b\[[0-9;]*m/g, "").match(/QUEUE (\S+) (\d+)\/(\d+) \((\d+)ms\)/);
+    if (m) this.batches.push({ queue: m[1], acked: Number(m[2]), size: Number(m[3]), ms: Number(m[4]) });
+  }
+}
+
+/** A worker that sends the batch: a POST of a JSON array sends its items in one `sendBatch`. */
+function producer(queueName) {
+  return {
+    name: PRODUCER,
+    modules: true,
+    script: `export default {
+      async fetch(request, env) {
+        if (request.method === "POST") await env.QUEUE.sendBatch((await request.json()).map((body) => ({ body })));
+        return new Response("ok");
+      },
+    };`,
+    queueProducers: { QUEUE: { queueName } },
+    unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+  };
+}
+
+/** The launcher with one tagger: `impl`'s, with batches of `batchSize` taken after 1 s. */
+function start(impl, persist, batchSize, extra = {}) {
+  const consumer = { ...configuredConsumer(), maxBatchSize: batchSize, maxBatchTimeout: 1 };
+  const queue = NAMES[impl].queue;
+  const common = { persist, ai: { light: true }, extraWorkers: [producer(queue)], ...extra };
+  if (impl === RUST) return startPipeline({ roles: ["tagger"], queues: { [queue]: consumer }, vars: { tagger: VARS }, ...common });
+  return startPipeline({ roles: [], ...common, extraWorkers: [taggerWorker(TS, { consumer }), ...common.extraWorkers] });
+}
+
+/** Stores each photo in the tagger's R2 (and, for Rust, its queued D1 row, as the upload worker writes it). */
+async function seed(impl, persist, photos) {
+  const p = await start(impl, persist, 1);
+  try {
+    const bucket = await p.mf.getR2Bucket(bindings.imageBucket, NAMES[impl].tagger);
+    const db = impl === RUST ? await p.db() : null;
+    const messages = [];
+    for (const bytes of photos) {
+      const message = imageMessage({ contentType: "image/jpeg", size: bytes.length });
+      if (db) {
+        const uploaded = Date.parse(message.uploadedAt);
+        await db.prepare(sql.insertQueued).bind(message.imageId, message.r2Key, message.contentType, message.size, uploaded).run();
+      }
+      await bucket.put(message.r2Key, new Uint8Array(bytes), { httpMetadata: { contentType: "image/jpeg" } });
+      messages.push(impl === RUST ? message : { imageId: message.imageId, r2Key: message.r2Key });
+    }
+    return messages;
+  } finally {
+    await p.close();
+  }
+}
+
+/**
+ * One run: a fresh workerd with `impl`'s tagger; after a warm-up, a first batch of
+ * `photos.length / 2` large photos (the first the isolate decodes), then a second.
+ */
+async function run(impl, photos, warmup) {
+  const n = photos.length / 2;
+  const persist = mkdtempSync(path.join(os.tmpdir(), "bench-photos-"));
+  try {
+    const [warm, ...messages] = await seed(impl, persist, [warmup, ...photos]);
+    const batchLog = new BatchLog();
+    const before = workerdChildren();
+    const p = await start(impl, persist, n, { log: batchLog, inspect: true });
+    try {
+      const pids = workerdChildren().filter((pid) => !before.includes(pid));
+      const rss = () => pids.reduce((sum, pid) => sum + memoryOf(pid).rss, 0);
+      const hwm = () => pids.reduce((sum, pid) => sum + memoryOf(pid).hwm, 0);
+      const cpu = () => pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+      const threadCpu = () => pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+      // One inspector session per run (workerd serves one at a time), for the Rust tagger.
+      const inspector = impl === RUST ? await Inspector.forWorker(p.mf, NAMES[impl].tagger) : null;
+      const wasm = async () => (inspector ? ((await inspector.wasmMemoryBytes())[0] ?? null) : null);
+      const url = await p.mf.unsafeGetDirectURL(PRODUCER);
+      const send = async (list) => {
+        const res = await request(url, { method: "POST", body: Buffer.from(JSON.stringify(list)) });
+        if (res.status !== 200) throw new Error(`producer: ${res.status} ${res.text}`);
+      };
+      const batchDone = async (size, from, timeoutMs) => {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const b = batchLog.batches.slice(from).find((x) => x.queue === NAMES[impl].queue && x.size === size);
+          if (b) return b;
+          if (Date.now() > deadline) throw new Error(`${impl}: no batch of ${size} after ${timeoutMs} ms`);
+          await sleep(2);
+        }
+      };
+
+      /** Sends one batch and measures workerd from just before it until 500 ms after it. */
+      const measure = async (batchMessages) => {
+        const wasmBefore = await wasm();
+        await sleep(500);
+        p.ai.reset();
+        const from = batchLog.batches.length;
+        const base = rss();
+        for (const pid of pids) resetPeak(pid);
+        const cpu0 = cpu();
+        const threadCpu0 = threadCpu();
+        let sampledMax = base;
+        let samples = 0;
+        const sampler = setInterval(() => {
+          sampledMax = Math.max(sampledMax, rss());
+          samples++;
+        }, INTERVAL_MS);
+        await send(batchMessages);
+        const batch = await batchDone(n, from, 180_000);
+        const cpuMsTotal = cpu() - cpu0;
+        const threadCpuMsTotal = threadCpu() - threadCpu0;
+        // Sampled for another 500 ms: what the batch leaves behind (writes that complete
+        // after the handler returned, garbage not yet collected) counts towards the peak too.
+        await sleep(500);
+        clearInterval(sampler);
+        const settled = rss();
+        const peak = Math.max(sampledMax, hwm(), settled);
+        const kv = await p.mf.getKVNamespace(bindings.resultsKv, NAMES[impl].tagger);
+        const records = await Promise.all(batchMessages.map((m) => kv.get(keys.record(m.imageId), "json")));
+        const done = records.filter((r) => r?.status === status.done).length;
+        if (done !== n) throw new Error(`${impl}: ${done} of ${n} images done: ${JSON.stringify(records.map((r) => r?.status))}`);
+        const ai = { ...p.ai.stats };
+        if (ai.calls !== n || ai.badCalls) throw new Error(`${impl}: ${ai.calls} AI calls (${ai.badCalls} bad) for ${n} photos`);
+        return {
+          rssBase: base,
+          peakGrowth: peak - base,
+          sampledPeakGrowth: sampledMax - base,
+          settledGrowth: settled - base,
+          samples,
+          cpuMsPerPhoto: cpuMsTotal / n,
+          threadCpuMsPerPhoto: threadCpuMsTotal / n,
+          batchMs: batch.ms,
+          aiBytesPerPhoto: ai.bytes / n,
+          aiMaxInFlight: ai.maxInFlight,
+          wasmBefore,
+          wasmAfter: await wasm(),
+        };
+      };
+
+      // Warm-up with a small photo (640×480, sent to the model as it is): the bindings, the
+      // pacer, the AI binding and the tagger's own code have been used once.
+      await send([warm]);
+      await batchDone(1, 0, 30_000);
+      const first = await measure(messages.slice(0, n));
+      const next = await measure(messages.slice(n));
+      inspector?.close();
+      return { photos: n, photoBytes: photos.slice(0, n).reduce((sum, b) => sum + b.length, 0), first, next };
+    } finally {
+      await p.close();
+    }
+  } finally {
+    rmSync(persist, { recursive: true, force: true });
+  }
+}
+
+function table(headers, rows) {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => "| " + cells.map((c, i) => String(c).padEnd(widths[i])).join(" | ") + " |";
+  return [line(headers), "|" + widths.map((w) => "-".repeat(w + 2)).join("|") + "|", ...rows.map(line)].join("\n");
+}
+
+const git = (args) => execFileSync("git", args, { cwd: ROOT, encoding: "utf8" }).trim();
+const packageVersion = (name) => JSON.parse(readFileSync(path.join(ROOT, "node_modules", name, "package.json"), "utf8")).version;
+
+const stale = staleBuild("tagger-worker");
+if (stale) log(`warning: crates/tagger-worker/build is ${stale}: run \`npm run build\` first`);
+bundleReference();
+const results = {
+  date: new Date().toISOString(),
+  commit: git(["rev-parse", "--short", "HEAD"]),
+  ...(stale ? { staleBuild: stale } : {}),
+  machine: {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    node: process.version,
+    miniflare: packageVersion("miniflare"),
+    loadAverageAtStart: os.loadavg(),
+  },
+  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, warmup: `${WARM_W}x${WARM_H}`, photo: "4000x3000 JPEG, quality 92 (tests/support/photos.mjs)" },
+  cells: [],
+};
+const photos = await Promise.all(Array.from({ length: 2 * Math.max(...COUNTS) }, (_, i) => largeJpeg({ seed: i + 1 })));
+const warmup = await largeJpeg({ width: WARM_W, height: WARM_H, seed: 99 });
+log(`photos: ${photos.map((p) => mib(p.length)).join(", ")} MiB; warm-up photo ${fmt(warmup.length / 1024, 0)} KiB`);
+const started = performance.now();
+
+const BATCHES = ["first", "next"];
+
+for (const [c, n] of COUNTS.entries()) {
+  const runs = { [RUST]: [], [TS]: [] };
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const impl of (rep + c) % 2 === 0 ? [RUST, TS] : [TS, RUST]) {
+      const r = await run(impl, [...photos.slice(0, n), ...photos.slice(n, 2 * n)], warmup);
+      runs[impl].push(r);
+      for (const which of BATCHES) {
+        const b = r[which];
+        log(
+          `[${n} photo${n > 1 ? "s" : ""}, ${which} batch] ${impl}: RSS ${mib(b.rssBase)} MiB, peak +${mib(b.peakGrowth)} ` +
+            `(sampled +${mib(b.sampledPeakGrowth)}, ${b.samples} samples), after ${signed(b.settledGrowth)}; ` +
+            `CPU ${fmt(b.cpuMsPerPhoto, 0)} ms/photo; batch ${b.batchMs} ms; AI got ${mib(b.aiBytesPerPhoto)} MiB/photo` +
+            (b.wasmAfter ? `; wasm ${mib(b.wasmBefore)} -> ${mib(b.wasmAfter)} MiB` : ""),
+        );
+      }
+    }
+  }
+  const summary = {};
+  for (const impl of IMPLS) {
+    summary[impl] = {};
+    for (const which of BATCHES) {
+      const list = runs[impl].map((r) => r[which]);
+      summary[impl][which] = Object.fromEntries(Object.keys(list[0]).map((k) => [k, median(list.map((b) => b[k] ?? NaN))]));
+    }
+  }
+  results.cells.push({ photos: n, median: summary, runs });
+}
+results.machine.loadAverageAtEnd = os.loadavg();
+results.durationSeconds = (performance.now() - started) / 1000;
+
+const rows = results.cells.flatMap((cell) =>
+  BATCHES.flatMap((which) =>
+    IMPLS.map((impl) => {
+      const s = cell.median[impl][which];
+      const ts = cell.median[TS][which];
+      return [
+        cell.photos,
+        which,
+        impl === RUST ? "Rust" : "TS",
+        mib(s.rssBase),
+        signed(s.peakGrowth),
+        signed(s.settledGrowth),
+        fmt(s.cpuMsPerPhoto, 0),
+        impl === RUST ? fmt(s.cpuMsPerPhoto / ts.cpuMsPerPhoto, 2) + "×" : "",
+        fmt(s.batchMs, 0),
+        mib(s.aiBytesPerPhoto),
+        Number.isFinite(s.wasmAfter) ? `${mib(s.wasmBefore)} → ${mib(s.wasmAfter)}` : "no wasm",
+      ];
+    }),
+  ),
+);
+const text = [
+  `Tagging large photos — ${results.date}, commit ${results.commit}; ${results.machine.cpus} × ${results.machine.cpuModel}, ` +
+    `node ${results.machine.node}, miniflare ${results.machine.miniflare}; load average ` +
+    `${results.machine.loadAverageAtStart.map((x) => x.toFixed(2)).join(" ")} at start, ` +
+    `${results.machine.loadAverageAtEnd.map((x) => x.toFixed(2)).join(" ")} at end; median of ${REPS}`,
+  "",
+  table(
+    ["photos", "batch", "tagger", "workerd RSS MiB", "peak Δ MiB", "Δ after MiB", "CPU ms/photo", "Rust/TS CPU", "batch ms", "sent to AI MiB/photo", "wasm MiB before → after"],
+    rows,
+  ),
+].join("\n");
+console.log("\n" + text);
+results.table = text;
+const trial = Object.keys(VARS).length || WARM_W !== 640 || WARM_H !== 480;
+const file = trial ? path.join(BENCH, ".build", "photos-results.trial.json") : path.join(BENCH, "photos-results.json");
+writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
+log(`\nwrote ${path.relative(ROOT, file)} (${fmt(results.durationSeconds, 0)} s)`);
