@@ -1,11 +1,13 @@
 // What each crate costs in a built worker's wasm: the code of every function, grouped by the
-// crate that defines it (from the module's own `name` section, which the build keeps), raw
-// and gzipped on its own; and the sections that are not code. A generic function counts for
-// the crate that defines it, whichever crate instantiates it; the workers' async code is
-// mostly inlined into the futures of their entry points, counted apart. Gzip of a part alone is a
-// little more than what it adds to the gzip of the whole (no shared dictionary).
+// crate that defines it (from the module's own `name` section, kept by a build with
+// KEEP_WASM_NAMES=1), raw and gzipped on its own; and the sections that are not code. A
+// generic function counts for the crate that defines it, whichever crate instantiates it;
+// the workers' async code is mostly inlined into the futures of their entry points, counted
+// apart. Gzip of a part alone is a little more than what it adds to the gzip of the whole
+// (no shared dictionary).
 //
-//   node bench/wasm-crates.mjs [--top 12]     (after npm run build)
+//   KEEP_WASM_NAMES=1 npm run build && node bench/wasm-crates.mjs [--top 12]
+//   (the normal build strips the name section; see scripts/build-worker.sh)
 
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -82,7 +84,11 @@ function parse(bytes) {
   }
   const names = new Map();
   const nameSection = section(0, "name");
-  if (nameSection) {
+  if (!nameSection) {
+    console.error("the built wasm has no name section: build with KEEP_WASM_NAMES=1 npm run build");
+    process.exit(1);
+  }
+  {
     let p = leb(nameSection, 0);
     p = p[1] + p[0];
     while (p < nameSection.length) {
