@@ -124,7 +124,7 @@ vars! {
     AI_COOLDOWN_MAX_SECONDS: u64 = Some(30), "Longest fleet-wide pause of AI calls after the AI refuses one.";
     AI_DAILY_BUDGET: u64 = None, "Most Workers AI calls per UTC day; unset means no limit.";
     AI_INPUT_EDGE: u32 = Some(512), "The image sent to the model has its shorter side at most this, in pixels.";
-    BYTES_IN_FLIGHT: u64 = Some(32 * 1024 * 1024), "Most image bytes one tagger invocation holds at once.";
+    BYTES_IN_FLIGHT: u64 = Some(16 * 1024 * 1024), "Most image bytes one tagger invocation reads and shrinks at once.";
     STUCK_AFTER_SECONDS: u64 = Some(15 * 60), "The reconciler re-enqueues images overdue by this long.";
     LEASE_SECONDS: u64 = Some(120), "How long a tagger holds an image it is working on.";
     RETENTION_DAYS: u32 = None, "When set, images older than this many days are deleted by the reconciler.";

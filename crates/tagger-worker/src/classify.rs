@@ -14,9 +14,11 @@ use crate::settings::Settings;
 
 /// What the model is sent.
 pub enum ModelInput {
-    /// The original bytes: already small enough.
-    Original,
-    /// A smaller re-encoding (a JPEG with its shorter side at most `AI_INPUT_EDGE`).
+    /// The original bytes: already small enough (a JPEG or PNG within the edge, under
+    /// 256 KiB).
+    Original(JsBytes),
+    /// A smaller re-encoding (a JPEG with its shorter side at most `AI_INPUT_EDGE`); the
+    /// original is dropped.
     Normalised(Vec<u8>),
 }
 
@@ -30,15 +32,15 @@ pub fn working_bytes(size: u64) -> u64 {
 /// Decides what to send the model: the original if it is a small JPEG or PNG within the edge,
 /// else a downscaled JPEG. Decoding reads the object from JS memory a window at a time, checks
 /// the pixel count from the header first, and never holds a full-size copy of a large photo.
-pub fn prepare(bytes: &mut JsBytes, settings: &Settings) -> Result<ModelInput, TagError> {
+pub fn prepare(mut bytes: JsBytes, settings: &Settings) -> Result<ModelInput, TagError> {
     let limits = Limits {
         max_pixels: settings.max_pixels,
         edge: settings.ai_input_edge,
         ..Limits::default()
     };
     let len = bytes.size();
-    Ok(match normalise(bytes, len, &limits)? {
-        Normalised::Unchanged(_) => ModelInput::Original,
+    Ok(match normalise(&mut bytes, len, &limits)? {
+        Normalised::Unchanged(_) => ModelInput::Original(bytes),
         Normalised::Jpeg { bytes, .. } => ModelInput::Normalised(bytes),
     })
 }
@@ -52,12 +54,12 @@ struct AiInput {
 }
 
 /// Runs the classifier.
-pub async fn run(env: &Env, bytes: &JsBytes, input: &ModelInput) -> Result<Vec<Label>, TagError> {
+pub async fn run(env: &Env, input: &ModelInput) -> Result<Vec<Label>, TagError> {
     let ai = env
         .ai(binding::AI)
         .map_err(|e| TagError::AiMisconfigured(format!("AI binding: {e}")))?;
     let image = match input {
-        ModelInput::Original => Array::from(&bytes.as_js()),
+        ModelInput::Original(bytes) => Array::from(&bytes.as_js()),
         ModelInput::Normalised(jpeg) => Array::from(&Uint8Array::from(jpeg.as_slice())),
     };
     ai.run::<_, Vec<Label>>(MODEL, AiInput { image })

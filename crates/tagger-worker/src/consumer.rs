@@ -20,7 +20,6 @@ use worker::js_sys::{Date, Object, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, MessageBuilder, QueueContentType};
 
-use crate::budget::ByteBudget;
 use crate::classify;
 use crate::log::MessageLine;
 use crate::pacer::PacerClient;
@@ -28,6 +27,7 @@ use crate::queue_api::{QueueBatch, QueueMessage};
 use crate::r2;
 use crate::settings::Settings;
 use crate::store::{Claim, OrStorage, Store};
+use shared::budget::ByteBudget;
 
 fn now_ms() -> u64 {
     Date::now() as u64
@@ -570,12 +570,15 @@ impl Ctx<'_> {
         row: &shared::db::ImageRow,
         start_at: Option<u64>,
     ) -> Result<Classified, Step> {
-        let _permit = self.budget.acquire(classify::working_bytes(row.size)).await;
-        let mut bytes = r2::read(self.env, &row.r2_key)
-            .await
-            .map_err(|e| Step::Failed(e, false))?;
-        let input =
-            classify::prepare(&mut bytes, self.settings).map_err(|e| Step::Failed(e, false))?;
+        // The byte budget covers reading and shrinking the image; what is sent to the model
+        // is small (at most 256 KiB, or a JPEG of the input edge), so the call runs outside it.
+        let input = {
+            let _permit = self.budget.acquire(classify::working_bytes(row.size)).await;
+            let bytes = r2::read(self.env, &row.r2_key)
+                .await
+                .map_err(|e| Step::Failed(e, false))?;
+            classify::prepare(bytes, self.settings).map_err(|e| Step::Failed(e, false))?
+        };
         if let Some(wait) = start_at
             .and_then(|at| at.checked_sub(now_ms()))
             .filter(|&ms| ms > 0)
@@ -585,7 +588,7 @@ impl Ctx<'_> {
         if let Some(wall) = self.wall.get() {
             return Err(Step::Stopped(wall));
         }
-        let labels = classify::run(self.env, &bytes, &input)
+        let labels = classify::run(self.env, &input)
             .await
             .map_err(|e| Step::Failed(e, true))?;
         Ok(Classified {

@@ -7,7 +7,6 @@
 //! message type hides the JS message, and with it the delivery `attempts` count that the
 //! retry policy needs (workers-rs issue 1057). [`queue_api`] binds the few members used.
 
-mod budget;
 mod classify;
 mod consumer;
 mod log;
