@@ -27,7 +27,6 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Log, LogLevel } from "miniflare";
 
 import { startPipeline } from "../local/pipeline.mjs";
 import { bindings, imageMessage, keys, queues, sql, status } from "../local/contract.mjs";
@@ -35,6 +34,7 @@ import { largeJpeg } from "../tests/support/photos.mjs";
 import { median, request, sleep } from "./lib/http.mjs";
 import { Inspector } from "./lib/inspector.mjs";
 import { cpuMs, memoryOf, processCpuMs, resetPeak, workerdChildren } from "./lib/proc.mjs";
+import { BatchLog } from "./lib/batch-log.mjs";
 import { BENCH, IMPLS, NAMES, ROOT, RUST, TS, bundleReference, configuredConsumer, staleBuild, taggerWorker } from "./lib/reference.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
@@ -57,18 +57,6 @@ const log = (...a) => console.error(...a); // progress on stderr, the table on s
 const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "n/a");
 const mib = (bytes) => fmt(bytes / MiB);
 const signed = (bytes) => (bytes < 0 ? "−" : "+") + mib(Math.abs(bytes));
-
-/** Miniflare's log, kept only for its queue lines: "QUEUE <queue> <acked>/<total> (<ms>ms)". */
-class BatchLog extends Log {
-  constructor() {
-    super(LogLevel.INFO);
-    this.batches = [];
-  }
-  log(message) {
-    const m = message.replace(/\x1b\[[0-9;]*m/g, "").match(/QUEUE (\S+) (\d+)\/(\d+) \((\d+)ms\)/);
-    if (m) this.batches.push({ queue: m[1], acked: Number(m[2]), size: Number(m[3]), ms: Number(m[4]) });
-  }
-}
 
 /** A worker that sends the batch: a POST of a JSON array sends its items in one `sendBatch`. */
 function producer(queueName) {

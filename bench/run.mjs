@@ -13,12 +13,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { Log, LogLevel, Miniflare } from "miniflare";
+import { Miniflare } from "miniflare";
 
 import { startPipeline } from "../local/pipeline.mjs";
 import { bindings, status } from "../local/contract.mjs";
 import { load, median, pngBody, request, sleep } from "./lib/http.mjs";
 import { measureUploadMemory } from "./lib/memory.mjs";
+import { BatchLog } from "./lib/batch-log.mjs";
 import { cpuMs, newWorkerd, workerdChildren } from "./lib/proc.mjs";
 import {
   BENCH,
@@ -291,18 +292,6 @@ async function e2eRun(url, plan) {
     failed: statuses.filter((s) => s === status.failed).length,
     recordKeys: Object.keys(record).sort(),
   };
-}
-
-/** Miniflare's log, kept only for its queue lines: "QUEUE <queue> <acked>/<total> (<ms>ms)". */
-class BatchLog extends Log {
-  constructor() {
-    super(LogLevel.INFO);
-    this.batches = [];
-  }
-  log(message) {
-    const m = message.replace(/\x1b\[[0-9;]*m/g, "").match(/QUEUE (\S+) (\d+)\/(\d+) \((\d+)ms\)/);
-    if (m) this.batches.push({ queue: m[1], acked: Number(m[2]), size: Number(m[3]), ms: Number(m[4]) });
-  }
 }
 
 async function e2ePhase() {

@@ -18,7 +18,7 @@ import { performance } from "node:perf_hooks";
 
 import { startPipeline, ROOT } from "../local/pipeline.mjs";
 import { keys, model, sql } from "../local/contract.mjs";
-import { mulberry32 } from "../local/random.mjs";
+import { mulberry32 } from "../local/util.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 

@@ -14,6 +14,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
+import { chunkedStream } from "../local/util.mjs";
 import { pngBody, request, sleep } from "./lib/http.mjs";
 import { startAlone } from "./lib/memory.mjs";
 import { memoryOf } from "./lib/proc.mjs";
@@ -56,17 +57,6 @@ function body(size) {
   return { bytes, type: `multipart/form-data; boundary=${BOUNDARY}` };
 }
 
-function stream(bytes, size = 64 * 1024) {
-  let at = 0;
-  return new ReadableStream({
-    pull(controller) {
-      if (at >= bytes.length) return controller.close();
-      controller.enqueue(new Uint8Array(bytes.subarray(at, at + size)));
-      at += size;
-    },
-  });
-}
-
 try {
   const { pid, url } = w;
   // A new connection per upload: under load, workerd sometimes closes a kept-alive connection
@@ -78,7 +68,7 @@ try {
       if (res.status !== 202) throw new Error(`upload: ${res.status} ${res.text}`);
       return;
     }
-    const init = { method: "POST", headers: { "content-type": type }, body: stream(bytes), duplex: "half" };
+    const init = { method: "POST", headers: { "content-type": type }, body: chunkedStream(bytes), duplex: "half" };
     const res = await fetch(url, init);
     const text = await res.text();
     if (res.status !== 202) throw new Error(`upload: ${res.status} ${text}`);

@@ -22,7 +22,7 @@ import {
   status,
   tagError,
 } from "../local/contract.mjs";
-import { mulberry32 } from "../local/random.mjs";
+import { mulberry32 } from "../local/util.mjs";
 import { png } from "./support/images.mjs";
 import { recordImage, storedMessage, upload, withPipeline } from "./support/helpers.mjs";
 

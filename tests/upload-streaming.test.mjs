@@ -16,6 +16,7 @@ import sharp from "sharp";
 
 import { startPipeline } from "../local/pipeline.mjs";
 import { queues, sql } from "../local/contract.mjs";
+import { chunkedStream } from "../local/util.mjs";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -108,18 +109,6 @@ function post(body, headers = {}) {
       }
       req.end();
     })().catch(reject);
-  });
-}
-
-/** `bytes` as a stream of `size`-byte chunks (sent chunked, without Content-Length). */
-function chunked(bytes, size) {
-  let at = 0;
-  return new ReadableStream({
-    pull(controller) {
-      if (at >= bytes.length) return controller.close();
-      controller.enqueue(new Uint8Array(bytes.subarray(at, at + size)));
-      at += size;
-    },
   });
 }
 
@@ -231,7 +220,7 @@ test("a form with the file first and a 1 MiB text field after it: the file is st
   const body = form([file(image), field("notes", "n".repeat(MiB)), field("tag", "cat")]);
   await assertStored(await post(body, { "content-type": MULTIPART }), image);
   // Chunked, in pieces that cut through delimiters and headers.
-  await assertStored(await post(chunked(body, 997), { "content-type": MULTIPART }), image);
+  await assertStored(await post(chunkedStream(body, 997), { "content-type": MULTIPART }), image);
 });
 
 test("a form larger than one R2 part goes up as a multipart upload, intact", async () => {
@@ -241,12 +230,12 @@ test("a form larger than one R2 part goes up as a multipart upload, intact", asy
   const { object } = await stored(id, "png");
   // A multipart upload's etag is `<md5 of the part md5s>-<parts>`: 5 + 5 + 2 MiB.
   assert.match(object.httpEtag ?? object.etag, /-3"?$/, "stored in three parts");
-  await assertStored(await post(chunked(body, 64 * KiB + 1), { "content-type": MULTIPART }), image);
+  await assertStored(await post(chunkedStream(body, 64 * KiB + 1), { "content-type": MULTIPART }), image);
 });
 
 test("a raw body without Content-Length larger than one part is stored intact", async () => {
   const image = pngOf(1000, 1000, 11 * MiB);
-  await assertStored(await post(chunked(image, 256 * KiB), { "content-type": "image/png" }), image);
+  await assertStored(await post(chunkedStream(image, 256 * KiB), { "content-type": "image/png" }), image);
 });
 
 test("a form found invalid after its file has streamed stores nothing", async () => {
@@ -258,11 +247,11 @@ test("a form found invalid after its file has streamed stores nothing", async ()
     const notAFile = form([file(image), field("image", "text")]);
     await assertRefused(await post(notAFile, { "content-type": MULTIPART }), 400, "invalid_multipart", before);
     const unclosed = form([file(image)], { close: false });
-    await assertRefused(await post(chunked(unclosed, 100 * KiB), { "content-type": MULTIPART }), 400, "invalid_multipart", before);
+    await assertRefused(await post(chunkedStream(unclosed, 100 * KiB), { "content-type": MULTIPART }), 400, "invalid_multipart", before);
   }
   // Past the limit, counted while streaming (no Content-Length).
   const huge = form([file(pngOf(100, 100, LIMIT))]);
-  await assertRefused(await post(chunked(huge, MiB), { "content-type": MULTIPART }), 413, "payload_too_large", before);
+  await assertRefused(await post(chunkedStream(huge, MiB), { "content-type": MULTIPART }), 413, "payload_too_large", before);
 });
 
 test("a client that disconnects in the middle of a large form leaves nothing stored", async () => {
@@ -297,7 +286,7 @@ test("a decompression bomb (a small PNG claiming 30000x30000) is refused with 41
   const refused = await post(png, { "content-type": "image/png" });
   await assertRefused(refused, 413, "image_too_large", before);
   assert.match(refused.json.error.message, /30000x30000/);
-  await assertRefused(await post(chunked(png, 7)), 413, "image_too_large", before);
+  await assertRefused(await post(chunkedStream(png, 7)), 413, "image_too_large", before);
   await assertRefused(await post(form([file(png)]), { "content-type": MULTIPART }), 413, "image_too_large", before);
   // Streamed (over 1 MiB with a Content-Length): refused from the first chunk.
   const big = pngOf(30000, 30000, 3 * MiB);
@@ -310,7 +299,7 @@ test("a large body refused from its head still gets its error response, not a re
   const html = Buffer.concat([Buffer.from("<html>"), Buffer.alloc(4 * MiB, "x")]);
   for (let i = 0; i < 5; i++) {
     await assertRefused(await post(bomb, { "content-type": "image/png" }), 413, "image_too_large", before);
-    await assertRefused(await post(chunked(html, 64 * KiB)), 415, "unsupported_media_type", before);
+    await assertRefused(await post(chunkedStream(html, 64 * KiB)), 415, "unsupported_media_type", before);
     const htmlForm = form([file(html, "text/html")]);
     await assertRefused(await post(htmlForm, { "content-type": MULTIPART }), 415, "unsupported_media_type", before);
   }
@@ -322,13 +311,13 @@ test("a JPEG whose frame header follows 100 KiB of APP segments is measured", as
   const refused = await post(tooBig, { "content-type": "image/jpeg" });
   await assertRefused(refused, 413, "image_too_large", before);
   assert.match(refused.json.error.message, /1250x1000/);
-  await assertRefused(await post(chunked(tooBig, 4 * KiB)), 413, "image_too_large", before);
+  await assertRefused(await post(chunkedStream(tooBig, 4 * KiB)), 413, "image_too_large", before);
   await assertRefused(await post(form([file(tooBig, "image/jpeg")]), { "content-type": MULTIPART }), 413, "image_too_large", before);
 
   const fits = await jpegWithApp(1000, 1000, 100 * KiB);
   await assertStored(await post(fits, { "content-type": "image/jpeg" }), fits, { type: "image/jpeg", ext: "jpg" });
   const form1 = form([file(fits, "image/jpeg"), field("n", "1")]);
-  await assertStored(await post(chunked(form1, 3000), { "content-type": MULTIPART }), fits, { type: "image/jpeg", ext: "jpg" });
+  await assertStored(await post(chunkedStream(form1, 3000), { "content-type": MULTIPART }), fits, { type: "image/jpeg", ext: "jpg" });
   // Streamed, with the frame header past the first chunks.
   const large = Buffer.concat([await jpegWithApp(1000, 1000, 100 * KiB), randomBytes(2 * MiB)]);
   await assertStored(await post(large), large, { type: "image/jpeg", ext: "jpg" });
