@@ -340,9 +340,9 @@ test("the body's SHA-256 binds an Idempotency-Key, whatever the path", async () 
   const cases = [
     { name: "buffered", body: () => small, file: small, headers: {} },
     { name: "streamed with Content-Length", body: () => image, file: image, headers: {} },
-    { name: "chunked", body: () => chunked(image, 100 * KiB), bytes: image, file: image, headers: {} },
+    { name: "chunked", body: () => chunkedStream(image, 100 * KiB), bytes: image, file: image, headers: {} },
     { name: "form", body: () => multipart, file: formFile, headers: { "content-type": MULTIPART } },
-    { name: "chunked form", body: () => chunked(multipart, 50 * KiB), bytes: multipart, file: formFile, headers: { "content-type": MULTIPART } },
+    { name: "chunked form", body: () => chunkedStream(multipart, 50 * KiB), bytes: multipart, file: formFile, headers: { "content-type": MULTIPART } },
   ];
   const db = await p.db();
   for (const c of cases) {
