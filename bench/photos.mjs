@@ -30,7 +30,7 @@ import path from "node:path";
 
 import { startPipeline } from "../local/pipeline.mjs";
 import { bindings, imageMessage, keys, queues, sql, status } from "../local/contract.mjs";
-import { largeJpeg } from "../tests/support/photos.mjs";
+import { largeJpeg } from "../local/photos.mjs";
 import { median, request, sleep } from "./lib/http.mjs";
 import { Inspector } from "./lib/inspector.mjs";
 import { cpuMs, memoryOf, processCpuMs, resetPeak, workerdChildren } from "./lib/proc.mjs";
@@ -228,7 +228,7 @@ const results = {
     miniflare: packageVersion("miniflare"),
     loadAverageAtStart: os.loadavg(),
   },
-  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, warmup: `${WARM_W}x${WARM_H}`, photo: "4000x3000 JPEG, quality 92 (tests/support/photos.mjs)" },
+  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, warmup: `${WARM_W}x${WARM_H}`, photo: "4000x3000 JPEG, quality 92 (local/photos.mjs)" },
   cells: [],
 };
 const photos = await Promise.all(Array.from({ length: 2 * Math.max(...COUNTS) }, (_, i) => largeJpeg({ seed: i + 1 })));

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 
 import { aiError, answer } from "../local/ai-stub.mjs";
 import { aiErrorsOfKind, outcome, status, tagError } from "../local/contract.mjs";
-import { png } from "./support/images.mjs";
+import { png } from "../local/images.mjs";
 import { upload, withPipeline } from "./support/helpers.mjs";
 
 /** The start of the next UTC day after `ms`. */

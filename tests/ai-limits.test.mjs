@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { waitFor } from "../local/pipeline.mjs";
 import { aiError, answer } from "../local/ai-stub.mjs";
 import { aiErrorsOfKind, outcome, status, tagError } from "../local/contract.mjs";
-import { png } from "./support/images.mjs";
+import { png } from "../local/images.mjs";
 import { upload, withPipeline } from "./support/helpers.mjs";
 
 const INVALID = aiErrorsOfKind("invalid_input")[0].code;

@@ -21,8 +21,8 @@ import assert from "node:assert/strict";
 import { startPipeline, waitFor } from "../local/pipeline.mjs";
 import { apiError, apiStatus, extensionOf, keys, outcome, queues, status, tagError } from "../local/contract.mjs";
 import { FAST_QUEUES, bucketKeys } from "./support/helpers.mjs";
-import { png, jpeg, gif, webp, garbagePng, garbageJpeg } from "./support/images.mjs";
-import { bombPng } from "./support/photos.mjs";
+import { png, jpeg, gif, webp, garbagePng, garbageJpeg } from "../local/images.mjs";
+import { bombPng } from "../local/photos.mjs";
 import { multipartBody, chunkedStream, chunk, LAST_CHUNK, rawRequest } from "./support/requests.mjs";
 
 const LIMIT = 4096;

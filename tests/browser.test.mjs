@@ -11,7 +11,7 @@ import { chromium } from "playwright-core";
 import { startPipeline, readWorkerConfig, ROOT } from "../local/pipeline.mjs";
 import { LABELS, answer } from "../local/ai-stub.mjs";
 import { status } from "../local/contract.mjs";
-import { encodePng } from "./support/png.mjs";
+import { encodePng } from "../local/png.mjs";
 import { FAST_QUEUES } from "./support/helpers.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";

@@ -20,7 +20,7 @@ import { startPipeline, waitFor, ROOT } from "../local/pipeline.mjs";
 import { aiError, answer } from "../local/ai-stub.mjs";
 import { aiErrorsOfKind, apiError, contract, status, tagError } from "../local/contract.mjs";
 import { FAST_QUEUES } from "./support/helpers.mjs";
-import { png, jpeg, gif } from "./support/images.mjs";
+import { png, jpeg, gif } from "../local/images.mjs";
 import { multipartBody } from "./support/requests.mjs";
 
 const doc = parseYaml(readFileSync(path.join(ROOT, "docs/openapi.yaml"), "utf8"));

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 
 import { waitFor } from "../local/pipeline.mjs";
 import { apiError, apiStatus, bindings, keys, outcome, status, tagError } from "../local/contract.mjs";
-import { png } from "./support/images.mjs";
+import { png } from "../local/images.mjs";
 import { bucketKeys, storedMessage, upload, withPipeline } from "./support/helpers.mjs";
 
 const QUICK_RETRIES = { tagger: { RETRY_BASE_SECONDS: "1" } };

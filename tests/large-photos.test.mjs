@@ -1,13 +1,13 @@
 // Large photos: the tagger sends the model a small JPEG whatever the upload, decodes in
 // bounded memory, and fails bombs and corrupt files at once without calling the model.
-// Photos are made at test time (tests/support/photos.mjs). Memory and CPU are measured in
+// Photos are made at test time (local/photos.mjs). Memory and CPU are measured in
 // the benchmark (bench/photos.mjs), not asserted here.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { outcome, status, tagError } from "../local/contract.mjs";
-import { bombPng, corruptJpeg, largeJpeg, largePng, largeWebp } from "./support/photos.mjs";
+import { bombPng, corruptJpeg, largeJpeg, largePng, largeWebp } from "../local/photos.mjs";
 import { storedMessage, upload, withPipeline } from "./support/helpers.mjs";
 
 const MiB = 1024 * 1024;

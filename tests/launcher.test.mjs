@@ -11,7 +11,7 @@ import { LABELS, RATE_LIMIT_CODE, aiError, answer, createAiStub, imageKey } from
 import { Ai } from "../local/ai-binding.mjs";
 import { aiErrorInfo, contract, model } from "../local/contract.mjs";
 import { workerdChildren } from "../bench/lib/proc.mjs";
-import { png } from "./support/images.mjs";
+import { png } from "../local/images.mjs";
 
 /** The stub on a loopback port, and an `Ai` binding in this process that calls it. */
 async function stubbedAi(options) {

@@ -11,7 +11,7 @@ import path from "node:path";
 import { startPipeline, ROOT } from "../local/pipeline.mjs";
 import { startLocalAi } from "../local/local-ai.mjs";
 import { outcome, status, tagError } from "../local/contract.mjs";
-import { garbagePng } from "./support/images.mjs";
+import { garbagePng } from "../local/images.mjs";
 import { FAST_QUEUES, upload } from "./support/helpers.mjs";
 
 const BIN = path.join(ROOT, "target/debug/local-ai");

@@ -11,7 +11,7 @@ import { startPipeline } from "../local/pipeline.mjs";
 import { answer } from "../local/ai-stub.mjs";
 import { apiError, contract, keys, logEvents, outcome, sql, status } from "../local/contract.mjs";
 import { FAST_QUEUES, bucketKeys, upload } from "./support/helpers.mjs";
-import { encodePng } from "./support/png.mjs";
+import { encodePng } from "../local/png.mjs";
 
 const TOKEN = "manage-token-5d1c";
 const AUTH = { authorization: `Bearer ${TOKEN}` };

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { startPipeline, readWorkerConfig, waitFor } from "../local/pipeline.mjs";
 import { LABELS } from "../local/ai-stub.mjs";
 import { apiError, apiStatus, extensionOf, keys, model, status } from "../local/contract.mjs";
-import { png, jpeg } from "./support/images.mjs";
+import { png, jpeg } from "../local/images.mjs";
 import { rawRequest } from "./support/requests.mjs";
 import { FAST_QUEUES, bucketKeys, upload, withPipeline } from "./support/helpers.mjs";
 

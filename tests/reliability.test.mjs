@@ -23,7 +23,7 @@ import {
   tagError,
 } from "../local/contract.mjs";
 import { mulberry32 } from "../local/util.mjs";
-import { png } from "./support/images.mjs";
+import { png } from "../local/images.mjs";
 import { recordImage, storedMessage, upload, withPipeline } from "./support/helpers.mjs";
 
 const CONSUMER = workerOptions("tagger").queueConsumers[queues.images];

@@ -9,7 +9,7 @@ import net from "node:net";
 
 import { waitFor } from "../local/pipeline.mjs";
 import { apiError, bindings, imageMessage, keys, logEvents, outcome, queues, sql, status, tagError } from "../local/contract.mjs";
-import { png } from "./support/images.mjs";
+import { png } from "../local/images.mjs";
 import { bucketKeys, recordImage, storedMessage, upload, withPipeline } from "./support/helpers.mjs";
 
 test("with a lagging KV, a dead letter for a done image changes nothing, and GET shows done at once", async () => {

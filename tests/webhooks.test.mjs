@@ -15,7 +15,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import { ROOT, startPipeline, waitFor } from "../local/pipeline.mjs";
 import { aiError } from "../local/ai-stub.mjs";
 import { aiErrorsOfKind, apiError, apiStatus, bindings, contract, namesOf, status, tagError } from "../local/contract.mjs";
-import { png } from "./support/images.mjs";
+import { png } from "../local/images.mjs";
 import { FAST_QUEUES, bucketKeys, upload, withPipeline } from "./support/helpers.mjs";
 
 const hooks = contract.webhooks;

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 
 import { startPipeline } from "../../local/pipeline.mjs";
 import { imageMessage, sql } from "../../local/contract.mjs";
-import { png } from "./images.mjs";
+import { png } from "../../local/images.mjs";
 
 /** Consumer overrides for tests: a batch is taken after 1 s instead of the configured 5 s. */
 export const FAST_QUEUES = Object.freeze({ "*": { maxBatchTimeout: 1 } });
