@@ -6,7 +6,7 @@
 
 import { randomBytes } from "node:crypto";
 
-import { encodePng } from "./png.mjs";
+import { crc32, encodePng } from "./png.mjs";
 
 const PNG_END = 12; // the IEND chunk
 /** An 8×8 greyscale baseline JPEG (made with sharp). */
@@ -18,17 +18,6 @@ const JPEG_8 = Buffer.from(
 const WEBP_2 = Buffer.from("UklGRjYAAABXRUJQVlA4ICoAAACwAQCdASoCAAIAAsBMJQBOgCHfwF2AAP7mzKdVMs2j3pa4a+BJWrRwAAA=", "base64");
 /** A 1×1 GIF: header, one-colour table, the image, then the trailer. */
 const GIF_1 = Buffer.from("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==", "base64");
-
-const crcTable = Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-function crc32(buf) {
-  let c = 0xffffffff;
-  for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 /** A real PNG of `size` bytes (at least 100): random 2×2 pixels, padded with a private chunk. */
 export function png(size = 256) {

@@ -5,7 +5,7 @@
 
 import sharp from "sharp";
 
-import { encodePng } from "./png.mjs";
+import { crc32, encodePng } from "./png.mjs";
 
 /** Raw RGB pixels of a smooth, noisy picture, the same for the same seed. */
 function pixels(width, height, seed) {
@@ -67,15 +67,7 @@ export async function corruptJpeg() {
   return bad;
 }
 
-const crcTable = Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-
 function fixIhdrCrc(png) {
-  let c = 0xffffffff;
-  for (const b of png.subarray(12, 29)) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
-  png.writeUInt32BE((c ^ 0xffffffff) >>> 0, 29);
+  png.writeUInt32BE(crc32(png.subarray(12, 29)), 29);
   return png;
 }
