@@ -202,31 +202,46 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(column: &Option<String>)
         .unwrap_or_default()
 }
 
+/// The real schema in SQLite, for the statements' native tests.
 #[cfg(test)]
-mod tests {
-    //! The statements against the real schema, in SQLite.
+pub(crate) mod testing {
+    use rusqlite::Connection;
+    use std::path::PathBuf;
 
-    use super::*;
-    use proptest::prelude::*;
-    use rusqlite::{params, Connection, OptionalExtension};
+    /// The migration files, in the order wrangler applies them.
+    pub fn migrations() -> Vec<PathBuf> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+            .collect();
+        files.sort();
+        files
+    }
 
-    const ID: &str = "3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
-
-    fn db() -> Connection {
+    /// A fresh in-memory database with every migration applied, foreign keys on (as D1).
+    pub fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-        let mut files: Vec<_> =
-            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-        files.sort();
-        for file in files {
+        for file in migrations() {
             conn.execute_batch(&std::fs::read_to_string(file).unwrap())
                 .unwrap();
         }
         conn
     }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The statements against the real schema, in SQLite.
+
+    use super::testing::db;
+    use super::*;
+    use proptest::prelude::*;
+    use rusqlite::{params, Connection, OptionalExtension};
+
+    const ID: &str = "3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
 
     fn insert(conn: &Connection, id: &str, now: u64) {
         conn.execute(

@@ -138,6 +138,7 @@ mod tests {
     //! The statements against the real schema (every migration), in SQLite.
 
     use super::*;
+    use crate::db::testing::db;
     use crate::db::{INSERT_QUEUED, MARK_DONE, MARK_FAILED};
     use crate::webhook::{event_id, EventType};
     use crate::ImageId;
@@ -145,22 +146,6 @@ mod tests {
 
     const ID: &str = "3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
     const URL: &str = "https://hooks.example.com/in";
-
-    fn db() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for file in files {
-            conn.execute_batch(&std::fs::read_to_string(file).unwrap())
-                .unwrap();
-        }
-        conn
-    }
 
     fn insert(conn: &Connection, id: &str, callback: Option<&str>) {
         conn.execute(

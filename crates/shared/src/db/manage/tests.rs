@@ -7,30 +7,9 @@ use proptest::prelude::*;
 use rusqlite::{params, params_from_iter, Connection};
 
 use super::*;
+use crate::db::testing::{db, migrations};
 use crate::db::{CLAIM, EXISTS, INDEX_TAGS, INSERT_QUEUED, MARK_DONE, MARK_FAILED, RESERVE_KEY};
 use crate::search::{Filters, SearchQuery, DEFAULT_LIMIT};
-
-const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
-
-fn migrations() -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(MIGRATIONS)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn db() -> Connection {
-    let conn = Connection::open_in_memory().unwrap();
-    conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-    for file in migrations() {
-        conn.execute_batch(&std::fs::read_to_string(file).unwrap())
-            .unwrap();
-    }
-    conn
-}
 
 /// splitmix64: a small deterministic generator for seeding.
 struct Rng(u64);
