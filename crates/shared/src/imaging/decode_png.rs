@@ -8,7 +8,7 @@ use png::{ColorType, Transformations};
 use std::io::{BufRead, Seek};
 
 /// Adam7 passes: first column, column step, first row, row step.
-const ADAM7: [(u32, u32, u32, u32); 7] = [
+pub(crate) const ADAM7: [(u32, u32, u32, u32); 7] = [
     (0, 8, 0, 8),
     (4, 8, 0, 8),
     (0, 4, 4, 8),

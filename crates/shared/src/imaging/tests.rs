@@ -90,15 +90,7 @@ fn handmade_png(w: u32, h: u32, interlaced: bool, idat_rows: Option<usize>) -> V
     let mut raw = Vec::new();
     let mut rows = 0;
     let passes: &[(u32, u32, u32, u32)] = if interlaced {
-        &[
-            (0, 8, 0, 8),
-            (4, 8, 0, 8),
-            (0, 4, 4, 8),
-            (2, 4, 0, 4),
-            (0, 2, 2, 4),
-            (1, 2, 0, 2),
-            (0, 1, 1, 2),
-        ]
+        &super::decode_png::ADAM7
     } else {
         &[(0, 1, 0, 1)]
     };
