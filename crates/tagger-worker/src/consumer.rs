@@ -219,15 +219,7 @@ impl Ctx<'_> {
                 };
                 line.outcome(outcome, Some(&error)).emit();
             }
-            Err(storage) => {
-                let delay = self
-                    .settings
-                    .policy
-                    .backoff
-                    .delay_seconds(message.attempt(), 0);
-                message.retry_after(delay);
-                line.outcome(Outcome::Retry, Some(&storage)).emit();
-            }
+            Err(storage) => self.retry_storage(message, line, &storage),
         }
     }
 
@@ -392,6 +384,17 @@ impl Ctx<'_> {
         }
     }
 
+    /// A storage write failed: the message comes back after its attempt's backoff.
+    fn retry_storage(&self, message: &QueueMessage, line: MessageLine<'_>, error: &TagError) {
+        let delay = self
+            .settings
+            .policy
+            .backoff
+            .delay_seconds(message.attempt(), 0);
+        message.retry_after(delay);
+        line.outcome(Outcome::Retry, Some(error)).emit();
+    }
+
     /// Keeps a message that cannot be acted on in KV and acks it, without any work.
     async fn poison(&self, message: &QueueMessage, body: &str, error: TagError) {
         let started = Date::now();
@@ -407,15 +410,7 @@ impl Ctx<'_> {
                 message.ack_quietly();
                 line.outcome(Outcome::Poison, Some(&error)).emit();
             }
-            Err(storage) => {
-                let delay = self
-                    .settings
-                    .policy
-                    .backoff
-                    .delay_seconds(message.attempt(), 0);
-                message.retry_after(delay);
-                line.outcome(Outcome::Retry, Some(&storage)).emit();
-            }
+            Err(storage) => self.retry_storage(message, line, &storage),
         }
     }
 
