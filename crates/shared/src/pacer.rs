@@ -319,6 +319,45 @@ impl Pacer {
             .collect()
     }
 
+    /// The pacer object's answer to `ask` (the `AiPacer` Durable Object's, and the
+    /// simulation's): a grant for each operation, after the operation itself. [`Ask::Usage`]
+    /// grants nothing; [`Pacer::usage`] answers it.
+    pub fn answer(&mut self, config: &PacerConfig, now_ms: u64, ask: Ask) -> Grant {
+        match ask {
+            Ask::Acquire { n } => self.acquire(config, now_ms, n),
+            Ask::Settle { unused, answered } => {
+                self.settle(config, now_ms, unused, answered);
+                self.acquire(config, now_ms, 0)
+            }
+            Ask::Refused { n } => {
+                let not_before_ms = self.refused(config, now_ms, n);
+                Grant {
+                    granted: 0,
+                    start_at_ms: Vec::new(),
+                    not_before_ms,
+                    denial: (now_ms < self.cooldown_until_ms).then_some(Denial::Cooling),
+                    used_today: self.used_today,
+                }
+            }
+            Ask::Quota { n } => {
+                self.quota_exhausted(config, now_ms);
+                self.acquire(config, now_ms, n)
+            }
+            Ask::Usage => self.acquire(config, now_ms, 0),
+        }
+    }
+
+    /// Today's usage, for `GET /admin/usage` and the reconciler's hourly line.
+    pub fn usage(&mut self, config: &PacerConfig, now_ms: u64) -> Usage {
+        self.roll(config, now_ms);
+        Usage {
+            day: crate::time::format_ms(self.day * DAY_MS)[..10].to_string(),
+            used_today: self.used_today,
+            daily_budget: config.daily_budget,
+            requests_per_second: config.rate_per_second,
+        }
+    }
+
     /// When the current back-off ends (in the past when there is none).
     pub fn cooling_until(&self) -> u64 {
         self.cooldown_until_ms

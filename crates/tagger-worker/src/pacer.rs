@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use serde::Deserialize;
 use shared::config::binding;
-use shared::pacer::{Ask, Denial, Grant, Pacer, Usage, OBJECT_NAME};
+use shared::pacer::{Ask, Grant, Pacer, Usage, OBJECT_NAME};
 use worker::{
     durable_object, js_sys, DurableObject, Env, Method, Request, RequestInit, Response, Result,
     State, Stub,
@@ -73,40 +73,10 @@ impl DurableObject for AiPacer {
         let ask: Ask = req.json().await?;
         self.loaded().await?;
         let config = Settings::get(&self.env).pacer;
-        let grant = match ask {
-            Ask::Acquire { n } => self.with(|p, now| p.acquire(&config, now, n)),
-            Ask::Settle { unused, answered } => self.with(|p, now| {
-                p.settle(&config, now, unused, answered);
-                p.acquire(&config, now, 0)
-            }),
-            Ask::Refused { n } => self.with(|p, now| {
-                let not_before_ms = p.refused(&config, now, n);
-                let denial = (now < p.cooling_until()).then_some(Denial::Cooling);
-                Grant {
-                    granted: 0,
-                    start_at_ms: Vec::new(),
-                    not_before_ms,
-                    denial,
-                    used_today: p.used_today,
-                }
-            }),
-            Ask::Quota { n } => self.with(|p, now| {
-                p.quota_exhausted(&config, now);
-                p.acquire(&config, now, n)
-            }),
-            Ask::Usage => {
-                let usage = self.with(|p, now| {
-                    p.acquire(&config, now, 0);
-                    Usage {
-                        day: shared::time::format_ms(p.day * 86_400_000)[..10].to_string(),
-                        used_today: p.used_today,
-                        daily_budget: config.daily_budget,
-                        requests_per_second: config.rate_per_second,
-                    }
-                });
-                return Response::from_json(&usage);
-            }
-        };
+        if let Ask::Usage = ask {
+            return Response::from_json(&self.with(|p, now| p.usage(&config, now)));
+        }
+        let grant = self.with(|p, now| p.answer(&config, now, ask));
         if grant.as_ref().is_some_and(|g| g.granted > 0)
             || matches!(ask, Ask::Settle { unused, .. } if unused > 0)
         {

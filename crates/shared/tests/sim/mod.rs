@@ -18,7 +18,7 @@
 //!   `retry(delaySeconds)`, or an ack and a re-send of a new message.
 //! - **Pacer**: one object; calls reach it after a one-way latency, are served one at a
 //!   time in arrival order (`pacer_service_us` each), and answer after another one-way
-//!   latency. It answers `Settle` and `Refused` exactly as the `AiPacer` object does.
+//!   latency. It answers through `Pacer::answer`, as the `AiPacer` object does.
 //! - **AI**: a limiter, by default a fixed window per wall-clock second (the strict reading
 //!   of "50 requests a second"), or a token bucket (see [`AiLimit`]); calls over it, and
 //!   every call during an outage, are refused (3040) after `ai_refused_ms`; refused calls
@@ -33,7 +33,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
 use shared::error::TagError;
-use shared::pacer::{Denial, Grant, Pacer, PacerConfig};
+use shared::pacer::{Ask, Denial, Grant, Pacer, PacerConfig};
 use shared::policy::{decide, group, jitter_seed, Backoff, Delivery, Policy, QueueKind, Verdict};
 
 /// Simulated time, in microseconds from the start.
@@ -316,14 +316,6 @@ impl Report {
             self.latency_max_s,
         )
     }
-}
-
-/// A request to the pacer object, as `AiPacer::fetch` handles it.
-#[derive(Clone, Copy, Debug)]
-enum Ask {
-    Acquire(u32),
-    Settle { unused: u32, answered: u32 },
-    Refused(u32),
 }
 
 #[derive(Debug)]
@@ -675,7 +667,7 @@ impl Sim<'_> {
         }
         let n = jobs.len() as u32;
         self.inv(id).msgs = jobs.into_iter().map(|g| g.first).collect();
-        self.ask(id, Ask::Acquire(n));
+        self.ask(id, Ask::Acquire { n });
     }
 
     fn ask(&mut self, id: usize, ask: Ask) {
@@ -690,25 +682,7 @@ impl Sim<'_> {
         self.pacer_free = start + self.s.latency.pacer_service_us;
         let now_ms = EPOCH_MS + start / MS;
         let config = &self.s.pacer;
-        let p = &mut self.pacer;
-        let grant = match ask {
-            Ask::Acquire(n) => p.acquire(config, now_ms, n),
-            Ask::Settle { unused, answered } => {
-                p.settle(config, now_ms, unused, answered);
-                p.acquire(config, now_ms, 0)
-            }
-            Ask::Refused(n) => {
-                let not_before_ms = p.refused(config, now_ms, n);
-                let denial = (now_ms < p.cooling_until()).then_some(Denial::Cooling);
-                Grant {
-                    granted: 0,
-                    start_at_ms: Vec::new(),
-                    not_before_ms,
-                    denial,
-                    used_today: p.used_today,
-                }
-            }
-        };
+        let grant = self.pacer.answer(config, now_ms, ask);
         let back = self.pacer_free + self.rng.ms(self.s.latency.pacer_one_way_ms);
         self.at(back, Ev::PacerOut(id, grant));
     }
@@ -885,7 +859,7 @@ impl Sim<'_> {
         let walled = self.inv(id).later.iter().filter(|l| l.walled).count() as u32;
         if walled > 0 {
             self.inv(id).step = Step::Refused;
-            self.ask(id, Ask::Refused(walled));
+            self.ask(id, Ask::Refused { n: walled });
         } else {
             self.start_again(id);
         }
