@@ -18,56 +18,11 @@
 //! Natively, `jpeg-decoder` decodes components on threads (wasm has none); the peaks are
 //! close to wasm's but not identical.
 
+#[path = "../tests/counting_alloc/mod.rs"]
+mod counting_alloc;
+
 use shared::imaging::{normalise, normalise_bytes, Limits, Normalised};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Instant;
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grow(n: usize) {
-    let now = CURRENT.fetch_add(n, SeqCst) + n;
-    PEAK.fetch_max(now, SeqCst);
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grow(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grow(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), SeqCst);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            CURRENT.fetch_sub(layout.size(), SeqCst);
-            grow(new_size);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// The process's user plus system CPU time in ms (Linux), 0 elsewhere.
 fn cpu_ms() -> f64 {
@@ -85,18 +40,18 @@ fn cpu_ms() -> f64 {
 /// Runs `f` `reps` times: its last result, the peak heap above the start in MiB, and the best
 /// wall and CPU milliseconds.
 fn measure<T>(reps: usize, mut f: impl FnMut() -> T) -> (T, f64, f64, f64) {
-    let base = CURRENT.load(SeqCst);
-    PEAK.store(base, SeqCst);
     let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
-    let mut out = f();
-    for _ in 0..reps {
-        let (start, cpu_start) = (Instant::now(), cpu_ms());
-        out = f();
-        wall = wall.min(start.elapsed().as_secs_f64() * 1000.0);
-        cpu = cpu.min(cpu_ms() - cpu_start);
-    }
-    let peak = (PEAK.load(SeqCst) - base) as f64 / (1 << 20) as f64;
-    (out, peak, wall, cpu)
+    let (out, peak) = counting_alloc::peak(|| {
+        let mut out = f();
+        for _ in 0..reps {
+            let (start, cpu_start) = (Instant::now(), cpu_ms());
+            out = f();
+            wall = wall.min(start.elapsed().as_secs_f64() * 1000.0);
+            cpu = cpu.min(cpu_ms() - cpu_start);
+        }
+        out
+    });
+    (out, peak as f64 / (1 << 20) as f64, wall, cpu)
 }
 
 fn describe(result: &Result<Normalised, shared::imaging::ImageError>) -> String {

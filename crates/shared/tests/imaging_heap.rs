@@ -1,56 +1,11 @@
 //! Heap use of `shared::imaging`, counted by this test binary's global allocator.
 #![cfg(feature = "imaging")]
 
+mod counting_alloc;
+
+use counting_alloc::peak;
 use shared::imaging::{normalise, normalise_bytes, Limits, Normalised};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Cursor;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grow(n: usize) {
-    let now = CURRENT.fetch_add(n, SeqCst) + n;
-    PEAK.fetch_max(now, SeqCst);
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grow(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), SeqCst);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            CURRENT.fetch_sub(layout.size(), SeqCst);
-            grow(new_size);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// The peak heap above the current use while `f` runs.
-fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = CURRENT.load(SeqCst);
-    PEAK.store(base, SeqCst);
-    let out = f();
-    (out, PEAK.load(SeqCst).saturating_sub(base))
-}
 
 fn gradient(w: u32, h: u32) -> Vec<u8> {
     let mut data = Vec::with_capacity(w as usize * h as usize * 3);
