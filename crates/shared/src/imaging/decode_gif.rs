@@ -5,8 +5,8 @@
 
 use super::resample::{Order, Resampler, WHITE};
 use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
-use crate::dimensions::Details;
-use crate::sniff::ImageType;
+use crate::image::format::ImageType;
+use crate::image::header::Details;
 use gif::{ColorOutput, DecodeOptions, MemoryLimit};
 use std::io::Read;
 use std::num::NonZeroU64;

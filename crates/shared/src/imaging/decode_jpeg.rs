@@ -3,8 +3,8 @@
 
 use super::resample::{grey, Order, Resampler};
 use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
-use crate::dimensions::Details;
-use crate::sniff::ImageType;
+use crate::image::format::ImageType;
+use crate::image::header::Details;
 use jpeg_decoder::{CodingProcess, Decoder, PixelFormat};
 use std::io::Read;
 

@@ -2,8 +2,8 @@
 
 use super::resample::{grey, grey_alpha, rgba, Order, Resampler};
 use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
-use crate::dimensions::Details;
-use crate::sniff::ImageType;
+use crate::image::format::ImageType;
+use crate::image::header::Details;
 use png::{ColorType, Transformations};
 use std::io::{BufRead, Seek};
 

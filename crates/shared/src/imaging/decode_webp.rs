@@ -8,8 +8,8 @@
 
 use super::resample::{rgba, zeroed, Order, Resampler};
 use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
-use crate::dimensions::Details;
-use crate::sniff::ImageType;
+use crate::image::format::ImageType;
+use crate::image::header::Details;
 use image_webp::vp8::Vp8Decoder;
 use image_webp::WebPDecoder;
 use std::io::{BufRead, Read, Seek, SeekFrom};

@@ -30,9 +30,9 @@ mod decode_png;
 mod decode_webp;
 mod resample;
 
-use crate::config;
-use crate::dimensions::{self, Details, Stop};
-use crate::sniff::ImageType;
+use crate::image::format::ImageType;
+use crate::image::header::{self, Details, Stop};
+use crate::wire::config;
 use resample::Rgb;
 use std::fmt;
 use std::io::{self, BufRead, Cursor, Read, Seek, SeekFrom};
@@ -162,8 +162,8 @@ impl fmt::Display for ImageError {
 
 impl std::error::Error for ImageError {}
 
-impl From<dimensions::TooLarge> for ImageError {
-    fn from(e: dimensions::TooLarge) -> Self {
+impl From<header::TooLarge> for ImageError {
+    fn from(e: header::TooLarge) -> Self {
         Self::TooLarge(e.to_string())
     }
 }
@@ -228,7 +228,7 @@ impl<T: BufRead + Seek + ?Sized> Input for T {}
 fn run(r: &mut dyn Input, len: u64, limits: &Limits) -> Result<Normalised, ImageError> {
     let (format, details) = read_header(r)?;
     if let Some(d) = details {
-        dimensions::check_pixels(d.width, d.height, limits.max_pixels)?;
+        header::check_pixels(d.width, d.height, limits.max_pixels)?;
     }
     let (source, image) = match format {
         // jpeg-decoder reads a byte at a time: a buffer saves a virtual call for each.
@@ -253,7 +253,7 @@ fn run(r: &mut dyn Input, len: u64, limits: &Limits) -> Result<Normalised, Image
     }
 }
 
-/// Reads a growing prefix until [`dimensions::parse_details`] answers, then rewinds. The
+/// Reads a growing prefix until [`header::parse_details`] answers, then rewinds. The
 /// details are `None` when the header is longer than [`HEADER_READ_LIMIT`].
 fn read_header(r: &mut dyn Input) -> Result<(ImageType, Option<Details>), ImageError> {
     let mut prefix = Vec::new();
@@ -262,7 +262,7 @@ fn read_header(r: &mut dyn Input) -> Result<(ImageType, Option<Details>), ImageE
         let missing = (want - prefix.len()) as u64;
         let got = (&mut *r).take(missing).read_to_end(&mut prefix);
         got.map_err(|e| ImageError::Invalid(format!("reading the header: {e}")))?;
-        match dimensions::parse_details(&prefix) {
+        match header::parse_details(&prefix) {
             Ok(details) => break Some(details),
             Err(Stop::Invalid(reason)) => return Err(ImageError::Invalid(reason.into())),
             Err(Stop::NeedMore) if prefix.len() < want => {
@@ -276,7 +276,7 @@ fn read_header(r: &mut dyn Input) -> Result<(ImageType, Option<Details>), ImageE
     };
     let format = match details {
         Some(d) => d.format,
-        None => crate::sniff::sniff(&prefix)
+        None => crate::image::format::sniff(&prefix)
             .ok_or_else(|| ImageError::Invalid("not an accepted image".into()))?,
     };
     drop(prefix);
@@ -316,7 +316,7 @@ impl Plan {
         if width == 0 || height == 0 {
             return Err(ImageError::Invalid("the image is empty".into()));
         }
-        dimensions::check_pixels(width, height, limits.max_pixels)?;
+        header::check_pixels(width, height, limits.max_pixels)?;
         let (out_w, out_h) = output_size(width, height, limits.edge);
         let keep = matches!(format, ImageType::Jpeg | ImageType::Png)
             && len <= limits.passthrough_bytes

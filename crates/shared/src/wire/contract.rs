@@ -8,12 +8,17 @@
 
 use serde_json::{json, Value};
 
+use crate::api::search;
 use crate::api::ApiError;
-use crate::config::{self, binding, queue};
-use crate::error::{TagError, AI_ERROR_CODES};
-use crate::outcome::{event, Outcome};
-use crate::webhook::{self, sign, DeliveryState, EventType};
-use crate::{db, keys, message, search, ImageId, ImageMessage, ImageType, Status};
+use crate::storage::{images as db, manage};
+use crate::tagging::error::{TagError, AI_ERROR_CODES};
+use crate::tagging::outcome::Outcome;
+use crate::webhook::{self, sign, EventType};
+use crate::wire::config::{self, binding, queue};
+use crate::wire::log_event as event;
+use crate::wire::record::DeliveryState;
+use crate::wire::{keys, message};
+use crate::{ImageId, ImageMessage, ImageType, Status};
 
 /// Where the generated file lives, relative to this crate.
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../local/contract.json");
@@ -68,13 +73,13 @@ fn contract() -> Value {
     .iter()
     .filter_map(|q| search::SearchQuery::parse(q).ok())
     .map(|q| {
-        let st = db::manage::search(&q, None);
+        let st = manage::search(&q, None);
         let params: Vec<Value> = st
             .params
             .iter()
             .map(|p| match p {
-                db::manage::Param::Int(n) => json!(n),
-                db::manage::Param::Text(t) => json!(t),
+                manage::Param::Int(n) => json!(n),
+                manage::Param::Text(t) => json!(t),
             })
             .collect();
         json!({ "sql": st.sql, "params": params })
@@ -106,7 +111,7 @@ fn contract() -> Value {
             "message": event::MESSAGE,
             "reconcile": event::RECONCILE,
             "uploadAccepted": event::UPLOAD_ACCEPTED,
-            "notify": webhook::LOG_EVENT,
+            "notify": event::NOTIFY,
             "uploadDeleted": event::UPLOAD_DELETED,
             "retention": event::RETENTION,
             "reconcileImage": event::RECONCILE_IMAGE,
@@ -120,7 +125,7 @@ fn contract() -> Value {
             "selectKey": db::SELECT_KEY,
             "selectImage": db::SELECT_IMAGE,
             "searchShapes": search_shapes,
-            "tagCloud": db::manage::TAG_CLOUD,
+            "tagCloud": manage::TAG_CLOUD,
         },
         "statuses": [Status::Queued, Status::Done, Status::Failed],
         "outcomes": Outcome::ALL,

@@ -1,13 +1,6 @@
 //! Classifier labels and the threshold that turns them into tags.
 
-use serde::{Deserialize, Serialize};
-
-/// One classification: an ImageNet class name and its probability.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Label {
-    pub label: String,
-    pub score: f64,
-}
+pub use crate::wire::record::Label;
 
 /// The labels that become tags: those scoring strictly above `min_score`, best first.
 pub fn confident(labels: &[Label], min_score: f64) -> Vec<Label> {
@@ -18,6 +11,24 @@ pub fn confident(labels: &[Label], min_score: f64) -> Vec<Label> {
         .collect();
     tags.sort_by(|a, b| b.score.total_cmp(&a.score));
     tags
+}
+
+/// What the tagger learned about an image, to build its record from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classified {
+    pub labels: Vec<Label>,
+    pub model: String,
+    pub min_score: f64,
+}
+
+impl Classified {
+    /// The tag names: labels strictly above `min_score`, best first.
+    pub fn tags(&self) -> Vec<String> {
+        confident(&self.labels, self.min_score)
+            .into_iter()
+            .map(|l| l.label)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -51,5 +62,15 @@ mod tests {
     #[test]
     fn nan_scores_never_pass() {
         assert!(confident(&[l("X", f64::NAN)], 0.0).is_empty());
+    }
+
+    #[test]
+    fn tags_are_the_confident_label_names_best_first() {
+        let c = Classified {
+            labels: vec![l("TIGER CAT", 0.81), l("TABBY", 0.9), l("LYNX", 0.8)],
+            model: "m".into(),
+            min_score: 0.8,
+        };
+        assert_eq!(c.tags(), ["TABBY", "TIGER CAT"]);
     }
 }

@@ -1,10 +1,10 @@
 //! What can stop a message from being tagged, and how each case is handled.
 //!
-//! Every error has a [`Class`], which is all the retry policy ([`crate::policy`]) looks at:
+//! Every error has a [`Class`], which is all the retry policy ([`crate::tagging::retry`]) looks at:
 //! permanent errors fail the image at once; everything else is tried again later, and only
 //! transient errors and an unavailable AI are bounded by the give-up horizon.
 
-use crate::record::ErrorInfo;
+use crate::wire::record::ErrorInfo;
 
 /// A failure to tag one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,11 +265,13 @@ impl TagError {
     }
 }
 
-impl From<crate::message::DecodeError> for TagError {
-    fn from(e: crate::message::DecodeError) -> Self {
-        use crate::message::DecodeError;
+impl From<crate::wire::message::DecodeError> for TagError {
+    fn from(e: crate::wire::message::DecodeError) -> Self {
+        use crate::wire::message::DecodeError;
         match e {
-            DecodeError::UnsupportedVersion(v) if v > u64::from(crate::message::SCHEMA_VERSION) => {
+            DecodeError::UnsupportedVersion(v)
+                if v > u64::from(crate::wire::message::SCHEMA_VERSION) =>
+            {
                 Self::NewerSchema(v)
             }
             DecodeError::UnsupportedVersion(v) => Self::UnsupportedSchema(v),

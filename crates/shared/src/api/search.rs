@@ -248,7 +248,7 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         }
     };
     let local = local.replacen('t', "T", 1);
-    let ms = crate::time::parse_ms(&format!("{local}Z"))?;
+    let ms = crate::wire::time::parse_ms(&format!("{local}Z"))?;
     u64::try_from(i64::try_from(ms).ok()?.checked_sub(offset_ms)?).ok()
 }
 

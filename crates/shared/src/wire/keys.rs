@@ -1,13 +1,14 @@
 //! Storage key naming. Every R2 and KV key is built here, from validated parts only.
 
-use crate::{ImageId, ImageType};
+use crate::wire::id::ImageId;
 
 /// Prefix of every uploaded object in R2.
 pub const OBJECT_PREFIX: &str = "images/";
 
-/// R2 key of an image: `images/{id}.{ext}`.
-pub fn object_key(id: &ImageId, image_type: ImageType) -> String {
-    format!("{OBJECT_PREFIX}{id}.{}", image_type.extension())
+/// R2 key of an image: `images/{id}.{ext}`, `extension` being its type's
+/// ([`crate::image::format::ImageType::extension`]).
+pub fn object_key(id: &ImageId, extension: &'static str) -> String {
+    format!("{OBJECT_PREFIX}{id}.{extension}")
 }
 
 /// R2 list prefix that finds an image's object whatever its extension.
@@ -53,10 +54,10 @@ mod tests {
     fn keys_are_stable() {
         let id = ImageId::parse("3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f").unwrap();
         assert_eq!(
-            object_key(&id, ImageType::Png),
+            object_key(&id, "png"),
             "images/3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f.png"
         );
-        assert!(object_key(&id, ImageType::Jpeg).starts_with(&object_prefix(&id)));
+        assert!(object_key(&id, "jpg").starts_with(&object_prefix(&id)));
         assert_eq!(record_key(&id), "tags:3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f");
         assert_eq!(poison_key("ab/../c d"), "poison:abcd");
     }

@@ -1,6 +1,6 @@
 //! The webhook outbox in D1 (`migrations/0003_notifications.sql`): every statement the
 //! workers run on `notifications`, and its rows. The native tests run them against the
-//! real schema in SQLite, as [`crate::db`]'s do.
+//! real schema in SQLite, as [`crate::storage::images`]'s do.
 //!
 //! - [`INSERT_EVENT`] runs in the same batch as the image's transition (`MARK_DONE`,
 //!   `MARK_FAILED`), so the event exists if and only if the transition does. It inserts
@@ -14,11 +14,11 @@
 
 use serde::Deserialize;
 
-use crate::time::format_ms;
-use crate::webhook::{DeliveryState, NotificationView};
+use crate::wire::record::{DeliveryState, NotificationView};
+use crate::wire::time::format_ms;
 
 /// Sets the callback URL of an image just inserted (in the same batch as
-/// [`crate::db::INSERT_QUEUED`]). `?1` id, `?2` the checked URL.
+/// [`crate::storage::images::INSERT_QUEUED`]). `?1` id, `?2` the checked URL.
 pub const SET_CALLBACK: &str = "UPDATE images SET callback_url = ?2 WHERE id = ?1";
 
 /// Records an event for an image that has a callback and is in `?6` (`done` or `failed`).
@@ -138,8 +138,8 @@ mod tests {
     //! The statements against the real schema (every migration), in SQLite.
 
     use super::*;
-    use crate::db::testing::db;
-    use crate::db::{INSERT_QUEUED, MARK_DONE, MARK_FAILED};
+    use crate::storage::images::{INSERT_QUEUED, MARK_DONE, MARK_FAILED};
+    use crate::storage::testing::db;
     use crate::webhook::{event_id, EventType};
     use crate::ImageId;
     use rusqlite::{params, Connection, OptionalExtension};

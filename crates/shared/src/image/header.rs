@@ -14,7 +14,7 @@
 //! - WebP: in the `VP8 `, `VP8L` or `VP8X` chunk that follows the RIFF header (at most 30
 //!   bytes in).
 
-use crate::sniff::ImageType;
+use crate::image::format::ImageType;
 use std::fmt;
 
 /// What a prefix of a file says about the image's size.
@@ -165,7 +165,7 @@ fn le24(b: &[u8], at: usize) -> Parsed<u32> {
     ]))
 }
 
-/// Magic numbers, `None` standing for any byte; the same as [`crate::sniff::sniff`].
+/// Magic numbers, `None` standing for any byte; the same as [`crate::image::format::sniff`].
 const MAGIC: [(ImageType, &[Option<u8>]); 5] = {
     const fn s(c: u8) -> Option<u8> {
         Some(c)
@@ -446,7 +446,7 @@ fn webp(b: &[u8]) -> Parsed<(u32, u32)> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::sniff::sniff;
+    use crate::image::format::sniff;
     use proptest::prelude::*;
     use std::io::Cursor;
 

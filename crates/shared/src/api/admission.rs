@@ -4,12 +4,12 @@
 //!
 //! The bytes are gathered up to [`HEAD_CAP`]. An image whose size is still unknown there (a
 //! JPEG with more than 256 KiB of segments before its frame header), or whose header
-//! [`crate::dimensions`] finds malformed, is accepted: sniffing only promises the type, and
+//! [`crate::image::header`] finds malformed, is accepted: sniffing only promises the type, and
 //! the tagger measures the image again before decoding it.
 
 use crate::api::ApiError;
-use crate::dimensions::{self, check_pixels, Header};
-use crate::sniff::{check_type, ImageType, SNIFF_LEN};
+use crate::image::format::{check_type, ImageType, SNIFF_LEN};
+use crate::image::header::{self, check_pixels, Header};
 
 /// The most bytes of an upload's head that are read to find its size.
 pub const HEAD_CAP: usize = 256 * 1024;
@@ -111,7 +111,7 @@ impl Head {
             Some(t) => t,
             None => *self.image_type.insert(check_type(&self.bytes, declared)?),
         };
-        let accept = match dimensions::parse(&self.bytes) {
+        let accept = match header::parse(&self.bytes) {
             Header::Known { width, height, .. } => {
                 check_pixels(width, height, self.max_pixels)?;
                 true

@@ -7,9 +7,11 @@ use proptest::prelude::*;
 use rusqlite::{params, params_from_iter, Connection};
 
 use super::*;
-use crate::db::testing::{db, migrations};
-use crate::db::{CLAIM, EXISTS, INDEX_TAGS, INSERT_QUEUED, MARK_DONE, MARK_FAILED, RESERVE_KEY};
-use crate::search::{Filters, SearchQuery, DEFAULT_LIMIT};
+use crate::api::search::{Filters, SearchQuery, DEFAULT_LIMIT};
+use crate::storage::images::{
+    CLAIM, EXISTS, INDEX_TAGS, INSERT_QUEUED, MARK_DONE, MARK_FAILED, RESERVE_KEY,
+};
+use crate::storage::testing::{db, migrations};
 
 /// splitmix64: a small deterministic generator for seeding.
 struct Rng(u64);

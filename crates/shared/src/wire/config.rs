@@ -1,6 +1,6 @@
 //! Names both workers and the wrangler configs agree on: bindings, queues, vars and their
 //! defaults. This is the one place they are written; `local/contract.json` is generated from
-//! it for the JavaScript side (see [`crate::contract`]).
+//! it for the JavaScript side (see [`crate::wire::contract`]).
 
 /// Binding names, as in `wrangler.upload.toml` and `wrangler.tagger.toml`.
 pub mod binding {

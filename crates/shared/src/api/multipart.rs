@@ -7,7 +7,7 @@ use std::fmt;
 use std::ops::Range;
 
 use crate::api::ApiError;
-use crate::sniff::essence;
+use crate::image::format::essence;
 
 /// Form fields that may carry the image.
 pub const FILE_FIELDS: [&str; 2] = ["image", "file"];

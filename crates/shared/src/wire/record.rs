@@ -2,8 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::labels::{confident, Label};
-use crate::{ImageId, TagError};
+use crate::wire::id::ImageId;
 
 /// Where an image is in the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +23,7 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
-/// The record of a finished image: the value of [`crate::keys::record_key`] in KV (the
+/// The record of a finished image: the value of [`crate::wire::keys::record_key`] in KV (the
 /// fast read path), and the body of `GET /images/{id}` once it is done or failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -53,33 +52,15 @@ pub struct TagRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
     /// The webhook delivery of the image's latest event, for an image with a callback. In
-    /// KV only a marker (see [`crate::webhook::NotificationView`]).
+    /// KV only a marker (see [`NotificationView`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notification: Option<Box<crate::webhook::NotificationView>>,
+    pub notification: Option<Box<NotificationView>>,
 }
 
 impl TagRecord {
     /// Whether the record is final (it always is, unless written by a foreign build).
     pub fn is_terminal(&self) -> bool {
         self.status != Status::Queued
-    }
-}
-
-/// What the tagger learned about an image, to build its record from.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Classified {
-    pub labels: Vec<Label>,
-    pub model: String,
-    pub min_score: f64,
-}
-
-impl Classified {
-    /// The tag names: labels strictly above `min_score`, best first.
-    pub fn tags(&self) -> Vec<String> {
-        confident(&self.labels, self.min_score)
-            .into_iter()
-            .map(|l| l.label)
-            .collect()
     }
 }
 
@@ -127,7 +108,7 @@ impl PoisonRecord {
     pub const MAX_BODY: usize = 4096;
 
     /// Builds the record, truncating the body on a character boundary.
-    pub fn new(message_id: &str, queue: &str, error: &TagError, body: &str, now: String) -> Self {
+    pub fn new(message_id: &str, queue: &str, error: ErrorInfo, body: &str, now: String) -> Self {
         let mut end = body.len().min(Self::MAX_BODY);
         while !body.is_char_boundary(end) {
             end -= 1;
@@ -135,11 +116,107 @@ impl PoisonRecord {
         Self {
             message_id: message_id.into(),
             queue: queue.into(),
-            error: error.info(),
+            error,
             body: body[..end].into(),
             received_at: now,
         }
     }
+}
+
+/// One classification: an ImageNet class name and its probability.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub label: String,
+    pub score: f64,
+}
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not delivered yet; attempts go on.
+    Pending,
+    /// A `2xx` answer was received.
+    Delivered,
+    /// Given up: a final answer, or the retry horizon passed. The image itself is unaffected.
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [Self; 3] = [Self::Pending, Self::Delivered, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored state; anything unknown reads as pending.
+    pub fn parse(value: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .unwrap_or(Self::Pending)
+    }
+}
+
+/// The `notification` of `GET /images/{id}`: the delivery of the image's latest event.
+///
+/// In a tag record kept in KV it is only a marker, `{"state": "pending"}`, saying that the
+/// image has a callback: the upload worker then reads the live record from D1. Images
+/// without a callback keep the KV fast path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationView {
+    /// The `webhook-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// `image.tagged` or `image.failed`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    pub state: DeliveryState,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The HTTP status of the last answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    /// What went wrong last: the status and the start of the answer, or the network error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
+    /// Pending: when the next attempt is due (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// Delivered: when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+}
+
+impl NotificationView {
+    /// The marker a tag record in KV carries for an image with a callback.
+    pub fn marker() -> Self {
+        Self {
+            event_id: None,
+            event_type: None,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            last_attempt_at: None,
+            next_attempt_at: None,
+            delivered_at: None,
+        }
+    }
+}
+
+/// Path of an image's status resource, also sent as `Location`.
+pub fn status_url(id: &ImageId) -> String {
+    format!("/images/{id}")
 }
 
 #[cfg(test)]
@@ -151,20 +228,6 @@ mod tests {
             label: label.into(),
             score,
         }
-    }
-
-    #[test]
-    fn tags_are_the_confident_label_names_best_first() {
-        let c = Classified {
-            labels: vec![
-                label("TIGER CAT", 0.81),
-                label("TABBY", 0.9),
-                label("LYNX", 0.8),
-            ],
-            model: "m".into(),
-            min_score: 0.8,
-        };
-        assert_eq!(c.tags(), ["TABBY", "TIGER CAT"]);
     }
 
     #[test]
@@ -197,7 +260,10 @@ mod tests {
         let r = PoisonRecord::new(
             "m1",
             "q",
-            &TagError::MalformedMessage("x".into()),
+            ErrorInfo {
+                code: "malformed_message".into(),
+                message: "x".into(),
+            },
             &body,
             "t".into(),
         );

@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::error::{Class, TagError};
-use crate::outcome::Outcome;
+use crate::tagging::error::{Class, TagError};
+use crate::tagging::outcome::Outcome;
 
 /// Cloudflare Queues' largest `delaySeconds`.
 pub const MAX_DELAY_SECONDS: u32 = 43_200;

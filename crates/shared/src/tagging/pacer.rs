@@ -351,7 +351,7 @@ impl Pacer {
     pub fn usage(&mut self, config: &PacerConfig, now_ms: u64) -> Usage {
         self.roll(config, now_ms);
         Usage {
-            day: crate::time::format_ms(self.day * DAY_MS)[..10].to_string(),
+            day: crate::wire::time::format_ms(self.day * DAY_MS)[..10].to_string(),
             used_today: self.used_today,
             daily_budget: config.daily_budget,
             requests_per_second: config.rate_per_second,

@@ -12,8 +12,8 @@
 
 use serde::Deserialize;
 
-use crate::search::{ListItem, Position, SearchQuery};
-use crate::time::format_ms;
+use crate::api::search::{ListItem, Position, SearchQuery};
+use crate::wire::time::format_ms;
 use crate::{ImageId, Status};
 
 /// A bound parameter.

@@ -8,15 +8,13 @@
 
 use serde::Deserialize;
 
-use crate::labels::Label;
-use crate::record::{ErrorInfo, QueuedView, Status, TagRecord};
-use crate::time::format_ms;
+use crate::tagging::labels::Label;
+use crate::wire::record::{ErrorInfo, QueuedView, Status, TagRecord};
+use crate::wire::time::format_ms;
 use crate::ImageId;
 
-pub mod manage;
-
 /// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now.
-/// (Its webhook URL, if any, is set in the same batch: [`crate::outbox::SET_CALLBACK`].)
+/// (Its webhook URL, if any, is set in the same batch: [`crate::storage::outbox::SET_CALLBACK`].)
 pub const INSERT_QUEUED: &str = "INSERT INTO images \
      (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at) \
      VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5)";
@@ -189,7 +187,7 @@ impl ImageRow {
             notification: self
                 .callback_url
                 .as_ref()
-                .map(|_| Box::new(crate::webhook::NotificationView::marker())),
+                .map(|_| Box::new(crate::wire::record::NotificationView::marker())),
         }))
     }
 }
@@ -202,42 +200,12 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(column: &Option<String>)
         .unwrap_or_default()
 }
 
-/// The real schema in SQLite, for the statements' native tests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use rusqlite::Connection;
-    use std::path::PathBuf;
-
-    /// The migration files, in the order wrangler applies them.
-    pub fn migrations() -> Vec<PathBuf> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-            .collect();
-        files.sort();
-        files
-    }
-
-    /// A fresh in-memory database with every migration applied, foreign keys on (as D1).
-    pub fn db() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-        for file in migrations() {
-            conn.execute_batch(&std::fs::read_to_string(file).unwrap())
-                .unwrap();
-        }
-        conn
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The statements against the real schema, in SQLite.
 
-    use super::testing::db;
     use super::*;
+    use crate::storage::testing::db;
     use proptest::prelude::*;
     use rusqlite::{params, Connection, OptionalExtension};
 
