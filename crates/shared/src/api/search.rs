@@ -14,6 +14,7 @@
 use serde::Serialize;
 
 use crate::api::{constant_time_eq, ApiError};
+use crate::wire::base64;
 use crate::{ImageId, Status};
 
 /// Page size when `limit` is not given.
@@ -304,7 +305,7 @@ impl SignedCursor {
     /// Decodes the text form; anything but exactly a canonical 55-character base64url
     /// string of a known version is `invalid_cursor`.
     pub fn decode(text: &str) -> Result<Self, ApiError> {
-        let bytes = base64url_decode(text).ok_or(ApiError::InvalidCursor)?;
+        let bytes = base64::url_decode(text).ok_or(ApiError::InvalidCursor)?;
         if bytes.len() != PAYLOAD_LEN + MAC_LEN || bytes[0] != VERSION {
             return Err(ApiError::InvalidCursor);
         }
@@ -342,7 +343,7 @@ pub fn encode_cursor(position: &Position, mac: &[u8]) -> String {
     let mut bytes = payload_of(position).to_vec();
     bytes.extend(mac.iter().take(MAC_LEN));
     bytes.resize(PAYLOAD_LEN + MAC_LEN, 0);
-    base64url_encode(&bytes)
+    base64::url_encode(&bytes)
 }
 
 fn signing_input_of(payload: &[u8; PAYLOAD_LEN], filters: &Filters) -> Vec<u8> {
@@ -370,48 +371,6 @@ fn position_of(payload: &[u8; PAYLOAD_LEN]) -> Option<Position> {
     id.copy_from_slice(&payload[9..]);
     let id = ImageId::from_uuid(uuid::Uuid::from_bytes(id)).ok()?;
     (uploaded_at <= MAX_TIME_MS).then_some(Position { uploaded_at, id })
-}
-
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// base64url without padding.
-pub fn base64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// Decodes canonical base64url without padding (unused trailing bits must be zero).
-pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 4 == 1 || text.len() > 4096 {
-        return None;
-    }
-    let value = |c: u8| ALPHABET.iter().position(|&a| a == c).map(|p| p as u32);
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= value(c)? << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-        // Bits below the last whole byte must be zero, so that each value has one text.
-        let used_bits = 8 * (chunk.len() - 1);
-        if n & ((1 << (24 - used_bits)) - 1) != 0 {
-            return None;
-        }
-    }
-    Some(out)
 }
 
 /// One image in a `GET /images` answer.
@@ -600,7 +559,7 @@ mod tests {
         let filters = SearchQuery::parse("tag=cat&status=done").unwrap().filters;
         let text = cursor_for(&p, &filters);
         assert_eq!(text.len(), CURSOR_LEN);
-        assert!(text.bytes().all(|b| ALPHABET.contains(&b)));
+        assert!(text.bytes().all(|b| base64::URL_SAFE.contains(&b)));
         assert_eq!(check(&text, &filters), Ok(p));
         // The same filters spelled differently are the same filters.
         let same = SearchQuery::parse("status=done&tag=CAT&tag=cat").unwrap();
@@ -654,27 +613,7 @@ mod tests {
         assert_eq!(CursorKey::choose(None, Some("")), CursorKey::Public);
     }
 
-    #[test]
-    fn base64url_known_values() {
-        assert_eq!(base64url_encode(b""), "");
-        assert_eq!(base64url_encode(b"f"), "Zg");
-        assert_eq!(base64url_encode(b"fo"), "Zm8");
-        assert_eq!(base64url_encode(b"foo"), "Zm9v");
-        assert_eq!(base64url_encode(&[0xfb, 0xff]), "-_8");
-        assert_eq!(base64url_decode("-_8"), Some(vec![0xfb, 0xff]));
-        assert_eq!(base64url_decode("Zh"), None, "non-zero trailing bits");
-        assert_eq!(base64url_decode("Zg=="), None, "no padding");
-        assert_eq!(base64url_decode("Z"), None);
-        assert_eq!(base64url_decode("Zm9v+A"), None, "not the url alphabet");
-    }
-
     proptest! {
-        #[test]
-        fn base64url_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let text = base64url_encode(&bytes);
-            prop_assert_eq!(base64url_decode(&text), Some(bytes));
-        }
-
         /// Changing any character of a cursor makes it invalid: it no longer decodes, or
         /// its MAC no longer matches.
         #[test]
@@ -690,7 +629,7 @@ mod tests {
             let text = cursor_for(&p, &filters);
             prop_assert_eq!(check(&text, &filters), Ok(p));
             let mut bytes = text.into_bytes();
-            let new = ALPHABET[replacement];
+            let new = base64::URL_SAFE[replacement];
             prop_assume!(bytes[index] != new);
             bytes[index] = new;
             let tampered = String::from_utf8(bytes).unwrap();

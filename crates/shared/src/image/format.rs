@@ -59,16 +59,66 @@ pub fn essence(media_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// The magic numbers of every accepted format, `None` standing for any byte: the one table
+/// both [`sniff`] and the header walk ([`crate::image::header`]) read.
+pub const MAGIC: [(ImageType, &[Option<u8>]); 5] = {
+    const fn s(c: u8) -> Option<u8> {
+        Some(c)
+    }
+    [
+        (ImageType::Jpeg, &[s(0xFF), s(0xD8), s(0xFF)]),
+        (
+            ImageType::Png,
+            &[
+                s(0x89),
+                s(b'P'),
+                s(b'N'),
+                s(b'G'),
+                s(0x0D),
+                s(0x0A),
+                s(0x1A),
+                s(0x0A),
+            ],
+        ),
+        (
+            ImageType::Gif,
+            &[s(b'G'), s(b'I'), s(b'F'), s(b'8'), s(b'7'), s(b'a')],
+        ),
+        (
+            ImageType::Gif,
+            &[s(b'G'), s(b'I'), s(b'F'), s(b'8'), s(b'9'), s(b'a')],
+        ),
+        (
+            ImageType::Webp,
+            &[
+                s(b'R'),
+                s(b'I'),
+                s(b'F'),
+                s(b'F'),
+                None,
+                None,
+                None,
+                None,
+                s(b'W'),
+                s(b'E'),
+                s(b'B'),
+                s(b'P'),
+            ],
+        ),
+    ]
+};
+
 /// Recognises an image from its first bytes; `None` for anything else, including a prefix
 /// too short to be sure.
 pub fn sniff(prefix: &[u8]) -> Option<ImageType> {
-    match prefix {
-        [0xFF, 0xD8, 0xFF, ..] => Some(ImageType::Jpeg),
-        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some(ImageType::Png),
-        [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some(ImageType::Gif),
-        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some(ImageType::Webp),
-        _ => None,
-    }
+    MAGIC.into_iter().find_map(|(format, magic)| {
+        let matches = prefix.len() >= magic.len()
+            && magic
+                .iter()
+                .zip(prefix)
+                .all(|(m, b)| m.is_none_or(|m| m == *b));
+        matches.then_some(format)
+    })
 }
 
 /// Why a body's type is refused.

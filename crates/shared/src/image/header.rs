@@ -14,7 +14,7 @@
 //! - WebP: in the `VP8 `, `VP8L` or `VP8X` chunk that follows the RIFF header (at most 30
 //!   bytes in).
 
-use crate::image::format::ImageType;
+use crate::image::format::{ImageType, MAGIC};
 use std::fmt;
 
 /// What a prefix of a file says about the image's size.
@@ -164,54 +164,6 @@ fn le24(b: &[u8], at: usize) -> Parsed<u32> {
         0,
     ]))
 }
-
-/// Magic numbers, `None` standing for any byte; the same as [`crate::image::format::sniff`].
-const MAGIC: [(ImageType, &[Option<u8>]); 5] = {
-    const fn s(c: u8) -> Option<u8> {
-        Some(c)
-    }
-    [
-        (ImageType::Jpeg, &[s(0xFF), s(0xD8), s(0xFF)]),
-        (
-            ImageType::Png,
-            &[
-                s(0x89),
-                s(b'P'),
-                s(b'N'),
-                s(b'G'),
-                s(0x0D),
-                s(0x0A),
-                s(0x1A),
-                s(0x0A),
-            ],
-        ),
-        (
-            ImageType::Gif,
-            &[s(b'G'), s(b'I'), s(b'F'), s(b'8'), s(b'7'), s(b'a')],
-        ),
-        (
-            ImageType::Gif,
-            &[s(b'G'), s(b'I'), s(b'F'), s(b'8'), s(b'9'), s(b'a')],
-        ),
-        (
-            ImageType::Webp,
-            &[
-                s(b'R'),
-                s(b'I'),
-                s(b'F'),
-                s(b'F'),
-                None,
-                None,
-                None,
-                None,
-                s(b'W'),
-                s(b'E'),
-                s(b'B'),
-                s(b'P'),
-            ],
-        ),
-    ]
-};
 
 /// The format of a prefix, `NeedMore` while it is still the start of some magic number.
 fn format(prefix: &[u8]) -> Parsed<ImageType> {

@@ -2,6 +2,7 @@
 //! ids, R2/KV keys, bindings and settings, records and views, timestamps, base64, and the
 //! log event names of both workers.
 
+pub mod base64;
 pub mod config;
 #[cfg(test)]
 mod contract;
