@@ -25,9 +25,6 @@ pub mod api;
 
 pub mod storage;
 
-#[cfg(feature = "imaging")]
-pub mod imaging;
-
 pub use image::format::ImageType;
 pub use tagging::error::TagError;
 pub use tagging::labels::Label;

@@ -7,7 +7,7 @@ use shared::{Label, TagError};
 use worker::js_sys::{Array, Uint8Array};
 use worker::Env;
 
-use shared::imaging::{normalise, Limits, Normalised};
+use imaging::{normalise, Limits, Normalised};
 
 use crate::r2::JsBytes;
 use crate::settings::Settings;

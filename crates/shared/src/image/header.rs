@@ -90,14 +90,14 @@ pub fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), TooL
 
 /// Why [`parse_details`] stopped without an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stop {
+pub enum Stop {
     NeedMore,
     Invalid(&'static str),
 }
 
 /// A header's size plus what the decoders need to budget their memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Details {
+pub struct Details {
     pub format: ImageType,
     pub width: u32,
     pub height: u32,
@@ -107,7 +107,7 @@ pub(crate) struct Details {
 
 /// The parts of a JPEG frame header (SOFn) that decide a decoder's memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct JpegFrame {
+pub struct JpegFrame {
     /// Progressive DCT (SOF2, SOF6, SOF10, SOF14): decoders keep every coefficient.
     pub progressive: bool,
     /// Number of components (1 to 4).
@@ -119,7 +119,6 @@ pub(crate) struct JpegFrame {
 impl JpegFrame {
     /// Bytes of DCT coefficients of the whole image (64 `i16` a block, blocks padded to whole
     /// MCUs): what a progressive decoder holds until the last scan.
-    #[cfg_attr(not(feature = "imaging"), allow(dead_code))]
     pub fn coefficient_bytes(&self, width: u32, height: u32) -> u64 {
         let comps = &self.sampling[..usize::from(self.components.min(4))];
         let h_max = comps.iter().map(|c| u64::from(c.0)).max().unwrap_or(1);
@@ -185,7 +184,9 @@ fn format(prefix: &[u8]) -> Parsed<ImageType> {
     }
 }
 
-pub(crate) fn parse_details(prefix: &[u8]) -> Parsed<Details> {
+/// The format, size and (JPEG) frame header of an image from its first bytes, or why not
+/// yet ([`Stop::NeedMore`]) or never ([`Stop::Invalid`]).
+pub fn parse_details(prefix: &[u8]) -> Parsed<Details> {
     let format = format(prefix)?;
     let (width, height, jpeg) = match format {
         ImageType::Jpeg => {
@@ -395,8 +396,30 @@ fn webp(b: &[u8]) -> Parsed<(u32, u32)> {
     Ok((width, height))
 }
 
+/// `jpeg` with `app_bytes` of APP1 and APP2 segments (as EXIF and ICC data) after SOI, which
+/// pushes the frame header far into the file: for the tests of this module and of the
+/// `imaging` crate. Anything shorter than SOI comes back as it is.
+pub fn with_app_segments(jpeg: &[u8], app_bytes: usize) -> Vec<u8> {
+    if jpeg.len() < 2 {
+        return jpeg.to_vec();
+    }
+    let mut out = jpeg[..2].to_vec();
+    let mut left = app_bytes;
+    let mut marker = 0xE1;
+    while left > 0 {
+        let n = left.min(65533);
+        out.extend_from_slice(&[0xFF, marker]);
+        out.extend_from_slice(&((n + 2) as u16).to_be_bytes());
+        out.extend(std::iter::repeat_n(0xAB, n));
+        left -= n;
+        marker = if marker == 0xE1 { 0xE2 } else { 0xE1 };
+    }
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::image::format::sniff;
     use proptest::prelude::*;
@@ -458,23 +481,6 @@ pub(crate) mod tests {
                 check_prefixes(&encoded(f, w, h), known(t, w, h));
             }
         }
-    }
-
-    /// `jpeg` with `app_bytes` of APP1 and APP2 segments (as EXIF and ICC data) after SOI.
-    pub fn with_app_segments(jpeg: &[u8], app_bytes: usize) -> Vec<u8> {
-        let mut out = jpeg[..2].to_vec();
-        let mut left = app_bytes;
-        let mut marker = 0xE1;
-        while left > 0 {
-            let n = left.min(65533);
-            out.extend_from_slice(&[0xFF, marker]);
-            out.extend_from_slice(&((n + 2) as u16).to_be_bytes());
-            out.extend(std::iter::repeat_n(0xAB, n));
-            left -= n;
-            marker = if marker == 0xE1 { 0xE2 } else { 0xE1 };
-        }
-        out.extend_from_slice(&jpeg[2..]);
-        out
     }
 
     #[test]

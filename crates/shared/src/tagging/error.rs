@@ -280,20 +280,6 @@ impl From<crate::wire::message::DecodeError> for TagError {
     }
 }
 
-/// Decoding failures: `image_too_large` and `invalid_image` are permanent; a failing reader is
-/// a storage problem, retried.
-#[cfg(feature = "imaging")]
-impl From<crate::imaging::ImageError> for TagError {
-    fn from(e: crate::imaging::ImageError) -> Self {
-        use crate::imaging::ImageError;
-        match e {
-            ImageError::TooLarge(m) => Self::ImageTooLarge(m),
-            ImageError::Invalid(m) => Self::InvalidImage(m),
-            ImageError::Read(m) => Self::Storage(format!("reading the image: {m}")),
-        }
-    }
-}
-
 impl std::fmt::Display for TagError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code(), self.message())
@@ -382,24 +368,6 @@ mod tests {
         let codes: std::collections::HashSet<_> =
             TagError::samples().iter().map(TagError::code).collect();
         assert_eq!(codes.len(), TagError::samples().len(), "codes are unique");
-    }
-
-    #[cfg(feature = "imaging")]
-    #[test]
-    fn image_errors_map_to_tag_errors() {
-        use crate::imaging::ImageError;
-        for (e, code, retry) in [
-            (ImageError::TooLarge("x".into()), "image_too_large", false),
-            (ImageError::Invalid("x".into()), "invalid_image", false),
-            (ImageError::Read("x".into()), "storage_unavailable", true),
-        ] {
-            let tag = TagError::from(e.clone());
-            assert_eq!(tag.code(), code);
-            assert_eq!(tag.is_retryable(), retry);
-            if e.is_permanent() {
-                assert_eq!(tag.code(), e.code());
-            }
-        }
     }
 
     proptest! {

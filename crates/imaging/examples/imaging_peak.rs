@@ -1,7 +1,7 @@
-//! Peak heap use and time of `shared::imaging::normalise` on image files.
+//! Peak heap use and time of `imaging::normalise` on image files.
 //!
 //! ```text
-//! cargo run --release -p shared --features imaging --example imaging_peak -- FILE...
+//! cargo run --release -p imaging --example imaging_peak -- FILE...
 //! ```
 //!
 //! For each file it prints the format and size, the outcome, the peak heap above what was
@@ -21,7 +21,7 @@
 #[path = "../tests/counting_alloc/mod.rs"]
 mod counting_alloc;
 
-use shared::imaging::{normalise, normalise_bytes, Limits, Normalised};
+use imaging::{normalise, normalise_bytes, Limits, Normalised};
 use std::time::Instant;
 
 /// The process's user plus system CPU time in ms (Linux), 0 elsewhere.
@@ -54,7 +54,7 @@ fn measure<T>(reps: usize, mut f: impl FnMut() -> T) -> (T, f64, f64, f64) {
     (out, peak as f64 / (1 << 20) as f64, wall, cpu)
 }
 
-fn describe(result: &Result<Normalised, shared::imaging::ImageError>) -> String {
+fn describe(result: &Result<Normalised, imaging::ImageError>) -> String {
     match result {
         Ok(Normalised::Unchanged(i)) => format!("unchanged {}x{}", i.width, i.height),
         Ok(Normalised::Jpeg {
@@ -95,7 +95,7 @@ fn main() {
                 len,
                 &limits,
             ),
-            Err(e) => Err(shared::imaging::ImageError::Read(e.to_string())),
+            Err(e) => Err(imaging::ImageError::Read(e.to_string())),
         });
         println!(
             "  reader: {}; peak {peak:.1} MiB, {wall:.0} ms, CPU {cpu:.0} ms",

@@ -8,10 +8,10 @@
 
 use super::resample::{rgba, zeroed, Order, Resampler};
 use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
-use crate::image::format::ImageType;
-use crate::image::header::Details;
 use image_webp::vp8::Vp8Decoder;
 use image_webp::WebPDecoder;
+use shared::image::format::ImageType;
+use shared::image::header::Details;
 use std::io::{BufRead, Read, Seek, SeekFrom};
 
 pub(super) fn decode<R: BufRead + Seek>(

@@ -3,9 +3,9 @@
 
 use super::resample::{grey, Order, Resampler};
 use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
-use crate::image::format::ImageType;
-use crate::image::header::Details;
 use jpeg_decoder::{CodingProcess, Decoder, PixelFormat};
+use shared::image::format::ImageType;
+use shared::image::header::Details;
 use std::io::Read;
 
 /// IDCT reductions `jpeg-decoder` offers, largest first.

@@ -309,7 +309,7 @@ mod tests {
         let want = run(w, h, 9, 6, Order::TopDown, f);
         let mut r = Resampler::new(w, h, 9, 6, Order::Any).unwrap();
         // Adam7 passes: (x0, dx, y0, dy).
-        for (x0, dx, y0, dy) in crate::imaging::decode_png::ADAM7 {
+        for (x0, dx, y0, dy) in crate::decode_png::ADAM7 {
             for y in (y0..h).step_by(dy as usize) {
                 if x0 < w {
                     let xs = (x0..w).step_by(dx as usize);

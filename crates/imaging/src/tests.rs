@@ -311,7 +311,7 @@ fn small_jpeg_and_png_pass_unchanged() {
 #[test]
 fn small_images_that_need_re_encoding_are_not_upscaled() {
     // A small JPEG padded over the pass-through size with metadata.
-    let big_small_jpeg = crate::image::header::tests::with_app_segments(&jpeg(300, 200), 300_000);
+    let big_small_jpeg = shared::image::header::with_app_segments(&jpeg(300, 200), 300_000);
     let img = reencoded(
         normalise_bytes(&big_small_jpeg, &limits()),
         (ImageType::Jpeg, 300, 200),
@@ -742,13 +742,13 @@ fn the_reader_is_read_in_pieces() {
 
 #[test]
 fn jpeg_header_beyond_the_read_limit_is_left_to_the_decoder() {
-    let file = crate::image::header::tests::with_app_segments(&jpeg(1000, 800), 1_200_000);
+    let file = shared::image::header::with_app_segments(&jpeg(1000, 800), 1_200_000);
     let img = reencoded(
         normalise_bytes(&file, &limits()),
         (ImageType::Jpeg, 1000, 800),
     );
     assert_eq!(img.dimensions(), (640, 512));
-    let mut bomb = crate::image::header::tests::with_app_segments(&jpeg(16, 16), 1_200_000);
+    let mut bomb = shared::image::header::with_app_segments(&jpeg(16, 16), 1_200_000);
     let sof = bomb.windows(2).rposition(|w| w == [0xFF, 0xC0]).unwrap();
     bomb[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
     assert_eq!(
@@ -866,5 +866,21 @@ proptest! {
         let limits = Limits { passthrough_bytes: 0, ..limits() };
         let result = normalise_bytes(&file, &limits);
         prop_assert!(outcome_is_sane(&result), "{:?}", result);
+    }
+}
+
+#[test]
+fn image_errors_map_to_tag_errors() {
+    for (e, code, retry) in [
+        (ImageError::TooLarge("x".into()), "image_too_large", false),
+        (ImageError::Invalid("x".into()), "invalid_image", false),
+        (ImageError::Read("x".into()), "storage_unavailable", true),
+    ] {
+        let tag = TagError::from(e.clone());
+        assert_eq!(tag.code(), code);
+        assert_eq!(tag.is_retryable(), retry);
+        if e.is_permanent() {
+            assert_eq!(tag.code(), e.code());
+        }
     }
 }

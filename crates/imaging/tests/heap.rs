@@ -1,10 +1,9 @@
-//! Heap use of `shared::imaging`, counted by this test binary's global allocator.
-#![cfg(feature = "imaging")]
+//! Heap use of `imaging`, counted by this test binary's global allocator.
 
 mod counting_alloc;
 
 use counting_alloc::peak;
-use shared::imaging::{normalise, normalise_bytes, Limits, Normalised};
+use imaging::{normalise, normalise_bytes, Limits, Normalised};
 use std::io::Cursor;
 
 fn gradient(w: u32, h: u32) -> Vec<u8> {

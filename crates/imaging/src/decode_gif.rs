@@ -5,9 +5,9 @@
 
 use super::resample::{Order, Resampler, WHITE};
 use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
-use crate::image::format::ImageType;
-use crate::image::header::Details;
 use gif::{ColorOutput, DecodeOptions, MemoryLimit};
+use shared::image::format::ImageType;
+use shared::image::header::Details;
 use std::io::Read;
 use std::num::NonZeroU64;
 

@@ -2,9 +2,9 @@
 
 use super::resample::{grey, grey_alpha, rgba, Order, Resampler};
 use super::{check_decode_bytes, invalid, Decoded, ImageError, Limits, Plan};
-use crate::image::format::ImageType;
-use crate::image::header::Details;
 use png::{ColorType, Transformations};
+use shared::image::format::ImageType;
+use shared::image::header::Details;
 use std::io::{BufRead, Seek};
 
 /// Adam7 passes: first column, column step, first row, row step.

@@ -1,5 +1,5 @@
 //! Fidelity of image normalisation: each photo is classified as uploaded and as the tagger
-//! sends it to the model (`shared::imaging::normalise`, shorter side 512 px, JPEG), on the
+//! sends it to the model (`imaging::normalise`, shorter side 512 px, JPEG), on the
 //! real offline classifier (`crates/local-ai`, EfficientNet-Lite0). Top-1 must be the same;
 //! the table prints both top-5s and the largest score difference.
 //!
@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 
 use image::imageops::FilterType;
+use imaging::{normalise_bytes, Limits, Normalised};
 use local_ai::{Classifier, Prediction};
-use shared::imaging::{normalise_bytes, Limits, Normalised};
 
 fn model_dir() -> PathBuf {
     let dir = local_ai::default_model_dir();

@@ -1,4 +1,6 @@
-//! Normalising an image for the model, with bounded memory (feature `imaging`).
+//! Normalising an image for the model, with bounded memory. Only the tagger uses it, so the
+//! upload worker builds without the decoders; their speed settings (opt-level) are this
+//! crate's and the codec crates' alone.
 //!
 //! [`normalise`] reads an image's header, refuses it if it has more than
 //! [`Limits::max_pixels`], and otherwise either says the original may be sent as it is
@@ -30,10 +32,11 @@ mod decode_png;
 mod decode_webp;
 mod resample;
 
-use crate::image::format::ImageType;
-use crate::image::header::{self, Details, Stop};
-use crate::wire::config;
 use resample::Rgb;
+use shared::image::format::ImageType;
+use shared::image::header::{self, Details, Stop};
+use shared::wire::config;
+use shared::TagError;
 use std::fmt;
 use std::io::{self, BufRead, Cursor, Read, Seek, SeekFrom};
 
@@ -168,6 +171,18 @@ impl From<header::TooLarge> for ImageError {
     }
 }
 
+/// Decoding failures: `image_too_large` and `invalid_image` are permanent; a failing reader is
+/// a storage problem, retried.
+impl From<ImageError> for TagError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::TooLarge(m) => Self::ImageTooLarge(m),
+            ImageError::Invalid(m) => Self::InvalidImage(m),
+            ImageError::Read(m) => Self::Storage(format!("reading the image: {m}")),
+        }
+    }
+}
+
 /// The output size for a `width × height` image: the shorter side scaled down to `edge` and
 /// the longer one to at most [`MAX_OUTPUT_ASPECT`] × `edge`, aspect ratio kept, never larger
 /// than the input.
@@ -276,7 +291,7 @@ fn read_header(r: &mut dyn Input) -> Result<(ImageType, Option<Details>), ImageE
     };
     let format = match details {
         Some(d) => d.format,
-        None => crate::image::format::sniff(&prefix)
+        None => shared::image::format::sniff(&prefix)
             .ok_or_else(|| ImageError::Invalid("not an accepted image".into()))?,
     };
     drop(prefix);
