@@ -47,7 +47,12 @@ pub async fn consume(batch: QueueBatch, env: &Env) {
         queue::IMAGES_DEAD_LETTER => QueueKind::DeadLetter,
         queue::NOTIFICATIONS => return crate::notify::consume(batch, env).await,
         other => {
-            worker::console_error!("tagger: no handler for queue {other}; retrying its batch");
+            let detail = format!("no handler for queue {other}; retrying its batch");
+            edge::log::problem(
+                edge::log::Level::Error,
+                shared::wire::log_event::MISCONFIGURED,
+                &detail,
+            );
             batch.messages().iter().for_each(|m| m.retry_after(60));
             return;
         }
@@ -56,7 +61,11 @@ pub async fn consume(batch: QueueBatch, env: &Env) {
     let store = match Store::open(env) {
         Ok(store) => store,
         Err(e) => {
-            worker::console_error!("tagger misconfigured: {e}");
+            edge::log::problem(
+                edge::log::Level::Error,
+                shared::wire::log_event::MISCONFIGURED,
+                &e.to_string(),
+            );
             batch.messages().iter().for_each(|m| m.retry_after(60));
             return;
         }
@@ -301,7 +310,11 @@ impl Ctx<'_> {
         let grant = grant.unwrap_or_else(|e| {
             // Pacing protects the AI; without it, calls still go out and a busy AI still
             // defers them. Never stall the pipeline on the pacer.
-            worker::console_warn!("tagger: AI pacer unavailable ({e}); calling without it");
+            edge::log::problem(
+                edge::log::Level::Warn,
+                shared::wire::log_event::PACER_UNAVAILABLE,
+                &e.to_string(),
+            );
             Grant {
                 granted: n,
                 start_at_ms: Vec::new(),
@@ -684,9 +697,11 @@ impl Ctx<'_> {
             .defer(&job.key, due, delivery.now_ms, lease)
             .await
         {
-            worker::console_warn!(
-                "tagger: could not record the next attempt of {}: {e}",
-                job.key
+            let line = serde_json::json!({ "imageId": job.key, "error": e.to_string() });
+            edge::log::emit(
+                edge::log::Level::Warn,
+                shared::wire::log_event::DEFER_NOT_RECORDED,
+                &line,
             );
         }
         let outcome = if resend {
@@ -696,9 +711,11 @@ impl Ctx<'_> {
                     outcome
                 }
                 Err(e) => {
-                    worker::console_warn!(
-                        "tagger: resend of {} failed ({e}); retrying instead",
-                        job.key
+                    let line = serde_json::json!({ "imageId": job.key, "error": e.to_string() });
+                    edge::log::emit(
+                        edge::log::Level::Warn,
+                        shared::wire::log_event::RESEND_FAILED,
+                        &line,
                     );
                     message.retry_after(delay_seconds);
                     Outcome::Deferred

@@ -1,27 +1,16 @@
-//! Structured logs: one JSON line per event, readable with `wrangler tail` and in Workers
-//! Logs (`[observability]`).
+//! The tagger's main log line, one per delivery of one message, written through the one
+//! logger ([`edge::log`]).
 
+use edge::log::{self, Level};
 use serde::Serialize;
 use shared::tagging::outcome::Outcome;
+use shared::wire::log_event;
 use shared::{ImageId, TagError};
-
-/// Writes one JSON line, as an error when `error` is set.
-pub fn emit<T: Serialize>(line: &T, error: bool) {
-    let Ok(text) = serde_json::to_string(line) else {
-        return;
-    };
-    if error {
-        worker::console_error!("{text}");
-    } else {
-        worker::console_log!("{text}");
-    }
-}
 
 /// What became of one delivery of one message.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageLine<'a> {
-    pub event: &'static str,
     pub queue: &'a str,
     pub message_id: String,
     pub image_id: Option<ImageId>,
@@ -40,7 +29,6 @@ impl<'a> MessageLine<'a> {
     /// A line for a message of `queue`.
     pub fn new(queue: &'a str, message_id: String, attempt: u32, started_ms: f64) -> Self {
         Self {
-            event: shared::wire::log_event::MESSAGE,
             queue,
             message_id,
             image_id: None,
@@ -64,6 +52,6 @@ impl<'a> MessageLine<'a> {
     /// Writes the line; a misconfigured AI is an error-level line, for alerting.
     pub fn emit(self) {
         let error = self.error_code == Some("ai_misconfigured");
-        emit(&self, error);
+        log::emit(Level::error_if(error), log_event::MESSAGE, &self);
     }
 }

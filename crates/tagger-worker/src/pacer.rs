@@ -5,12 +5,13 @@
 
 use std::cell::RefCell;
 
+use edge::now_ms;
+
 use serde::Deserialize;
 use shared::tagging::pacer::{Ask, Grant, Pacer, Usage, OBJECT_NAME};
 use shared::wire::config::binding;
 use worker::{
-    durable_object, js_sys, DurableObject, Env, Method, Request, RequestInit, Response, Result,
-    State, Stub,
+    durable_object, DurableObject, Env, Method, Request, RequestInit, Response, Result, State, Stub,
 };
 
 use crate::settings::Settings;
@@ -23,10 +24,6 @@ pub struct AiPacer {
     state: State,
     env: Env,
     pacer: RefCell<Option<Pacer>>,
-}
-
-fn now_ms() -> u64 {
-    js_sys::Date::now() as u64
 }
 
 impl AiPacer {

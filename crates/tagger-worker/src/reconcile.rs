@@ -5,16 +5,18 @@
 //! set it deletes expired images ([`crate::retention`]). Once an hour it logs the day's AI
 //! usage.
 
+use edge::log::{self, Level};
+use edge::OrStorage;
 use serde::Serialize;
 use shared::wire::config::binding;
+use shared::wire::log_event;
 use shared::{ImageMessage, TagError};
 use worker::{Env, MessageBuilder, QueueContentType};
 
-use crate::log;
 use crate::pacer::PacerClient;
 use crate::r2;
 use crate::settings::Settings;
-use crate::store::{OrStorage, Store};
+use crate::store::Store;
 
 /// How many overdue images one run handles at most.
 const BATCH: u32 = 100;
@@ -22,7 +24,6 @@ const BATCH: u32 = 100;
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Report {
-    event: &'static str,
     requeued: u32,
     failed_missing: u32,
     notifications_requeued: u32,
@@ -31,23 +32,21 @@ struct Report {
 
 /// One run of the reconciler at `now_ms`; `cron_minute` is the scheduled minute of the hour.
 pub async fn run(env: &Env, now_ms: u64, cron_minute: u32) {
-    let mut report = Report {
-        event: shared::wire::log_event::RECONCILE,
-        ..Report::default()
-    };
+    let mut report = Report::default();
     if let Err(e) = requeue_overdue(env, now_ms, &mut report).await {
-        worker::console_error!("reconciler: {e}");
+        failed("images", &e);
         report.errors += 1;
     }
     let cutoff = now_ms.saturating_sub(Settings::get(env).stuck_after_ms);
     match crate::notify::requeue_overdue(env, now_ms, cutoff).await {
         Ok(n) => report.notifications_requeued = n,
         Err(e) => {
-            worker::console_error!("reconciler (webhooks): {e}");
+            failed("webhooks", &e);
             report.errors += 1;
         }
     }
-    log::emit(&report, report.errors > 0);
+    let level = Level::error_if(report.errors > 0);
+    log::emit(level, log_event::RECONCILE, &report);
     if let Some(days) = Settings::get(env).retention_days {
         crate::retention::run(env, now_ms, days).await;
     }
@@ -92,8 +91,9 @@ async fn requeue_overdue(env: &Env, now: u64, report: &mut Report) -> Result<(),
             "failed"
         };
         log::emit(
-            &serde_json::json!({ "event": shared::wire::log_event::RECONCILE_IMAGE, "imageId": row.id, "action": outcome }),
-            false,
+            Level::Info,
+            log_event::RECONCILE_IMAGE,
+            &serde_json::json!({ "imageId": row.id, "action": outcome }),
         );
     }
     Ok(())
@@ -111,15 +111,26 @@ fn message_of(row: &shared::storage::images::ImageRow) -> Option<ImageMessage> {
     })
 }
 
+/// One step of a run that failed: the run goes on, and its report counts the error.
+fn failed(step: &str, error: &TagError) {
+    log::emit(
+        Level::Error,
+        log_event::RECONCILE_ERROR,
+        &serde_json::json!({ "step": step, "error": error.to_string() }),
+    );
+}
+
 async fn log_usage(env: &Env) {
-    match PacerClient::open(env) {
-        Ok(pacer) => match pacer.usage().await {
-            Ok(usage) => log::emit(
-                &serde_json::json!({ "event": shared::wire::log_event::AI_USAGE, "usage": usage }),
-                false,
-            ),
-            Err(e) => worker::console_warn!("reconciler: AI usage unavailable: {e}"),
-        },
-        Err(e) => worker::console_warn!("reconciler: AI pacer binding: {e}"),
+    let usage = match PacerClient::open(env) {
+        Ok(pacer) => pacer.usage().await.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("AI pacer binding: {e}")),
+    };
+    match usage {
+        Ok(usage) => log::emit(
+            Level::Info,
+            log_event::AI_USAGE,
+            &serde_json::json!({ "usage": usage }),
+        ),
+        Err(e) => log::problem(Level::Warn, log_event::PACER_UNAVAILABLE, &e),
     }
 }

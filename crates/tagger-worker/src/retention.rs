@@ -6,17 +6,18 @@
 //! before the rows went). A backlog drains at [`BATCH`] images a run; each run logs one
 //! `tagger.retention` line.
 
+use edge::d1::{n, Db};
+use edge::log::{self, Level};
+use edge::OrStorage;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use shared::storage::manage::{id_list, ObjectRow, DELETE_IMAGES, SELECT_EXPIRED};
 use shared::wire::config::binding;
 use shared::wire::keys::record_key;
+use shared::wire::log_event;
 use shared::{ImageId, TagError};
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, KvStore};
-
-use crate::log;
-use crate::store::OrStorage;
 
 /// Most images one run deletes: each costs a KV delete and a KV read (subrequests), on top
 /// of one D1 select, one R2 bulk delete and one D1 batch.
@@ -28,7 +29,6 @@ const DAY_MS: u64 = 86_400_000;
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Report {
-    event: &'static str,
     retention_days: u32,
     /// Images uploaded before this were due.
     cutoff: String,
@@ -45,7 +45,6 @@ struct Report {
 pub async fn run(env: &Env, now: u64, days: u32) {
     let cutoff = now.saturating_sub(u64::from(days).saturating_mul(DAY_MS));
     let mut report = Report {
-        event: shared::wire::log_event::RETENTION,
         retention_days: days,
         cutoff: shared::wire::time::format_ms(cutoff),
         deleted: 0,
@@ -54,22 +53,17 @@ pub async fn run(env: &Env, now: u64, days: u32) {
         errors: 0,
     };
     if let Err(e) = expire(env, cutoff, &mut report).await {
-        worker::console_error!("retention: {e}");
+        log::problem(Level::Error, log_event::RETENTION_ERROR, &e.to_string());
         report.errors += 1;
     }
-    log::emit(&report, report.errors > 0);
+    let level = Level::error_if(report.errors > 0);
+    log::emit(level, log_event::RETENTION, &report);
 }
 
 async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagError> {
-    let db = env.d1(binding::DB).or_storage("DB binding")?;
-    let rows = db
-        .prepare(SELECT_EXPIRED)
-        .bind(&[JsValue::from_f64(cutoff as f64), JsValue::from(BATCH)])
-        .or_storage("D1 bind")?
-        .all()
-        .await
-        .and_then(|r| r.results::<ObjectRow>())
-        .or_storage("D1 select expired")?;
+    let db = Db::<TagError>::open(env)?;
+    let params = [n(cutoff), JsValue::from(BATCH)];
+    let rows: Vec<ObjectRow> = db.all("D1 select expired", SELECT_EXPIRED, &params).await?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -88,7 +82,7 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
         match result {
             Ok(_) => report.records_deleted += 1,
             Err(e) => {
-                worker::console_error!("retention: {e}");
+                log::problem(Level::Error, log_event::RETENTION_ERROR, &e.to_string());
                 report.errors += 1;
                 failed.insert(row.id.as_str());
             }
@@ -111,10 +105,9 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
     let list = JsValue::from_str(&id_list(&ids));
     let batch = DELETE_IMAGES
         .iter()
-        .map(|sql| db.prepare(*sql).bind(std::slice::from_ref(&list)))
-        .collect::<Result<Vec<_>, _>>()
-        .or_storage("D1 bind")?;
-    db.batch(batch).await.or_storage("D1 delete expired")?;
+        .map(|sql| db.statement(sql, std::slice::from_ref(&list)))
+        .collect::<Result<Vec<_>, _>>()?;
+    db.batch("D1 delete expired", batch).await?;
     report.deleted = expiring.len() as u32;
     // Records again, where one appeared since: a delivery that published while the rows were
     // still there (its re-check of D1 came first). Reads, and a delete only if needed.
@@ -123,7 +116,7 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
             Ok(true) => report.records_deleted += 1,
             Ok(false) => {}
             Err(e) => {
-                worker::console_error!("retention: {e}");
+                log::problem(Level::Error, log_event::RETENTION_ERROR, &e.to_string());
                 report.errors += 1;
             }
         }

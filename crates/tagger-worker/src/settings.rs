@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use edge::vars::EnvVars;
 use shared::tagging::pacer::PacerConfig;
 use shared::tagging::retry::{Backoff, Policy};
 use shared::webhook::retry::RetryPolicy;
@@ -71,14 +72,10 @@ impl WebhookKeys {
     }
 }
 
-thread_local! {
-    static SETTINGS: std::cell::OnceCell<Rc<Settings>> = const { std::cell::OnceCell::new() };
-}
-
 impl Settings {
     /// The settings of this isolate (vars never change within one).
     pub fn get(env: &Env) -> Rc<Settings> {
-        SETTINGS.with(|cell| cell.get_or_init(|| Rc::new(Self::read(env))).clone())
+        edge::vars::per_isolate(|| Self::read(env))
     }
 
     fn read(env: &Env) -> Self {
@@ -112,14 +109,5 @@ impl Settings {
             },
             webhook_keys: WebhookKeys::read(&vars),
         }
-    }
-}
-
-/// The worker's vars and secrets.
-pub struct EnvVars<'a>(pub &'a Env);
-
-impl Vars for EnvVars<'_> {
-    fn raw(&self, name: &str) -> Option<String> {
-        self.0.var(name).ok().map(|v| v.to_string())
     }
 }

@@ -2,6 +2,8 @@
 //! images, and kept poison messages). Every statement comes from [`shared::storage::images`]; every
 //! failure is a retryable [`TagError::Storage`].
 
+use edge::d1::{n, s, Db};
+pub use edge::OrStorage;
 use serde::Serialize;
 use shared::storage::images::{self, ImageRow, View};
 use shared::storage::outbox;
@@ -12,18 +14,7 @@ use shared::wire::keys::{poison_key, record_key};
 use shared::wire::record::{NotificationView, PoisonRecord, TagRecord};
 use shared::{ImageId, Status, TagError};
 use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, Env, KvStore};
-
-/// Maps platform errors to [`TagError::Storage`], saying what failed.
-pub trait OrStorage<T> {
-    fn or_storage(self, what: &str) -> Result<T, TagError>;
-}
-
-impl<T, E: std::fmt::Display> OrStorage<T> for Result<T, E> {
-    fn or_storage(self, what: &str) -> Result<T, TagError> {
-        self.map_err(|e| TagError::Storage(format!("{what}: {e}")))
-    }
-}
+use worker::{D1PreparedStatement, Env, KvStore};
 
 /// How long a poison message is kept in KV: 30 days.
 const POISON_TTL_SECONDS: u64 = 30 * 24 * 60 * 60;
@@ -42,23 +33,15 @@ pub enum Claim {
 
 /// D1 and KV.
 pub struct Store {
-    db: D1Database,
+    db: Db<TagError>,
     kv: KvStore,
-}
-
-fn n(value: u64) -> JsValue {
-    JsValue::from_f64(value as f64)
-}
-
-fn s(value: &str) -> JsValue {
-    JsValue::from_str(value)
 }
 
 impl Store {
     /// Opens the bindings.
     pub fn open(env: &Env) -> Result<Self, TagError> {
         Ok(Self {
-            db: env.d1(binding::DB).or_storage("DB binding")?,
+            db: Db::open(env)?,
             kv: env
                 .kv(binding::RESULTS_KV)
                 .or_storage("RESULTS_KV binding")?,
@@ -66,25 +49,22 @@ impl Store {
     }
 
     fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, TagError> {
-        self.db.prepare(sql).bind(params).or_storage("D1 bind")
+        self.db.statement(sql, params)
     }
 
     /// An image's row.
     pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, TagError> {
-        self.statement(images::SELECT_IMAGE, &[s(&id.to_string())])?
-            .first::<ImageRow>(None)
+        let id = [s(&id.to_string())];
+        self.db
+            .first("D1 select image", images::SELECT_IMAGE, &id)
             .await
-            .or_storage("D1 select image")
     }
 
     /// Takes the image's lease for this delivery, or says why not.
     pub async fn claim(&self, id: &ImageId, now: u64, lease_ms: u64) -> Result<Claim, TagError> {
         let lease_until = now + lease_ms;
-        let claimed = self
-            .statement(images::CLAIM, &[s(&id.to_string()), n(now), n(lease_until)])?
-            .first::<ImageRow>(None)
-            .await
-            .or_storage("D1 claim")?;
+        let params = [s(&id.to_string()), n(now), n(lease_until)];
+        let claimed = self.db.first("D1 claim", images::CLAIM, &params).await?;
         if let Some(row) = claimed {
             return Ok(Claim::Claimed { row, lease_until });
         }
@@ -134,7 +114,7 @@ impl Store {
         let changes = |r: &worker::D1Result| r.meta().ok().flatten().and_then(|m| m.changes);
         let mut batch = statements;
         batch.push(self.statement(images::SELECT_IMAGE, &[s(&id.to_string())])?);
-        let results = self.db.batch(batch).await.or_storage("D1 batch")?;
+        let results = self.db.batch("D1 batch", batch).await?;
         let changed = results.first().and_then(changes).unwrap_or(0);
         if changed == 0 {
             return Ok(None);
@@ -219,14 +199,8 @@ impl Store {
         lease_until: Option<u64>,
     ) -> Result<(), TagError> {
         let lease = lease_until.map_or(JsValue::NULL, n);
-        self.statement(
-            images::DEFER,
-            &[s(&id.to_string()), n(due_at), n(now), lease],
-        )?
-        .run()
-        .await
-        .or_storage("D1 defer")
-        .map(|_| ())
+        let params = [s(&id.to_string()), n(due_at), n(now), lease];
+        self.db.run("D1 defer", images::DEFER, &params).await
     }
 
     /// Queued images overdue since before `cutoff`, oldest first.
@@ -236,23 +210,16 @@ impl Store {
         cutoff: u64,
         limit: u32,
     ) -> Result<Vec<ImageRow>, TagError> {
-        self.statement(
-            images::SELECT_OVERDUE,
-            &[n(now), n(cutoff), n(u64::from(limit))],
-        )?
-        .all()
-        .await
-        .and_then(|r| r.results::<ImageRow>())
-        .or_storage("D1 select overdue")
+        let params = [n(now), n(cutoff), n(u64::from(limit))];
+        self.db
+            .all("D1 select overdue", images::SELECT_OVERDUE, &params)
+            .await
     }
 
     /// Notes that an overdue image was enqueued again.
     pub async fn requeued(&self, id: &str, now: u64) -> Result<(), TagError> {
-        self.statement(images::REQUEUED, &[s(id), n(now)])?
-            .run()
-            .await
-            .or_storage("D1 requeued")
-            .map(|_| ())
+        let params = [s(id), n(now)];
+        self.db.run("D1 requeued", images::REQUEUED, &params).await
     }
 
     /// Writes a finished image's record to KV, the fast read path. If the image was deleted
@@ -260,11 +227,9 @@ impl Store {
     pub async fn publish(&self, record: &TagRecord) -> Result<(), TagError> {
         let key = record_key(&record.image_id);
         put_json(&self.kv, &key, record, None).await?;
-        let present = self
-            .statement(images::EXISTS, &[s(&record.image_id.to_string())])?
-            .first::<serde_json::Value>(None)
-            .await
-            .or_storage("D1 exists")?;
+        let id = [s(&record.image_id.to_string())];
+        let present: Option<serde_json::Value> =
+            self.db.first("D1 exists", images::EXISTS, &id).await?;
         if present.is_none() {
             self.kv.delete(&key).await.or_storage("KV delete")?;
         }
@@ -291,13 +256,7 @@ impl Store {
 
     /// The record KV holds for an image, if any.
     pub async fn published(&self, id: &ImageId) -> Result<Option<TagRecord>, TagError> {
-        let text = self
-            .kv
-            .get(&record_key(id))
-            .text()
-            .await
-            .or_storage("KV get")?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        edge::kv::published(&self.kv, id).await
     }
 
     /// Keeps a message that cannot be acted on, so that it is never lost in silence.

@@ -104,9 +104,6 @@ extern "C" {
     #[wasm_bindgen(method, getter)]
     fn digest(this: &DigestStream) -> Promise;
 
-    #[wasm_bindgen(catch, js_namespace = ["crypto", "subtle"], js_name = digest)]
-    fn subtle_digest(algorithm: &str, data: &ArrayBuffer) -> Result<Promise, JsValue>;
-
     /// A `ReadableStreamBYOBReader`, with workerd's `readAtLeast`.
     #[wasm_bindgen(extends = js_sys::Object)]
     type ByobReader;
@@ -187,18 +184,8 @@ impl Digest {
             .map_err(|_| ApiError::IncompleteBody)?
             .dyn_into()
             .map_err(|_| ApiError::Internal("digest is not an ArrayBuffer".into()))?;
-        Ok(hex(&Uint8Array::new(&buffer).to_vec()))
+        Ok(edge::crypto::hex(&Uint8Array::new(&buffer).to_vec()))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    out
 }
 
 fn digest_stream() -> Result<DigestStream, ApiError> {
@@ -292,7 +279,7 @@ async fn buffered(
     let digest = match info.digest {
         // Reads the bytes now, before the put takes the buffer.
         true => Some(Digest(
-            subtle_digest("SHA-256", &buffer).map_err(js_error("digest"))?,
+            edge::crypto::start_sha256(&buffer).map_err(ApiError::Internal)?,
         )),
         false => None,
     };

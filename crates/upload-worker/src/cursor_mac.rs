@@ -5,60 +5,24 @@ use std::cell::RefCell;
 
 use shared::api::search::{CursorKey, KEY_LABEL, PUBLIC_KEY};
 use shared::api::ApiError;
-use worker::js_sys::{Array, ArrayBuffer, Object, Promise, Reflect, Uint8Array};
-use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::JsValue;
-use worker::wasm_bindgen_futures::JsFuture;
 
 use crate::settings::Settings;
-
-#[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen, js_sys = ::worker::js_sys)]
-extern "C" {
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = importKey, catch)]
-    fn import_key(
-        format: &str,
-        key: &JsValue,
-        algorithm: &JsValue,
-        extractable: bool,
-        usages: &JsValue,
-    ) -> Result<Promise, JsValue>;
-
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = sign, catch)]
-    fn sign(algorithm: &str, key: &JsValue, data: &JsValue) -> Result<Promise, JsValue>;
-}
 
 thread_local! {
     static KEY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
 }
 
-fn failed(what: &'static str) -> impl Fn(JsValue) -> ApiError {
-    move |e| ApiError::Internal(format!("crypto.subtle.{what}: {e:?}"))
-}
-
 async fn hmac_key(raw: &[u8]) -> Result<JsValue, ApiError> {
-    let algorithm = Object::new();
-    let set = |k: &str, v: &str| Reflect::set(&algorithm, &k.into(), &v.into());
-    set("name", "HMAC").map_err(failed("importKey"))?;
-    set("hash", "SHA-256").map_err(failed("importKey"))?;
-    let usages = Array::of1(&"sign".into());
-    let promise = import_key(
-        "raw",
-        &Uint8Array::from(raw).into(),
-        &algorithm.into(),
-        false,
-        &usages.into(),
-    )
-    .map_err(failed("importKey"))?;
-    JsFuture::from(promise).await.map_err(failed("importKey"))
+    edge::crypto::hmac_key(raw)
+        .await
+        .map_err(ApiError::Internal)
 }
 
 async fn hmac(key: &JsValue, data: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let promise = sign("HMAC", key, &Uint8Array::from(data).into()).map_err(failed("sign"))?;
-    let mac: ArrayBuffer = JsFuture::from(promise)
+    edge::crypto::hmac(key, data)
         .await
-        .map_err(failed("sign"))?
-        .into();
-    Ok(Uint8Array::new(&mac).to_vec())
+        .map_err(ApiError::Internal)
 }
 
 /// The cursor key of this isolate's settings.

@@ -14,11 +14,15 @@ use shared::wire::record::{status_url, TagRecord, TagsView};
 use shared::{ImageId, ImageMessage, Status};
 use worker::{Context, Env, Headers, MessageBuilder, QueueContentType, Request, Response};
 
+use edge::log::{self, Level};
+use edge::now_ms;
+use shared::wire::log_event;
+
 use crate::body::{self, BodyInfo};
 use crate::detach::detach;
 use crate::http;
-use crate::log;
 use crate::manage;
+use crate::problem;
 use crate::r2;
 use crate::settings::{check_callback, Settings};
 use crate::store::{OrUnavailable, Reservation, Store};
@@ -36,10 +40,6 @@ pub async fn handle(req: Request, env: Env, ctx: Context) -> Response {
 
 fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
-}
-
-fn now_ms() -> u64 {
-    worker::js_sys::Date::now() as u64
 }
 
 async fn route(
@@ -158,8 +158,9 @@ async fn upload(
     );
     work.await?;
     log::emit(
-        &serde_json::json!({ "event": shared::wire::log_event::UPLOAD_ACCEPTED, "imageId": id }),
-        false,
+        Level::Info,
+        log_event::UPLOAD_ACCEPTED,
+        &serde_json::json!({ "imageId": id }),
     );
     Ok(accepted(202, id))
 }
@@ -174,7 +175,7 @@ fn callback_url(req: &Request, settings: &Settings) -> Result<Option<String>, Ap
             None => return Ok(None),
             Some(Ok(url)) => url.clone(),
             Some(Err(e)) => {
-                log::error(
+                problem::error(
                     "invalid_webhook_url",
                     &format!("WEBHOOK_URL is ignored: {e}"),
                 );
@@ -231,7 +232,7 @@ async fn ingest(
     // A form's or a chunked body's size is only known now.
     if stored.size != size_hint {
         if let Err(e) = store.set_size(&id, stored.size).await {
-            log::warn("size_not_recorded", &e.to_string());
+            problem::warn("size_not_recorded", &e.to_string());
         }
     }
     let message = ImageMessage {
@@ -253,7 +254,7 @@ async fn ingest(
         if let Some(digest) = &stored.sha256 {
             if let Err(e) = store.complete_key(scope, key, &id, digest).await {
                 // The image is safely queued; the key stays pending and is taken over later.
-                log::warn("idempotency_key_not_completed", &e.to_string());
+                problem::warn("idempotency_key_not_completed", &e.to_string());
             }
         }
     }
@@ -302,7 +303,7 @@ async fn with_notification(env: &Env, id: ImageId, mut record: TagRecord) -> Tag
     match live {
         Ok(Some(row)) => record.notification = Some(Box::new(row.view())),
         Ok(None) => {}
-        Err(e) => log::warn("notification_unavailable", &e.to_string()),
+        Err(e) => problem::warn("notification_unavailable", &e.to_string()),
     }
     record
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use shared::api::{cors_origin, ApiError};
 use worker::{Headers, Response};
 
-use crate::log;
+use crate::problem;
 use crate::settings::Settings;
 
 /// The Content-Security-Policy of the demo page: nothing from elsewhere, no framing.
@@ -31,8 +31,8 @@ pub fn json<T: Serialize>(status: u16, value: &T, headers: Headers) -> Response 
 /// The response for an error. Internal detail is logged here, and never sent.
 pub fn error(err: &ApiError) -> Response {
     match err {
-        ApiError::Internal(detail) => log::error("internal_error", detail),
-        ApiError::Unavailable(detail) => log::warn("unavailable", detail),
+        ApiError::Internal(detail) => problem::error("internal_error", detail),
+        ApiError::Unavailable(detail) => problem::warn("unavailable", detail),
         _ => {}
     }
     let headers = Headers::new();

@@ -2,6 +2,9 @@
 //! `GET /images/{id}/content` and `DELETE /images/{id}`. Parsing, cursors, headers and SQL
 //! come from [`shared::api::search`], [`shared::api::download`] and [`shared::storage::manage`].
 
+use edge::d1::Db;
+use edge::log::{self, Level};
+use edge::OrUnavailable;
 use shared::api::download::{self, Part};
 use shared::api::search::{
     encode_cursor, signing_input, Position, SearchPage, SearchQuery, TagCloud, TagCount, TagsQuery,
@@ -11,15 +14,14 @@ use shared::api::ApiError;
 use shared::storage::manage::{self as sql, ObjectRow, Param, SearchRow, Statement};
 use shared::wire::config::binding;
 use shared::wire::keys::record_key;
+use shared::wire::log_event;
 use shared::ImageId;
 use worker::wasm_bindgen::JsValue;
-use worker::{Bucket, D1Database, D1PreparedStatement, Env, Headers, Request, Response};
+use worker::{Bucket, Env, Headers, Request, Response};
 
 use crate::cursor_mac;
 use crate::http;
-use crate::log;
 use crate::settings::Settings;
-use crate::store::OrUnavailable;
 
 /// The raw query string of a request, without `?`.
 fn raw_query(req: &Request) -> String {
@@ -32,8 +34,9 @@ fn header(req: &Request, name: &str) -> Option<String> {
     req.headers().get(name).ok().flatten()
 }
 
-fn d1(env: &Env) -> Result<D1Database, ApiError> {
+fn d1(env: &Env) -> Result<Db<ApiError>, ApiError> {
     env.d1(binding::DB)
+        .map(Db::new)
         .map_err(|e| ApiError::Internal(format!("DB binding: {e}")))
 }
 
@@ -49,13 +52,8 @@ fn js(param: &Param) -> JsValue {
     }
 }
 
-fn prepare(db: &D1Database, st: &Statement) -> Result<D1PreparedStatement, ApiError> {
-    let params: Vec<JsValue> = st.params.iter().map(js).collect();
-    db.prepare(&st.sql).bind(&params).or_unavailable("D1 bind")
-}
-
-fn one(sql: &str, param: JsValue, db: &D1Database) -> Result<D1PreparedStatement, ApiError> {
-    db.prepare(sql).bind(&[param]).or_unavailable("D1 bind")
+fn params(st: &Statement) -> Vec<JsValue> {
+    st.params.iter().map(js).collect()
 }
 
 /// A new cursor at `position` for `query`'s filters.
@@ -79,11 +77,8 @@ pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Res
         None => None,
     };
     let db = d1(env)?;
-    let rows = prepare(&db, &sql::search(&query, after))?
-        .all()
-        .await
-        .and_then(|r| r.results::<SearchRow>())
-        .or_unavailable("D1 search")?;
+    let search = sql::search(&query, after);
+    let rows: Vec<SearchRow> = db.all("D1 search", &search.sql, &params(&search)).await?;
     let (images, next) = sql::page(rows, query.limit);
     let next_cursor = match next {
         Some(position) => Some(cursor(settings, &position, &query).await?),
@@ -100,19 +95,15 @@ pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Res
 pub async fn tags(req: &Request, env: &Env) -> Result<Response, ApiError> {
     let query = TagsQuery::parse(&raw_query(req))?;
     let db = d1(env)?;
-    let tags = one(sql::TAG_CLOUD, JsValue::from(query.limit), &db)?
-        .all()
-        .await
-        .and_then(|r| r.results::<TagCount>())
-        .or_unavailable("D1 tag cloud")?;
+    let limit = [JsValue::from(query.limit)];
+    let tags: Vec<TagCount> = db.all("D1 tag cloud", sql::TAG_CLOUD, &limit).await?;
     Ok(http::json(200, &TagCloud { tags }, Headers::new()))
 }
 
-async fn object_row(db: &D1Database, id: &ImageId) -> Result<Option<ObjectRow>, ApiError> {
-    one(sql::SELECT_CONTENT, JsValue::from_str(&id.to_string()), db)?
-        .first::<ObjectRow>(None)
+async fn object_row(db: &Db<ApiError>, id: &ImageId) -> Result<Option<ObjectRow>, ApiError> {
+    let id = [JsValue::from_str(&id.to_string())];
+    db.first("D1 select content", sql::SELECT_CONTENT, &id)
         .await
-        .or_unavailable("D1 select content")
 }
 
 fn with_headers(status: u16, pairs: &[(&'static str, String)]) -> worker::ResponseBuilder {
@@ -226,13 +217,14 @@ pub async fn delete(env: Env, id: ImageId) -> Result<Response, ApiError> {
     let ids = JsValue::from_str(&sql::id_list(&[id.to_string()]));
     let batch = sql::DELETE_IMAGES
         .iter()
-        .map(|s| one(s, ids.clone(), &db))
+        .map(|s| db.statement(s, std::slice::from_ref(&ids)))
         .collect::<Result<Vec<_>, _>>()?;
-    db.batch(batch).await.or_unavailable("D1 delete")?;
+    db.batch("D1 delete", batch).await?;
     kv.delete(&key).await.or_unavailable("KV delete")?;
     log::emit(
-        &serde_json::json!({ "event": shared::wire::log_event::UPLOAD_DELETED, "imageId": id }),
-        false,
+        Level::Info,
+        log_event::UPLOAD_DELETED,
+        &serde_json::json!({ "imageId": id }),
     );
     Ok(Response::builder().with_status(204).empty())
 }

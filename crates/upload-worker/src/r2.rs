@@ -20,7 +20,10 @@ use worker::web_sys::ReadableStream;
 use worker::worker_sys::{FixedLengthStream, R2Bucket, R2MultipartUpload};
 use worker::Bucket;
 
+use edge::js_text;
+
 use crate::body::{Bytes, Rest, Upload};
+use crate::problem;
 
 /// Size of every part of a multipart upload but the last, and the largest file put in one
 /// piece when its length is not known up front. R2's smallest allowed part is 5 MiB.
@@ -102,7 +105,8 @@ async fn delete_raw(bucket: &R2Bucket, key: &str) {
         Err(e) => Err(e),
     };
     if let Err(e) = deleted {
-        worker::console_warn!("R2 delete {key} after a failed upload: {e:?}");
+        let detail = format!("R2 delete {key} after a failed upload: {}", js_text(&e));
+        problem::warn("r2_cleanup_failed", &detail);
     }
 }
 
@@ -308,7 +312,12 @@ impl PartSink<'_> {
             Err(e) => Err(e),
         };
         if let Err(e) = aborted {
-            worker::console_warn!("R2 abort of the multipart upload of {}: {e:?}", self.key);
+            let detail = format!(
+                "R2 abort of the multipart upload of {}: {}",
+                self.key,
+                js_text(&e)
+            );
+            problem::warn("r2_cleanup_failed", &detail);
         }
     }
 }

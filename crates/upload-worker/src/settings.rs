@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use edge::vars::EnvVars;
 use shared::webhook::url::{CallbackPolicy, CallbackUrl, UrlError};
 use shared::wire::config::{self, Vars};
 use worker::Env;
@@ -22,14 +23,10 @@ pub struct Settings {
     pub cursor_secret: Option<String>,
 }
 
-thread_local! {
-    static SETTINGS: std::cell::OnceCell<Rc<Settings>> = const { std::cell::OnceCell::new() };
-}
-
 impl Settings {
     /// The settings of this isolate (vars and secrets never change within one).
     pub fn get(env: &Env) -> Rc<Settings> {
-        SETTINGS.with(|cell| cell.get_or_init(|| Rc::new(Self::read(env))).clone())
+        edge::vars::per_isolate(|| Self::read(env))
     }
 
     fn read(env: &Env) -> Self {
@@ -64,14 +61,5 @@ pub fn check_callback(raw: &str, policy: &CallbackPolicy) -> Result<CallbackUrl,
     match web_sys::Url::new(url.as_str()) {
         Ok(parsed) if parsed.hostname() == url.host() => Ok(url),
         _ => Err(UrlError::Malformed("the host is not a valid domain name")),
-    }
-}
-
-/// The worker's vars and secrets.
-struct EnvVars<'a>(&'a Env);
-
-impl Vars for EnvVars<'_> {
-    fn raw(&self, name: &str) -> Option<String> {
-        self.0.var(name).ok().map(|v| v.to_string())
     }
 }

@@ -1,33 +1,15 @@
 //! The upload worker's records: D1 (the system of record, and Idempotency-Key reservations)
 //! and KV (the fast read path of finished images). Statements come from [`shared::storage::images`].
 
+use edge::d1::{n, s, Db};
+pub use edge::OrUnavailable;
 use shared::api::ApiError;
 use shared::storage::images::{self, ImageRow};
 use shared::wire::config::binding;
-use shared::wire::keys::record_key;
 use shared::wire::record::TagRecord;
 use shared::ImageId;
 use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, Env, KvStore};
-
-/// Maps platform errors to a `503` (a dependency failed; the client may retry).
-pub trait OrUnavailable<T> {
-    fn or_unavailable(self, what: &str) -> Result<T, ApiError>;
-}
-
-impl<T, E: std::fmt::Display> OrUnavailable<T> for Result<T, E> {
-    fn or_unavailable(self, what: &str) -> Result<T, ApiError> {
-        self.map_err(|e| ApiError::Unavailable(format!("{what}: {e}")))
-    }
-}
-
-fn n(value: u64) -> JsValue {
-    JsValue::from_f64(value as f64)
-}
-
-fn s(value: &str) -> JsValue {
-    JsValue::from_str(value)
-}
+use worker::{Env, KvStore};
 
 /// What an `Idempotency-Key` reservation found.
 pub enum Reservation {
@@ -44,7 +26,7 @@ pub enum Reservation {
 
 /// D1 and KV.
 pub struct Store {
-    db: D1Database,
+    db: Db<ApiError>,
     kv: KvStore,
 }
 
@@ -59,21 +41,13 @@ impl Store {
     pub fn open(env: &Env) -> Result<Self, ApiError> {
         let internal = |e: worker::Error| ApiError::Internal(format!("binding: {e}"));
         Ok(Self {
-            db: env.d1(binding::DB).map_err(internal)?,
+            db: Db::new(env.d1(binding::DB).map_err(internal)?),
             kv: env.kv(binding::RESULTS_KV).map_err(internal)?,
         })
     }
 
-    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, ApiError> {
-        self.db.prepare(sql).bind(params).or_unavailable("D1 bind")
-    }
-
     async fn run(&self, what: &str, sql: &str, params: &[JsValue]) -> Result<(), ApiError> {
-        self.statement(sql, params)?
-            .run()
-            .await
-            .or_unavailable(what)
-            .map(|_| ())
+        self.db.run(what, sql, params).await
     }
 
     /// Records a new image as queued, before its bytes are stored, with its callback URL.
@@ -92,13 +66,12 @@ impl Store {
             return self.run("D1 insert", images::INSERT_QUEUED, &params).await;
         };
         // One batch, one transaction: the image never exists without its callback.
-        let insert = self.statement(images::INSERT_QUEUED, &params)?;
-        let set = self.statement(shared::storage::outbox::SET_CALLBACK, &[s(&key), s(url)])?;
+        let insert = self.db.statement(images::INSERT_QUEUED, &params)?;
+        let set = (self.db).statement(shared::storage::outbox::SET_CALLBACK, &[s(&key), s(url)])?;
         self.db
-            .batch(vec![insert, set])
+            .batch("D1 insert", vec![insert, set])
             .await
-            .or_unavailable("D1 insert")
-            .map(|_| ())
+            .map(drop)
     }
 
     /// Sets the size of an image whose length was only known once stored.
@@ -123,10 +96,8 @@ impl Store {
 
     /// An image's row.
     pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, ApiError> {
-        self.statement(images::SELECT_IMAGE, &[s(&id.to_string())])?
-            .first::<ImageRow>(None)
-            .await
-            .or_unavailable("D1 select")
+        let id = [s(&id.to_string())];
+        self.db.first("D1 select", images::SELECT_IMAGE, &id).await
     }
 
     /// The delivery record of an image's latest webhook event, if any.
@@ -134,24 +105,14 @@ impl Store {
         &self,
         id: &ImageId,
     ) -> Result<Option<shared::storage::outbox::NotificationRow>, ApiError> {
-        self.statement(
-            shared::storage::outbox::SELECT_LATEST,
-            &[s(&id.to_string())],
-        )?
-        .first::<shared::storage::outbox::NotificationRow>(None)
-        .await
-        .or_unavailable("D1 select notification")
+        let id = [s(&id.to_string())];
+        let sql = shared::storage::outbox::SELECT_LATEST;
+        self.db.first("D1 select notification", sql, &id).await
     }
 
     /// The finished record KV holds for an image, if any.
     pub async fn published(&self, id: &ImageId) -> Result<Option<TagRecord>, ApiError> {
-        let text = self
-            .kv
-            .get(&record_key(id))
-            .text()
-            .await
-            .or_unavailable("KV get")?;
-        Ok(text.and_then(|t| serde_json::from_str::<TagRecord>(&t).ok()))
+        edge::kv::published(&self.kv, id).await
     }
 
     /// Reserves `key` in `scope` for `image_id`, race-safely, or says who holds it.
@@ -166,7 +127,7 @@ impl Store {
         let stale = now.saturating_sub(STALE_PENDING_MS);
         let id = image_id.to_string();
         let params = [s(scope), s(key), s(&id), n(now), n(expires), n(stale)];
-        let reserved = self
+        let reserved = (self.db)
             .statement(images::RESERVE_KEY, &params)?
             .first::<String>(Some("image_id"))
             .await
@@ -174,11 +135,11 @@ impl Store {
         if reserved.as_deref() == Some(id.as_str()) {
             return Ok(Reservation::New);
         }
-        let row = self
-            .statement(images::SELECT_KEY, &[s(scope), s(key)])?
-            .first::<KeyRow>(None)
-            .await
-            .or_unavailable("D1 select key")?;
+        let params = [s(scope), s(key)];
+        let row: Option<KeyRow> = self
+            .db
+            .first("D1 select key", images::SELECT_KEY, &params)
+            .await?;
         Ok(match row {
             Some(KeyRow {
                 image_id,

@@ -118,6 +118,13 @@ fn contract() -> Value {
             "reconcileNotification": event::RECONCILE_NOTIFICATION,
             "aiUsage": event::AI_USAGE,
             "uploadProblem": event::UPLOAD_PROBLEM,
+            "misconfigured": event::MISCONFIGURED,
+            "pacerUnavailable": event::PACER_UNAVAILABLE,
+            "deferNotRecorded": event::DEFER_NOT_RECORDED,
+            "resendFailed": event::RESEND_FAILED,
+            "notifyEnqueueFailed": event::NOTIFY_ENQUEUE_FAILED,
+            "reconcileError": event::RECONCILE_ERROR,
+            "retentionError": event::RETENTION_ERROR,
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,

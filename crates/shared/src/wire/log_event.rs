@@ -20,3 +20,21 @@ pub const AI_USAGE: &str = "tagger.ai_usage";
 pub const UPLOAD_PROBLEM: &str = "upload.problem";
 /// The tagger: what became of one message of `notification-queue`.
 pub const NOTIFY: &str = "tagger.notify";
+/// The tagger cannot work (a binding missing, a queue it has no handler for): its batch is
+/// retried. Level `error`.
+pub const MISCONFIGURED: &str = "tagger.misconfigured";
+/// The AI pacer (Durable Object) did not answer: AI calls go out unpaced, or the hourly
+/// usage line is skipped. Level `warn`.
+pub const PACER_UNAVAILABLE: &str = "tagger.pacer_unavailable";
+/// The tagger could not record an image's next attempt in D1 (the reconciler's cutoff
+/// covers it). Level `warn`.
+pub const DEFER_NOT_RECORDED: &str = "tagger.defer_not_recorded";
+/// A long wait's message could not be sent again: it is retried instead. Level `warn`.
+pub const RESEND_FAILED: &str = "tagger.resend_failed";
+/// A webhook's delivery could not be enqueued after its transition: the reconciler will.
+/// Level `warn`.
+pub const NOTIFY_ENQUEUE_FAILED: &str = "tagger.notify_enqueue_failed";
+/// One step of the reconciler failed; the run goes on. Level `error`.
+pub const RECONCILE_ERROR: &str = "tagger.reconcile.error";
+/// Retention could not delete something; the next run tries again. Level `error`.
+pub const RETENTION_ERROR: &str = "tagger.retention.error";

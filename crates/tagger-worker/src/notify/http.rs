@@ -4,8 +4,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use edge::crypto::{hmac, hmac_key};
+use edge::js_text;
 use shared::webhook::retry::{parse_retry_after, MAX_RESPONSE_BYTES, TIMEOUT_MS};
-use worker::js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use worker::js_sys::{Object, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
@@ -13,18 +15,6 @@ use worker::web_sys::{ReadableStreamDefaultReader, Response};
 
 #[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen, js_sys = ::worker::js_sys)]
 extern "C" {
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = importKey, catch)]
-    fn import_key(
-        format: &str,
-        key: &Uint8Array,
-        algorithm: &Object,
-        extractable: bool,
-        usages: &Array,
-    ) -> Result<Promise, JsValue>;
-
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = sign, catch)]
-    fn subtle_sign(algorithm: &str, key: &JsValue, data: &Uint8Array) -> Result<Promise, JsValue>;
-
     #[wasm_bindgen(js_name = fetch, catch)]
     fn js_fetch(url: &str, init: &Object) -> Result<Promise, JsValue>;
 
@@ -37,16 +27,6 @@ thread_local! {
     static KEYS: RefCell<Option<Rc<Vec<JsValue>>>> = const { RefCell::new(None) };
 }
 
-fn js_text(e: &JsValue) -> String {
-    e.as_string()
-        .or_else(|| {
-            Reflect::get(e, &"message".into())
-                .ok()
-                .and_then(|m| m.as_string())
-        })
-        .unwrap_or_else(|| format!("{e:?}"))
-}
-
 fn set(object: &Object, key: &str, value: &JsValue) {
     let _ = Reflect::set(object, &key.into(), value);
 }
@@ -56,22 +36,9 @@ async fn keys(secrets: &[Vec<u8>]) -> Result<Rc<Vec<JsValue>>, String> {
     if let Some(keys) = KEYS.with(|k| k.borrow().clone()) {
         return Ok(keys);
     }
-    let algorithm = Object::new();
-    set(&algorithm, "name", &"HMAC".into());
-    set(&algorithm, "hash", &"SHA-256".into());
-    let usages = Array::of1(&"sign".into());
     let mut keys = Vec::with_capacity(secrets.len());
     for secret in secrets {
-        let failed = |e: JsValue| format!("crypto.subtle.importKey: {}", js_text(&e));
-        let promise = import_key(
-            "raw",
-            &Uint8Array::from(secret.as_slice()),
-            &algorithm,
-            false,
-            &usages,
-        )
-        .map_err(failed)?;
-        keys.push(JsFuture::from(promise).await.map_err(failed)?);
+        keys.push(hmac_key(secret).await?);
     }
     let keys = Rc::new(keys);
     KEYS.with(|k| *k.borrow_mut() = Some(keys.clone()));
@@ -81,13 +48,9 @@ async fn keys(secrets: &[Vec<u8>]) -> Result<Rc<Vec<JsValue>>, String> {
 /// HMAC-SHA256 of `content` with each secret, in order.
 pub async fn sign(secrets: &[Vec<u8>], content: &str) -> Result<Vec<Vec<u8>>, String> {
     let keys = keys(secrets).await?;
-    let data = Uint8Array::from(content.as_bytes());
     let mut macs = Vec::with_capacity(keys.len());
     for key in keys.iter() {
-        let failed = |e: JsValue| format!("crypto.subtle.sign: {}", js_text(&e));
-        let promise = subtle_sign("HMAC", key, &data).map_err(failed)?;
-        let mac = JsFuture::from(promise).await.map_err(failed)?;
-        macs.push(Uint8Array::new(&mac).to_vec());
+        macs.push(hmac(key, content.as_bytes()).await?);
     }
     Ok(macs)
 }

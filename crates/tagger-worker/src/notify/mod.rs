@@ -28,16 +28,13 @@ use shared::TagError;
 use worker::js_sys::Date;
 use worker::{Env, MessageBuilder, QueueContentType};
 
-use crate::log;
 use crate::queue_api::{QueueBatch, QueueMessage};
 use crate::settings::Settings;
 use crate::store::{OrStorage, Store};
+use edge::log::{self, Level};
+use edge::now_ms;
 use http::Sent;
 use outbox::{Claim, Outbox};
-
-fn now_ms() -> u64 {
-    Date::now() as u64
-}
 
 /// Whole seconds from `now` until `at`: at least one, at most the queue's longest delay.
 fn seconds_until(at: u64, now: u64) -> u32 {
@@ -55,8 +52,10 @@ pub async fn enqueue(env: &Env, record: &TagRecord) {
         return;
     };
     if let Err(e) = send(env, event_id.clone()).await {
-        worker::console_warn!(
-            "tagger: could not enqueue webhook {event_id} ({e}); the reconciler will"
+        log::emit(
+            Level::Warn,
+            log_event::NOTIFY_ENQUEUE_FAILED,
+            &serde_json::json!({ "eventId": event_id, "error": e.to_string() }),
         );
     }
 }
@@ -82,13 +81,13 @@ pub async fn requeue_overdue(env: &Env, now: u64, cutoff: u64) -> Result<u32, Ta
         send(env, row.event_id.clone()).await?;
         outbox.requeued(&row.event_id, now).await?;
         log::emit(
+            Level::Info,
+            log_event::RECONCILE_NOTIFICATION,
             &serde_json::json!({
-                "event": shared::wire::log_event::RECONCILE_NOTIFICATION,
                 "eventId": row.event_id,
                 "imageId": row.image_id,
                 "action": "requeued",
             }),
-            false,
         );
         count += 1;
     }
@@ -102,7 +101,7 @@ pub async fn consume(batch: QueueBatch, env: &Env) {
     let (outbox, store) = match (Outbox::open(env), Store::open(env)) {
         (Ok(outbox), Ok(store)) => (outbox, store),
         (Err(e), _) | (_, Err(e)) => {
-            worker::console_error!("tagger misconfigured: {e}");
+            log::problem(Level::Error, log_event::MISCONFIGURED, &e.to_string());
             batch.messages().iter().for_each(|m| m.retry_after(60));
             return;
         }
@@ -127,7 +126,6 @@ struct Ctx<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Line {
-    event: &'static str,
     message_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_id: Option<String>,
@@ -155,7 +153,6 @@ struct Line {
 impl Line {
     fn new(message: &QueueMessage) -> Self {
         Self {
-            event: log_event::NOTIFY,
             message_id: message.id(),
             event_id: None,
             image_id: None,
@@ -174,7 +171,8 @@ impl Line {
     fn emit(mut self, outcome: DeliveryOutcome) {
         self.outcome = outcome;
         self.duration_ms = Date::now() - self.started;
-        log::emit(&self, outcome == DeliveryOutcome::Failed);
+        let level = Level::error_if(outcome == DeliveryOutcome::Failed);
+        log::emit(level, log_event::NOTIFY, &self);
     }
 }
 

@@ -1,15 +1,13 @@
 //! The webhook outbox in D1: every statement comes from [`shared::storage::outbox`]; every failure
 //! is a retryable [`TagError::Storage`].
 
+use edge::d1::{n, s, Db};
 use shared::storage::outbox::{self, NotificationRow};
 use shared::webhook::retry::LEASE_MS;
-use shared::wire::config::binding;
 use shared::wire::record::DeliveryState;
 use shared::TagError;
 use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, Env};
-
-use crate::store::OrStorage;
+use worker::Env;
 
 /// What a claim found.
 pub enum Claim {
@@ -25,58 +23,39 @@ pub enum Claim {
     Gone,
 }
 
-fn n(value: u64) -> JsValue {
-    JsValue::from_f64(value as f64)
-}
-
-fn s(value: &str) -> JsValue {
-    JsValue::from_str(value)
-}
-
 fn opt_status(status: Option<u16>) -> JsValue {
     status.map_or(JsValue::NULL, JsValue::from)
 }
 
 /// The `notifications` table.
 pub struct Outbox {
-    db: D1Database,
+    db: Db<TagError>,
 }
 
 impl Outbox {
     pub fn open(env: &Env) -> Result<Self, TagError> {
-        Ok(Self {
-            db: env.d1(binding::DB).or_storage("DB binding")?,
-        })
-    }
-
-    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, TagError> {
-        self.db.prepare(sql).bind(params).or_storage("D1 bind")
+        Ok(Self { db: Db::open(env)? })
     }
 
     async fn run(&self, what: &str, sql: &str, params: &[JsValue]) -> Result<(), TagError> {
-        self.statement(sql, params)?
-            .run()
-            .await
-            .or_storage(what)
-            .map(|_| ())
+        self.db.run(what, sql, params).await
     }
 
     /// Takes the event for one attempt, or says why not.
     pub async fn claim(&self, event_id: &str, now: u64) -> Result<Claim, TagError> {
         let lease_until = now + LEASE_MS;
-        let claimed = self
-            .statement(outbox::CLAIM_EVENT, &[s(event_id), n(now), n(lease_until)])?
-            .first::<NotificationRow>(None)
-            .await
-            .or_storage("D1 claim event")?;
+        let params = [s(event_id), n(now), n(lease_until)];
+        let claimed: Option<NotificationRow> = self
+            .db
+            .first("D1 claim event", outbox::CLAIM_EVENT, &params)
+            .await?;
         if let Some(row) = claimed {
             return Ok(Claim::Claimed(Box::new(row)));
         }
-        let row = self
-            .statement(outbox::SELECT_EVENT, &[s(event_id)])?
-            .first::<NotificationRow>(None)
-            .await
-            .or_storage("D1 select event")?;
+        let row: Option<NotificationRow> = self
+            .db
+            .first("D1 select event", outbox::SELECT_EVENT, &[s(event_id)])
+            .await?;
         Ok(match row {
             None => Claim::Gone,
             Some(row) if row.state() != DeliveryState::Pending => Claim::Finished,
@@ -134,14 +113,9 @@ impl Outbox {
         cutoff: u64,
         limit: u32,
     ) -> Result<Vec<NotificationRow>, TagError> {
-        self.statement(
-            outbox::SELECT_OVERDUE_EVENTS,
-            &[n(now), n(cutoff), n(u64::from(limit))],
-        )?
-        .all()
-        .await
-        .and_then(|r| r.results::<NotificationRow>())
-        .or_storage("D1 select overdue events")
+        let params = [n(now), n(cutoff), n(u64::from(limit))];
+        let sql = outbox::SELECT_OVERDUE_EVENTS;
+        self.db.all("D1 select overdue events", sql, &params).await
     }
 
     /// Notes that an overdue delivery was enqueued again.
