@@ -58,8 +58,8 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings (native, all targets)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo clippy -D warnings (wasm32: both workers, shared and imaging)"
-cargo clippy --target wasm32-unknown-unknown -p upload-worker -p tagger-worker -- -D warnings
+step "cargo clippy -D warnings (wasm32: both workers, edge, shared and imaging)"
+cargo clippy --target wasm32-unknown-unknown -p upload-worker -p tagger-worker -p edge -- -D warnings
 cargo clippy --target wasm32-unknown-unknown -p shared -p imaging -- -D warnings
 
 step "cargo test: the pure logic (with the simulation at a small size), and the offline classifier on real photos"
