@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 
 import { startPipeline, readWorkerConfig, waitFor } from "../local/pipeline.mjs";
 import { LABELS } from "../local/ai-stub.mjs";
-import { apiError, apiStatus, extensionOf, keys, model, status } from "../local/contract.mjs";
+import { apiError, apiStatus, extensionOf, keys, logEvents, model, status } from "../local/contract.mjs";
 import { png, jpeg } from "../local/images.mjs";
 import { rawRequest } from "./support/requests.mjs";
 import { FAST_QUEUES, bucketKeys, upload, withPipeline } from "./support/helpers.mjs";
@@ -209,4 +209,22 @@ test("the demo page may not be framed, and every response says nosniff; API answ
   }
   const api = await p.fetch("/nope");
   assert.equal(api.headers.get("cache-control"), "no-store");
+});
+
+test("every log line of both workers is one JSON object with an event of the contract and a level", async () => {
+  // Runs after the tests above: uploads, tagging and refused requests have all logged.
+  await p.waitForLine((l) => l.includes(`"${logEvents.uploadAccepted}"`), { what: "an upload.accepted line" });
+  const events = new Set(Object.values(logEvents));
+  const structured = p.lines.filter((l) => l.includes('{"event":'));
+  for (const line of structured) {
+    const object = JSON.parse(line.slice(line.indexOf("{")));
+    assert.ok(events.has(object.event), `an event of the contract: ${line}`);
+    assert.ok(["info", "warn", "error"].includes(object.level), `a level: ${line}`);
+  }
+  const seen = new Set(structured.map((l) => JSON.parse(l.slice(l.indexOf("{"))).event));
+  for (const event of [logEvents.uploadAccepted, logEvents.message]) {
+    assert.ok(seen.has(event), `${event} was logged and checked`);
+  }
+  // No free-text line of the workers' own (the old console_* messages began so).
+  assert.ok(!p.lines.some((l) => /^(tagger|reconciler|retention|R2 (delete|abort))\b/.test(l.trim())), "no free-text lines");
 });
