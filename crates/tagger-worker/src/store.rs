@@ -48,10 +48,6 @@ impl Store {
         })
     }
 
-    fn statement(&self, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, TagError> {
-        self.db.statement(sql, params)
-    }
-
     /// An image's row.
     pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, TagError> {
         let id = [s(&id.to_string())];
@@ -85,7 +81,7 @@ impl Store {
         kind: EventType,
         now: u64,
     ) -> Result<D1PreparedStatement, TagError> {
-        self.statement(
+        self.db.statement(
             outbox::INSERT_EVENT,
             &[
                 s(&event_id(id, kind)),
@@ -113,7 +109,10 @@ impl Store {
     ) -> Result<Option<TagRecord>, TagError> {
         let changes = |r: &worker::D1Result| r.meta().ok().flatten().and_then(|m| m.changes);
         let mut batch = statements;
-        batch.push(self.statement(images::SELECT_IMAGE, &[s(&id.to_string())])?);
+        batch.push(
+            self.db
+                .statement(images::SELECT_IMAGE, &[s(&id.to_string())])?,
+        );
         let results = self.db.batch("D1 batch", batch).await?;
         let changed = results.first().and_then(changes).unwrap_or(0);
         if changed == 0 {
@@ -149,7 +148,7 @@ impl Store {
         now: u64,
     ) -> Result<Option<TagRecord>, TagError> {
         let key = id.to_string();
-        let done = self.statement(
+        let done = self.db.statement(
             images::MARK_DONE,
             &[
                 s(&key),
@@ -162,7 +161,7 @@ impl Store {
         )?;
         let event = Event::tagged(*id, classified.tags(), classified.labels.clone(), now);
         let notify = self.event_statement(id, &event, EventType::Tagged, now)?;
-        let index = self.statement(images::INDEX_TAGS, &[s(&key)])?;
+        let index = self.db.statement(images::INDEX_TAGS, &[s(&key)])?;
         self.transition(id, vec![done, notify, index], EventType::Tagged)
             .await
     }
@@ -174,7 +173,7 @@ impl Store {
         error: &TagError,
         now: u64,
     ) -> Result<Option<TagRecord>, TagError> {
-        let failed = self.statement(
+        let failed = self.db.statement(
             images::MARK_FAILED,
             &[
                 s(&id.to_string()),
