@@ -74,10 +74,15 @@ test("a burst far above the AI's rate is paced, not failed: 150 uploads against 
       }
       const refused = p.ai.stats.refused;
       const bound = N / RATE;
+      let deferrals = 0;
+      for (const id of ids) {
+        const lines = await p.outcomesOf(id, { until: (o) => [outcome.done, outcome.failed].includes(o.outcome) });
+        deferrals += lines.filter((o) => o.outcome === outcome.deferred).length;
+      }
       console.log(
         `burst: ${N} images at ${RATE}/s drained in ${seconds.toFixed(1)} s (bound ${bound} s, ` +
           `${(seconds / bound).toFixed(2)}x); refused AI calls ${refused} (${(refused / N).toFixed(2)} per image); ` +
-          `deferrals ${p.outcomes().filter((o) => o.outcome === outcome.deferred).length}`,
+          `deferrals ${deferrals}`,
       );
       assert.ok(refused / N <= 0.5, `refused calls per image ${refused / N} <= 0.5`);
     },
@@ -117,7 +122,7 @@ test("the horizon is honoured: an image whose AI never recovers fails as timed_o
       assert.equal(view.status, status.failed, JSON.stringify(view));
       assert.equal(view.error.code, tagError.timed_out);
       assert.match(view.error.message, /ai_busy/, "it says what kept failing");
-      const lines = p.outcomes().filter((o) => o.imageId === id);
+      const lines = await p.outcomesOf(id, { until: outcome.failed });
       assert.ok(lines.slice(0, -1).every((o) => o.outcome === outcome.deferred), JSON.stringify(lines));
       assert.deepEqual([lines.at(-1).outcome, lines.at(-1).errorCode], [outcome.failed, tagError.timed_out]);
       const after = Date.parse(view.processedAt) - Date.parse(view.uploadedAt);
@@ -135,7 +140,8 @@ test("an error without the documented shape is never permanent: a timeout mentio
     const id = await upload(p, image);
     const view = await p.waitForStatus(id, undefined, { timeoutMs: 20_000 });
     assert.equal(view.status, status.done, JSON.stringify(view));
-    const lines = p.outcomes().filter((o) => o.imageId === id);
+    // The log line comes after the status: wait for it (reading it at once was a race).
+    const lines = await p.outcomesOf(id, { until: outcome.done });
     assert.deepEqual(
       lines.map((o) => [o.outcome, o.errorCode]),
       [
