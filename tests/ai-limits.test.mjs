@@ -8,12 +8,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { waitFor } from "../local/pipeline.mjs";
-import { aiError, answer } from "../local/ai-stub.mjs";
-import { aiErrorsOfKind, outcome, status, tagError } from "../local/contract.mjs";
+import { aiError, aiErrorCode, answer } from "../local/ai-stub.mjs";
+import { outcome, status, tagError } from "../local/contract.mjs";
 import { png } from "../local/images.mjs";
 import { upload, withPipeline } from "./support/helpers.mjs";
 
-const INVALID = aiErrorsOfKind("invalid_input")[0].code;
+// Cloudflare documents it as 400 "Invalid data type for base64 input".
+const INVALID = aiErrorCode("Invalid data");
 
 /** Uploads `images`, `concurrency` at a time; resolves to their ids in order. */
 async function uploadAll(p, images, concurrency = 8) {
