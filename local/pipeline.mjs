@@ -630,7 +630,9 @@ export async function startPipeline(options = {}) {
      * sends a marker (a message for an image that does not exist) after `delaySeconds`, waits
      * for its outcome, then sends a second marker and waits for that too: the second one is
      * in a later batch than the first, and a queue runs one batch at a time, so the first
-     * marker's whole batch has finished. Markers are left out of `outcomes()`.
+     * marker's whole batch has finished. Markers are left out of `outcomes()`. On the
+     * notification queue the marker is a delivery of an event that does not exist, which
+     * the consumer logs as gone.
      */
     async barrier({ queue = QUEUES.images, delaySeconds = 0, timeoutMs = DEFAULT_WAIT_MS + delaySeconds * 1000 } = {}) {
       const producer = await p.queue(queue);
