@@ -36,7 +36,7 @@ export const WORKERS = Object.freeze({
 /** Script name of the worker that provides the `Ai` wrapped binding (for extra workers). */
 export const AI_BINDING_SCRIPT = "ai-binding";
 const HELPER = "pipeline-helper";
-const DEFAULT_WAIT_MS = 15_000;
+const DEFAULT_WAIT_MS = 30_000;
 
 // ---------------------------------------------------------------------------------------
 // Workers from their configs.
@@ -608,7 +608,16 @@ export async function startPipeline(options = {}) {
       try {
         return await waitFor(
           async () => {
-            const res = await p.fetch(`/images/${id}`, { headers });
+            let res;
+            try {
+              res = await p.fetch(`/images/${id}`, { headers });
+            } catch (error) {
+              // A connection workerd dropped under load is not an answer: ask again, within
+              // the same bound.
+              if (error?.name !== "TypeError") throw error;
+              last = `no answer (${error.message})`;
+              return null;
+            }
             last = `${res.status} ${await res.text()}`;
             const body = JSON.parse(last.slice(last.indexOf(" ") + 1));
             return statuses.includes(body.status) ? body : null;
