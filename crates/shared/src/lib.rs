@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod budget;
+pub mod categories;
 pub mod config;
 pub mod content;
 #[cfg(test)]

@@ -1,0 +1,122 @@
+//! Categories a person searches for (`cat`, `dog`, `car`, `food`), from the WordNet hierarchy
+//! above the model's ImageNet classes.
+//!
+//! ImageNet's 1000 classes are WordNet noun synsets, so each has a chain of hypernyms
+//! (tabby → domestic cat → cat → feline → carnivore → mammal → animal). `selection.tsv` names
+//! about 200 levels of those chains that people search for; `table.rs`, generated from WordNet
+//! 3.0 by `scripts/gen-categories.py`, gives each label the model can return its categories.
+//!
+//! A category's score is the sum of the scores of an answer's labels under it: the model's
+//! scores are softmax probabilities of disjoint classes, so the sum is the probability that
+//! the image shows something of that category. The README's cat (Egyptian cat 0.389, tiger
+//! cat 0.326, tabby 0.172) has no label above 0.8, but is a `cat` at 0.887.
+
+use serde::{Deserialize, Serialize};
+
+use crate::labels::Label;
+
+#[rustfmt::skip]
+mod table;
+#[cfg(test)]
+mod tests;
+
+/// A category of an image, with the sum of the scores of the image's labels under it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Category {
+    pub name: String,
+    pub score: f64,
+}
+
+/// Every category name, in the table's order.
+pub fn names() -> &'static [&'static str] {
+    &table::NAMES
+}
+
+/// Whether `name` (lower case) is a category.
+pub fn is_category(name: &str) -> bool {
+    table::NAMES.contains(&name)
+}
+
+/// The categories of one label, by its text: any case, surrounding spaces ignored, and only
+/// the part before a comma (so `"tabby, tabby cat"` reads as `tabby`). A label the table does
+/// not know has none.
+pub fn of_label(label: &str) -> impl Iterator<Item = &'static str> {
+    let ids: &'static [u8] = set_of(&normalise(label)).unwrap_or(&[]);
+    ids.iter()
+        .filter_map(|&id| table::NAMES.get(usize::from(id)).copied())
+}
+
+/// The categories of an answer scoring strictly above `min_score`, best first (then by
+/// name). Each label counts once (a repeated label text is skipped); scores that are not
+/// finite or not positive count as zero, and a sum is rounded to six decimals and capped at 1.
+pub fn categorise(labels: &[Label], min_score: f64) -> Vec<Category> {
+    let mut sums = [0.0f64; table::NAMES.len()];
+    let mut seen: Vec<String> = Vec::with_capacity(labels.len());
+    for label in labels {
+        let key = normalise(&label.label);
+        if seen.contains(&key) {
+            continue;
+        }
+        let score = if label.score.is_finite() && label.score > 0.0 {
+            label.score
+        } else {
+            0.0
+        };
+        for &id in set_of(&key).unwrap_or(&[]) {
+            if let Some(sum) = sums.get_mut(usize::from(id)) {
+                *sum += score;
+            }
+        }
+        seen.push(key);
+    }
+    let mut out: Vec<Category> = sums
+        .iter()
+        .zip(table::NAMES)
+        .map(|(&sum, name)| Category {
+            name: name.into(),
+            score: ((sum * 1e6).round() / 1e6).min(1.0),
+        })
+        .filter(|c| c.score > min_score)
+        .collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    out
+}
+
+/// A label as the table keys it: before any comma, trimmed, ASCII lower case.
+fn normalise(label: &str) -> String {
+    label
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The category ids of a normalised label.
+fn set_of(key: &str) -> Option<&'static [u8]> {
+    let count = table::LABEL_SETS.len();
+    let label_at = |i: usize| -> &'static str {
+        let start = usize::from(table::LABEL_STARTS[i]);
+        let end = usize::from(table::LABEL_STARTS[i + 1]) - 1; // before the `\n`
+        table::LABELS.get(start..end).unwrap_or_default()
+    };
+    let (mut lo, mut hi) = (0, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match label_at(mid).cmp(key) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => {
+                let set = usize::from(table::LABEL_SETS[mid]);
+                let start = usize::from(*table::SET_STARTS.get(set)?);
+                let end = usize::from(*table::SET_STARTS.get(set + 1)?);
+                return table::SETS.get(start..end);
+            }
+        }
+    }
+    None
+}
