@@ -39,17 +39,21 @@ pub const CLAIM: &str = "UPDATE images \
 pub const SELECT_IMAGE: &str = "SELECT * FROM images WHERE id = ?1";
 
 /// Records a classification. `?1` id, `?2` tags JSON, `?3` labels JSON, `?4` model,
-/// `?5` min score, `?6` now.
+/// `?5` min score, `?6` now, `?7` categories JSON (`[{name, score}]`).
 pub const MARK_DONE: &str = "UPDATE images \
      SET status = 'done', tags = ?2, labels = ?3, model = ?4, min_score = ?5, \
-         processed_at = ?6, updated_at = ?6, lease_until = NULL, due_at = NULL, \
+         categories = ?7, processed_at = ?6, updated_at = ?6, lease_until = NULL, due_at = NULL, \
          error_code = NULL, error_message = NULL \
      WHERE id = ?1 AND status != 'done'";
 
-/// Adds a done image's tags to the search index (lower case). `?1` id.
+/// Adds a done image's tags and category names to the search index (lower case; a name that
+/// is both counts once). `?1` id.
 pub const INDEX_TAGS: &str = "INSERT OR IGNORE INTO image_tags (tag, uploaded_at, image_id) \
      SELECT lower(j.value), i.uploaded_at, i.id FROM images i, json_each(i.tags) j \
-     WHERE i.id = ?1 AND i.status = 'done'";
+     WHERE i.id = ?1 AND i.status = 'done' \
+     UNION ALL SELECT lower(json_extract(c.value, '$.name')), i.uploaded_at, i.id \
+     FROM images i, json_each(i.categories) c \
+     WHERE i.id = ?1 AND i.status = 'done' AND json_extract(c.value, '$.name') IS NOT NULL";
 
 /// Records a permanent failure, unless the image is done. `?1` id, `?2` error code,
 /// `?3` error message, `?4` now.
@@ -128,6 +132,9 @@ pub struct ImageRow {
     /// Where to send the image's webhooks (`migrations/0003_notifications.sql`).
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// Done: JSON array of `{name, score}` (`migrations/0004_categories.sql`).
+    #[serde(default)]
+    pub categories: Option<String>,
 }
 
 /// What `GET /images/{id}` shows of an image.
@@ -172,6 +179,7 @@ impl ImageRow {
             image_id,
             status,
             tags,
+            categories: parse_json(&self.categories),
             labels,
             model: self.model.clone().unwrap_or_default(),
             min_score: self.min_score.unwrap_or_default(),
@@ -270,7 +278,15 @@ mod tests {
         let changed = conn
             .execute(
                 MARK_DONE,
-                params![id, r#"["TABBY","Tiger Cat"]"#, "[]", "m", 0.8, now],
+                params![
+                    id,
+                    r#"["TABBY","Tiger Cat"]"#,
+                    "[]",
+                    "m",
+                    0.8,
+                    now,
+                    r#"[{"name":"cat","score":0.9},{"name":"Tabby","score":0.85}]"#
+                ],
             )
             .unwrap();
         conn.execute(INDEX_TAGS, [id]).unwrap();
@@ -312,7 +328,11 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(tags, ["tabby", "tiger cat"], "indexed once, in lower case");
+        assert_eq!(
+            tags,
+            ["cat", "tabby", "tiger cat"],
+            "tags and categories, indexed once, in lower case"
+        );
     }
 
     #[test]
@@ -415,6 +435,7 @@ mod tests {
                 processed_at: r.get("processed_at")?,
                 updated_at: r.get("updated_at")?,
                 callback_url: r.get("callback_url")?,
+                categories: r.get("categories")?,
             })
         })
         .unwrap()
@@ -437,6 +458,8 @@ mod tests {
         };
         assert_eq!(r.status, Status::Done);
         assert_eq!(r.tags, ["TABBY", "Tiger Cat"]);
+        assert_eq!(r.categories[0].name, "cat");
+        assert_eq!(r.categories[0].score, 0.9);
         assert_eq!(r.error, None);
     }
 

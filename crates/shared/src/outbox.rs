@@ -170,7 +170,7 @@ mod tests {
     fn done(conn: &mut Connection, now: u64) -> usize {
         let tx = conn.transaction().unwrap();
         let changed = tx
-            .execute(MARK_DONE, params![ID, "[]", "[]", "m", 0.8, now])
+            .execute(MARK_DONE, params![ID, "[]", "[]", "m", 0.8, now, "[]"])
             .unwrap();
         tx.execute(
             INSERT_EVENT,

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::categories::{categorise, Category};
 use crate::labels::{confident, Label};
 use crate::{ImageId, TagError};
 
@@ -33,6 +34,10 @@ pub struct TagRecord {
     pub status: Status,
     /// Names of the labels scoring above `minScore`, best first.
     pub tags: Vec<String>,
+    /// The categories scoring above `minScore` (the sum of their labels' scores), best
+    /// first; see [`crate::categories`]. Empty in records written before categories.
+    #[serde(default)]
+    pub categories: Vec<Category>,
     /// Every label the model returned, with its score.
     pub labels: Vec<Label>,
     pub model: String,
@@ -80,6 +85,11 @@ impl Classified {
             .into_iter()
             .map(|l| l.label)
             .collect()
+    }
+
+    /// The categories scoring strictly above `min_score`, best first.
+    pub fn categories(&self) -> Vec<Category> {
+        categorise(&self.labels, self.min_score)
     }
 }
 
@@ -165,6 +175,8 @@ mod tests {
             min_score: 0.8,
         };
         assert_eq!(c.tags(), ["TABBY", "TIGER CAT"]);
+        let cat = c.categories().into_iter().find(|c| c.name == "cat");
+        assert_eq!(cat.map(|c| c.score), Some(1.0), "2.51, capped");
     }
 
     #[test]
@@ -173,6 +185,10 @@ mod tests {
             image_id: ImageId::parse("3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f").unwrap(),
             status: Status::Done,
             tags: vec!["TABBY".into()],
+            categories: vec![Category {
+                name: "cat".into(),
+                score: 0.9,
+            }],
             labels: vec![label("TABBY", 0.9)],
             model: "m".into(),
             min_score: 0.8,
@@ -187,8 +203,20 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["tags"], serde_json::json!(["TABBY"]));
         assert_eq!(json["minScore"], 0.8);
+        assert_eq!(
+            json["categories"],
+            serde_json::json!([{"name": "cat", "score": 0.9}])
+        );
         assert!(json.get("error").is_none());
-        assert_eq!(serde_json::from_value::<TagRecord>(json).unwrap(), r);
+        assert_eq!(
+            serde_json::from_value::<TagRecord>(json.clone()).unwrap(),
+            r
+        );
+        // A record written before categories reads with none.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("categories");
+        let old: TagRecord = serde_json::from_value(old).unwrap();
+        assert!(old.categories.is_empty());
     }
 
     #[test]

@@ -177,6 +177,7 @@ impl Store {
                 s(&classified.model),
                 JsValue::from_f64(classified.min_score),
                 n(now),
+                s(&json(&classified.categories())),
             ],
         )?;
         let event = Event::tagged(*id, classified.tags(), classified.labels.clone(), now);
