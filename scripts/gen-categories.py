@@ -182,18 +182,27 @@ def derive(wordnet_tsv, selection_tsv):
                 todo.extend(parents[x])
         return seen
 
+    members = [0] * len(names)  # classes per category
     by_label = {}
     for synset, ls in class_labels.items():
         chain = up(synset)
         cats = frozenset(
             i for i, (inc, exc) in enumerate(selections) if chain & inc and not chain & exc
         )
+        for i in cats:
+            members[i] += 1
         for label in ls:
             # A label that names several classes (CRANE, MAILLOT) gets what they share.
             by_label[label] = by_label[label] & cats if label in by_label else cats
     for i, name in enumerate(names):
         if not any(i in c for c in by_label.values()):
             sys.exit(f"category {name!r} has no class")
+    # Ids from the most specific category (fewest classes) to the most general, so that
+    # ties in score list the specific first (cat before feline before animal).
+    order = sorted(range(len(names)), key=lambda i: (members[i], names[i]))
+    new_id = {old: new for new, old in enumerate(order)}
+    names = [names[i] for i in order]
+    by_label = {label: frozenset(new_id[i] for i in cats) for label, cats in by_label.items()}
     labels = sorted(label for label, cats in by_label.items() if cats)
     sets = sorted({tuple(sorted(by_label[label])) for label in labels})
     set_index = {s: i for i, s in enumerate(sets)}
@@ -226,7 +235,7 @@ def write_table_rs(names, labels, label_sets, sets, inputs_sha):
 // selection.tsv: do not edit. `cargo test -p shared categories` checks that it is current.
 // Inputs (sha256 of wordnet.tsv and selection.tsv): {inputs_sha}
 
-/// Category names, by id.
+/// Category names, by id: from the most specific (fewest classes) to the most general.
 pub(super) const NAMES: [&str; {len(names)}] = [
 {"".join(f'    "{n}",{chr(10)}' for n in names)}];
 

@@ -72,6 +72,7 @@ fn derive() -> (Vec<String>, BTreeMap<String, BTreeSet<String>>) {
         }
         seen
     };
+    let mut members: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_label: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (synset, labels) in &class_labels {
         let chain = up(synset);
@@ -83,6 +84,9 @@ fn derive() -> (Vec<String>, BTreeMap<String, BTreeSet<String>>) {
             })
             .map(|(_, name)| name.clone())
             .collect();
+        for name in &set {
+            *members.entry(name.clone()).or_default() += 1;
+        }
         for label in labels {
             // A label that names several classes gets what they share.
             let entry = by_label
@@ -92,6 +96,8 @@ fn derive() -> (Vec<String>, BTreeMap<String, BTreeSet<String>>) {
         }
     }
     by_label.retain(|_, set| !set.is_empty());
+    // From the most specific (fewest classes) to the most general.
+    names.sort_by_key(|n| (members.get(n).copied().unwrap_or(0), n.clone()));
     (names, by_label)
 }
 
@@ -238,7 +244,7 @@ fn scores_are_strictly_above_the_threshold() {
     assert!(categorise(&labels, 0.8).is_empty());
     let got = categorise(&[l("ESPRESSO", 0.81)], 0.8);
     let names: Vec<&str> = got.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["coffee", "drink"], "ties by name");
+    assert_eq!(names, ["coffee", "drink"], "ties: the more specific first");
 }
 
 #[test]
