@@ -28,13 +28,13 @@ pub struct Category {
 }
 
 /// Every category name, from the most specific (fewest ImageNet classes) to the most general.
-pub fn names() -> &'static [&'static str] {
-    &table::NAMES
+pub fn names() -> impl Iterator<Item = &'static str> {
+    table::NAMES.split_terminator('\n')
 }
 
 /// Whether `name` (lower case) is a category.
 pub fn is_category(name: &str) -> bool {
-    table::NAMES.contains(&name)
+    names().any(|n| n == name)
 }
 
 /// The categories of one label, by its text: any case, surrounding spaces ignored, and only
@@ -42,15 +42,14 @@ pub fn is_category(name: &str) -> bool {
 /// not know has none.
 pub fn of_label(label: &str) -> impl Iterator<Item = &'static str> {
     let ids: &'static [u8] = set_of(&normalise(label)).unwrap_or(&[]);
-    ids.iter()
-        .filter_map(|&id| table::NAMES.get(usize::from(id)).copied())
+    ids.iter().filter_map(|&id| names().nth(usize::from(id)))
 }
 
 /// The categories of an answer scoring strictly above `min_score`, best first; ties the more
 /// specific first (the order of [`names`]). Each label counts once (a repeated label text is skipped); scores that are not
 /// finite or not positive count as zero, and a sum is rounded to six decimals and capped at 1.
 pub fn categorise(labels: &[Label], min_score: f64) -> Vec<Category> {
-    let mut sums = [0.0f64; table::NAMES.len()];
+    let mut sums = [0.0f64; table::COUNT];
     let mut seen: Vec<String> = Vec::with_capacity(labels.len());
     for label in labels {
         let key = normalise(&label.label);
@@ -73,7 +72,7 @@ pub fn categorise(labels: &[Label], min_score: f64) -> Vec<Category> {
     // most specific category to the most general, and an insertion by score keeps ties in
     // that order; it is also cheaper in the bundle than a generic sort.
     let mut out: Vec<Category> = Vec::new();
-    for (&sum, name) in sums.iter().zip(table::NAMES) {
+    for (&sum, name) in sums.iter().zip(names()) {
         let score = ((sum * 1e6).round() / 1e6).min(1.0);
         if score > min_score {
             let at = out
@@ -104,25 +103,9 @@ fn normalise(label: &str) -> String {
 
 /// The category ids of a normalised label.
 fn set_of(key: &str) -> Option<&'static [u8]> {
-    let count = table::LABEL_SETS.len();
-    let label_at = |i: usize| -> &'static str {
-        let start = usize::from(table::LABEL_STARTS[i]);
-        let end = usize::from(table::LABEL_STARTS[i + 1]) - 1; // before the `\n`
-        table::LABELS.get(start..end).unwrap_or_default()
-    };
-    let (mut lo, mut hi) = (0, count);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match label_at(mid).cmp(key) {
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => {
-                let set = usize::from(table::LABEL_SETS[mid]);
-                let start = usize::from(*table::SET_STARTS.get(set)?);
-                let end = usize::from(*table::SET_STARTS.get(set + 1)?);
-                return table::SETS.get(start..end);
-            }
-        }
-    }
-    None
+    let at = table::LABELS
+        .split_terminator('\n')
+        .position(|l| l == key)?;
+    let set = usize::from(*table::LABEL_SETS.get(at)?);
+    table::SETS.split(|&id| id == u8::MAX).nth(set)
 }
