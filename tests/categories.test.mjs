@@ -38,7 +38,7 @@ const ids = {};
 before(async () => {
   p = await startPipeline({ queues: FAST_QUEUES });
   const answers = {
-    // Two retrievers: neither label passes 0.8, together they are a dog at 0.9.
+    // Two retrievers: neither label passes 0.8, together they are a dog (0.94 with the other breeds).
     dog: [label("GOLDEN RETRIEVER", 0.5), label("LABRADOR RETRIEVER", 0.4), label("KUVASZ", 0.03), label("TENNIS BALL", 0.02), label("CLUMBER", 0.01)],
     // The README's cat: no label above 0.8, a cat at 0.887.
     cat: [label("EGYPTIAN CAT", 0.389), label("TIGER CAT", 0.326), label("TABBY", 0.172), label("LYNX", 0.034), label("CARTON", 0.01)],
@@ -62,9 +62,9 @@ test("dog breeds add up to a dog that ?tag=dog finds", async () => {
   const record = await json(p, `/images/${ids.dog}`);
   assert.equal(record.status, status.done);
   assert.deepEqual(record.tags, [], "no label passes 0.8");
-  assert.equal(byName(record.categories, "dog"), 0.9);
+  assert.equal(byName(record.categories, "dog"), 0.94, "two retrievers, a kuvasz and a clumber");
   assert.equal(byName(record.categories, "retriever"), 0.9);
-  assert.equal(byName(record.categories, "animal"), 0.9);
+  assert.equal(byName(record.categories, "animal"), 0.94);
   assert.equal(byName(record.categories, "cat"), undefined);
   assert.deepEqual(await found(p, "tag=dog"), [ids.dog]);
   assert.deepEqual(await found(p, "tag=DOG"), [ids.dog], "any case");
