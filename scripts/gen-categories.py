@@ -35,7 +35,7 @@ import tarfile
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT_DIR = os.path.join(ROOT, "crates", "shared", "src", "categories")
+OUT_DIR = os.path.join(ROOT, "crates", "shared", "src", "tagging", "categories")
 CACHE = os.path.join(
     os.environ.get("IMAGE_TAGGER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "image-tagger"),
     "categories",
