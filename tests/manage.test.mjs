@@ -198,7 +198,7 @@ test("D1's own query plans search indexes: no table scan, no sort", async () => 
 
 test("GET /tags counts the tags in use, most used first", async () => {
   const cloud = (await call(p, "/tags")).json.tags;
-  // "sheep" and "dog" are category names too (shared::categories), whoever indexed them.
+  // "sheep" and "dog" are category names too (shared::tagging::categories), whoever indexed them.
   assert.deepEqual(cloud.slice(0, 3), [
     { tag: "meadow", count: 13, category: false },
     { tag: "sheep", count: 5, category: true },
