@@ -181,7 +181,13 @@ impl Store {
                 s(&json(&classified.categories())),
             ],
         )?;
-        let event = Event::tagged(*id, classified.tags(), classified.labels.clone(), now);
+        let event = Event::tagged(
+            *id,
+            classified.tags(),
+            classified.categories(),
+            classified.labels.clone(),
+            now,
+        );
         let notify = self.event_statement(id, &event, EventType::Tagged, now)?;
         let index = self.statement(images::INDEX_TAGS, &[s(&key)])?;
         self.transition(id, vec![done, notify, index], EventType::Tagged)
