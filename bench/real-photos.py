@@ -9,12 +9,17 @@ classifies each photo (the top 5, as Workers AI answers), applies MIN_SCORE and 
 Markdown table and a summary. Each photo comes with the categories it shows, judged by
 looking at it; a category given is right when it is one of them or contains one of them.
 
-Usage: bench/real-photos.py [--min-score 0.8]
+Usage: bench/real-photos.py                  runs MIN_SCORE 0.8, 0.5 and 0.3 and writes
+                                             bench/real-photos-results.json (then run
+                                             node bench/tables.mjs for BENCHMARKS.md)
+       bench/real-photos.py --min-score 0.8  prints the Markdown table of one threshold
 """
 
 import base64
+import datetime
 import hashlib
 import io
+import json
 import os
 import tarfile
 import subprocess
@@ -108,8 +113,12 @@ def sha256(path):
     return h.hexdigest()
 
 
+THRESHOLDS = ["0.8", "0.5", "0.3"]
+RESULTS = os.path.join(ROOT, "bench", "real-photos-results.json")
+
+
 def main():
-    min_score = "0.8"
+    min_score = None
     if "--min-score" in sys.argv[1:]:
         min_score = sys.argv[sys.argv.index("--min-score") + 1]
     os.makedirs(CACHE, exist_ok=True)
@@ -151,8 +160,42 @@ def main():
     entries += [f"{os.path.join(CACHE, p)}={shows}" for p, shows in NPM_PHOTOS.items()]
     model_dir = subprocess.run([os.path.join(ROOT, "scripts", "fetch-model.sh")], check=True,
                                stdout=subprocess.PIPE, text=True).stdout.strip()
-    subprocess.run(["cargo", "run", "--quiet", "-p", "local-ai", "--example", "categories_photos", "--",
-                    "--model-dir", model_dir, "--min-score", min_score, *entries], cwd=ROOT, check=True)
+    example = ["cargo", "run", "--quiet", "-p", "local-ai", "--example", "categories_photos", "--",
+               "--model-dir", model_dir]
+    if min_score is not None:
+        subprocess.run([*example, "--min-score", min_score, *entries], cwd=ROOT, check=True)
+        return
+    runs = []
+    for threshold in THRESHOLDS:
+        out = subprocess.run([*example, "--json", "--min-score", threshold, *entries], cwd=ROOT, check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+        run = json.loads(out)
+        for photo in run["photos"]:  # the top label is enough for the table
+            top = photo.pop("labels")[:1]
+            photo["top"] = {"label": top[0]["label"], "score": round(top[0]["score"], 4)} if top else None
+        runs.append(run)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True).stdout.strip()
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit or None,
+        "sources": [spec for spec, *_ in SOURCES] + [NPM_SPEC],
+        "runs": runs,
+    }
+    # One line per photo, so that a new run's diff shows what changed.
+    text = json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=1)[:-2] + ',\n "runs": [\n'
+    text += ",\n".join(
+        '  {"minScore": %s, "photos": [\n%s\n  ]}' % (
+            json.dumps(run["minScore"]),
+            ",\n".join("   " + json.dumps(p, sort_keys=True) for p in run["photos"]),
+        )
+        for run in runs
+    )
+    text += "\n ]\n}\n"
+    json.loads(text)  # well formed
+    with open(RESULTS, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    print(f"real-photos: wrote {os.path.relpath(RESULTS, ROOT)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

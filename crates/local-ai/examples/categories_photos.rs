@@ -3,12 +3,13 @@
 //! categories given are right. `bench/real-photos.py` fetches the photos and runs it.
 //!
 //!   cargo run -p local-ai --example categories_photos -- [--model-dir DIR] [--min-score 0.8] \
-//!       PHOTO=expected,categories ...
+//!       [--json] PHOTO=expected,categories ...
 //!
 //! Each argument is a photo and the categories it shows (`chelsea.png=cat`; nothing after
 //! `=` for a photo showing nothing ImageNet has a class for). A category given is right if
 //! it is one of them or contains one of them (every class of `cat` is a `mammal`, so
-//! `mammal` is right for a cat); any other is wrong. Prints a Markdown table and a summary.
+//! `mammal` is right for a cat); any other is wrong. Prints a Markdown table and a summary,
+//! or with `--json` one JSON object (`bench/tables.mjs` renders it in BENCHMARKS.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,9 +21,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut model_dir = local_ai::default_model_dir();
     let mut min_score = 0.8;
+    let mut json = false;
     let mut photos: Vec<(PathBuf, Vec<String>)> = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--json" => json = true,
             "--model-dir" => model_dir = args.next().expect("--model-dir DIR").into(),
             "--min-score" => {
                 min_score = args
@@ -69,8 +72,11 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("| photo | top label | tags | categories | shows | verdict |");
-    println!("|---|---|---|---|---|---|");
+    if !json {
+        println!("| photo | top label | tags | categories | shows | verdict |");
+        println!("|---|---|---|---|---|---|");
+    }
+    let mut rows: Vec<serde_json::Value> = Vec::new();
     let (mut tagged, mut tagged_or_categorised, mut right, mut wrong_photos) = (0, 0, 0, 0);
     let (mut with_subject, mut right_with_subject) = (0, 0);
     let mut wrong_given: Vec<String> = Vec::new();
@@ -107,6 +113,18 @@ fn main() {
             bad.iter()
                 .map(|b| format!("{} on {}", b, name.clone().unwrap_or_default())),
         );
+        rows.push(serde_json::json!({
+            "photo": name.clone().unwrap_or_default(),
+            "labels": labels.iter().map(|l| serde_json::json!({"label": l.label, "score": l.score})).collect::<Vec<_>>(),
+            "tags": tags.iter().map(|t| t.label.clone()).collect::<Vec<_>>(),
+            "categories": cats.iter().map(|c| serde_json::json!({"name": c.name, "score": c.score})).collect::<Vec<_>>(),
+            "shows": expected,
+            "right": good,
+            "wrong": bad,
+        }));
+        if json {
+            continue;
+        }
         let verdict = match (good, bad.is_empty(), cats.is_empty()) {
             (_, false, _) => format!("wrong: {}", bad.join(", ")),
             (true, true, _) => "right".to_string(),
@@ -130,6 +148,11 @@ fn main() {
             },
             verdict,
         );
+    }
+    if json {
+        let out = serde_json::json!({"minScore": min_score, "photos": rows});
+        println!("{out}");
+        return;
     }
     let n = photos.len().max(1);
     let pct = |k: usize, of: usize| 100.0 * k as f64 / of.max(1) as f64;
