@@ -156,9 +156,38 @@ pub fn min_score(raw: Option<&str>) -> f64 {
     }
 }
 
+/// `RETENTION_DAYS`, checked: unset or empty is `Ok(None)` (retention is off); a whole
+/// number of days from 1 is `Ok(Some(days))`. Anything else (`0`, a negative or fractional
+/// number, text) is a configuration error, never a default: retention then stays off, and
+/// the reconciler logs the error on every run. (`0` would delete every finished image.)
+pub fn retention_days(raw: Option<&str>) -> Result<Option<u32>, String> {
+    let Some(value) = raw.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match value.parse::<u32>() {
+        Ok(days) if days >= 1 => Ok(Some(days)),
+        _ => Err(format!(
+            "{} must be a whole number of days from 1, not {value:?}; retention is off",
+            RETENTION_DAYS.name
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_days_below_one_are_a_configuration_error() {
+        assert_eq!(retention_days(None), Ok(None));
+        assert_eq!(retention_days(Some(" ")), Ok(None));
+        assert_eq!(retention_days(Some("1")), Ok(Some(1)));
+        assert_eq!(retention_days(Some(" 30 ")), Ok(Some(30)));
+        for bad in ["0", "-1", "1.5", "seven", "99999999999"] {
+            let error = retention_days(Some(bad)).unwrap_err();
+            assert!(error.contains("RETENTION_DAYS"), "{error}");
+        }
+    }
 
     #[test]
     fn vars_fall_back_to_defaults() {

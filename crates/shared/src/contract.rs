@@ -113,9 +113,11 @@ fn contract() -> Value {
             "reconcileNotification": event::RECONCILE_NOTIFICATION,
             "aiUsage": event::AI_USAGE,
             "uploadProblem": event::UPLOAD_PROBLEM,
+            "configInvalid": event::CONFIG_INVALID,
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,
+            "markSent": db::MARK_SENT,
             "claim": db::CLAIM,
             "selectKey": db::SELECT_KEY,
             "selectImage": db::SELECT_IMAGE,

@@ -22,6 +22,8 @@ pub mod event {
     pub const AI_USAGE: &str = "tagger.ai_usage";
     /// The upload worker: a request failed (logged with its detail; the client gets a code).
     pub const UPLOAD_PROBLEM: &str = "upload.problem";
+    /// The tagger's cron: a var is set to a value it refuses (the feature stays off).
+    pub const CONFIG_INVALID: &str = "tagger.config_invalid";
 }
 
 /// The outcome of one delivery of one message.
