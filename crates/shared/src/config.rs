@@ -124,10 +124,10 @@ vars! {
     AI_COOLDOWN_MAX_SECONDS: u64 = Some(30), "Longest fleet-wide pause of AI calls after the AI refuses one.";
     AI_DAILY_BUDGET: u64 = None, "Most Workers AI calls per UTC day; unset means no limit.";
     AI_INPUT_EDGE: u32 = Some(512), "The image sent to the model has its shorter side at most this, in pixels.";
-    BYTES_IN_FLIGHT: u64 = Some(16 * 1024 * 1024), "Most image bytes one tagger invocation reads and shrinks at once.";
-    STUCK_AFTER_SECONDS: u64 = Some(15 * 60), "The reconciler re-enqueues images overdue by this long.";
+    BYTES_IN_FLIGHT: u64 = Some(16 * 1024 * 1024), "Most image bytes one tagger isolate reads and shrinks at once, shared by every batch it runs.";
+    STUCK_AFTER_SECONDS: u64 = Some(15 * 60), "The reconciler re-enqueues images overdue by this long (counted from when their message was sent).";
     LEASE_SECONDS: u64 = Some(120), "How long a tagger holds an image it is working on.";
-    RETENTION_DAYS: u32 = None, "When set, images older than this many days are deleted by the reconciler.";
+    RETENTION_DAYS: u32 = None, "When set (from 1), finished images older than this many days are deleted by the reconciler; below 1 it is a logged configuration error and retention stays off.";
     CURSOR_SECRET: &str = None, "Secret: the HMAC key of search cursors; unset, it is derived from `API_TOKEN` (or public on an open API).";
     WEBHOOK_URL: &str = None, "Upload worker: the callback URL of uploads without a `Callback-Url` header; unset: none.";
     ALLOW_INSECURE_CALLBACKS: bool = Some(false), "Upload worker, local runs only: `true` accepts plain-http callbacks to `localhost` and `127.0.0.1`.";
