@@ -375,9 +375,10 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
       const statements = [
         db
           .prepare(
-            "INSERT INTO images (id, status, r2_key, content_type, size, uploaded_at, updated_at, tags, processed_at) VALUES (?1, ?2, ?3, 'image/png', 4, ?4, ?4, ?5, ?6)",
+            "INSERT INTO images (id, status, r2_key, content_type, size, uploaded_at, updated_at, tags, processed_at, due_at) VALUES (?1, ?2, ?3, 'image/png', 4, ?4, ?4, ?5, ?6, ?7)",
           )
-          .bind(id, st, r2Key, at, st === "done" ? '["Old"]' : null, st === "queued" ? null : at + 1),
+          // The queued one waits for tomorrow (a spent AI budget), so the reconciler leaves it.
+          .bind(id, st, r2Key, at, st === "done" ? '["Old"]' : null, st === "queued" ? null : at + 1, st === "queued" ? now + DAY_MS : null),
       ];
       if (st === "done") statements.push(db.prepare("INSERT INTO image_tags (tag, uploaded_at, image_id) VALUES ('old', ?1, ?2)").bind(at, id));
       await db.batch(statements);
@@ -407,7 +408,9 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
       ],
     );
     assert.equal(runs[0].retentionDays, 1);
-    assert.equal(q.faults.RESULTS_KV.opsMatching({ op: "delete", key: keys.record(old[5].id) }).length, 2);
+    // Refused once, then deleted before and after the rows went (never read first).
+    assert.equal(q.faults.RESULTS_KV.opsMatching({ op: "delete", key: keys.record(old[5].id) }).length, 3);
+    assert.equal(q.faults.RESULTS_KV.opsMatching({ op: "get", worker: "tagger" }).length, 0, "retention reads no record");
     for (const { id, st } of old) {
       const kept = st === "queued" ? [{ id }] : [];
       assert.deepEqual(await rows(q, "SELECT id FROM images WHERE id = ?", id), kept);
