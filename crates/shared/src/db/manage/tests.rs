@@ -288,6 +288,8 @@ fn other_statements_search_indexes() {
     for (sql, params) in [
         (SELECT_CONTENT, vec![text(id)]),
         (SELECT_EXPIRED, vec![int(5), int(100)]),
+        (crate::db::SELECT_UNSENT, vec![int(5), int(100)]),
+        (crate::db::PURGE_KEYS, vec![int(5), int(1000)]),
         (DELETE_IMAGES[0], vec![text(&ids)]),
         (DELETE_IMAGES[1], vec![text(&ids)]),
         (DELETE_IMAGES[2], vec![text(&ids)]),
