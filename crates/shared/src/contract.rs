@@ -141,6 +141,9 @@ fn contract() -> Value {
             "maxResponseBytes": webhook::retry::MAX_RESPONSE_BYTES,
             "message": { "schemaVersion": webhook::NOTIFY_SCHEMA_VERSION },
         },
+        "idempotency": {
+            "formDigestPrefix": String::from_utf8_lossy(crate::multipart::FORM_DIGEST_PREFIX),
+        },
         "vars": vars,
         "search": {
             "defaultLimit": search::DEFAULT_LIMIT,

@@ -23,7 +23,7 @@
 //! computed on the way: `crypto.subtle.digest` of a buffered body, a `tee` into
 //! `crypto.DigestStream` for a piped one, and each chunk written to a `DigestStream` for a
 //! raw body read chunk by chunk. A form's digest covers only its file part's declared type
-//! and bytes ([`FORM_DIGEST_PREFIX`]), never the framing or the random boundary: a client
+//! and bytes ([`multipart::FORM_DIGEST_PREFIX`]), never the framing or the random boundary: a client
 //! that rebuilds the same form gets its first image.
 
 use std::cell::RefCell;
@@ -130,10 +130,6 @@ extern "C" {
     #[wasm_bindgen(method, js_name = releaseLock)]
     fn release_lock(this: &ByobReader);
 }
-
-/// What a form's digest starts with, before the file part's declared type, a newline, and
-/// the file's bytes (a header value has no newline, so the two cannot run together).
-const FORM_DIGEST_PREFIX: &[u8] = b"multipart/form-data file; type=";
 
 /// The size of the reads of a body read chunk by chunk.
 const READ_SIZE: u32 = 64 * 1024;
@@ -511,7 +507,7 @@ impl File {
     /// A form's file part begins, with its declared type (the part's `Content-Type`).
     fn begin(&mut self, declared: Option<String>) {
         if let Some(hasher) = &self.hasher {
-            let mut prefix = FORM_DIGEST_PREFIX.to_vec();
+            let mut prefix = multipart::FORM_DIGEST_PREFIX.to_vec();
             prefix.extend_from_slice(declared.as_deref().unwrap_or_default().as_bytes());
             prefix.push(b'\n');
             let _ = hasher.write_with_chunk(&Uint8Array::from(prefix.as_slice()));
