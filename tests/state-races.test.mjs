@@ -161,7 +161,9 @@ test("the reconciler leaves an upload slower than STUCK_AFTER_SECONDS alone; it 
 });
 
 test("a dead letter during another delivery's tagging does not flip the image; one webhook event", async () => {
-  await withPipeline({ vars: { tagger: { LEASE_SECONDS: "8" } } }, async (p) => {
+  // The lease outlasts the dead letter's trip through its queue on a busy machine; the dead
+  // letter comes back once it ends.
+  await withPipeline({ vars: { tagger: { LEASE_SECONDS: "12" } } }, async (p) => {
     const bytes = png(300);
     const held = heldAnswer();
     p.ai.script(bytes, held.step);
@@ -181,7 +183,7 @@ test("a dead letter during another delivery's tagging does not flip the image; o
     held.release();
     await p.waitForOutcome({ imageId: id, queue: queues.images, outcome: outcome.done });
     // The dead letter comes back after the lease, and finds the image done.
-    const late = await p.waitForOutcome({ imageId: id, queue: queues.imagesDeadLetter, outcome: outcome.skipped }, { timeoutMs: 30_000 });
+    const late = await p.waitForOutcome({ imageId: id, queue: queues.imagesDeadLetter, outcome: outcome.skipped }, { timeoutMs: 45_000 });
     assert.equal(late.outcome, outcome.skipped);
     const row = await imageRow(p, id);
     assert.deepEqual([row.status, row.error_code], [status.done, null]);
