@@ -42,9 +42,19 @@ function heldAnswer() {
   return { step: { ...answer(), gate }, release };
 }
 
-/** POSTs a held body as a chunked upload; resolves to the response. */
+/**
+ * POSTs a held body as a chunked upload; resolves to the response, or to the error if the
+ * request failed (so that a failed assertion meanwhile is what the test reports).
+ */
 function startUpload(p, body, headers = { "content-type": "image/png" }) {
-  return p.fetch("/images", { method: "POST", body: body.stream, duplex: "half", headers });
+  return p.fetch("/images", { method: "POST", body: body.stream, duplex: "half", headers }).catch((e) => e);
+}
+
+/** The response of a held upload, once its body is released. */
+async function finished(pending) {
+  const res = await pending;
+  if (res instanceof Error) throw res;
+  return res;
 }
 
 async function imageRow(p, id) {
@@ -129,7 +139,7 @@ test("a DELETE during a streamed upload leaves nothing behind; the upload answer
     const deleted = await p.fetch(`/images/${row.id}`, { method: "DELETE" });
     assert.equal(deleted.status, 204);
     body.release();
-    const res = await pending;
+    const res = await finished(pending);
     const json = await res.json();
     assert.equal(res.status, apiStatus(apiError.image_deleted), JSON.stringify(json));
     assert.equal(json.error.code, apiError.image_deleted);
@@ -153,7 +163,7 @@ test("the reconciler leaves an upload slower than STUCK_AFTER_SECONDS alone; it 
     assert.deepEqual([during.status, during.error_code, during.due_at], [status.queued, null, null]);
 
     body.release();
-    const res = await pending;
+    const res = await finished(pending);
     assert.equal(res.status, 202, await res.clone().text());
     assert.equal((await res.json()).imageId, row.id);
     assert.equal((await p.waitForStatus(row.id)).status, status.done);
