@@ -1,8 +1,8 @@
 // State races (issue 19): what happens when two things touch one image at once. Retention
 // while an image is being tagged or uploaded, a DELETE during a streamed upload, the
 // reconciler during a slow upload, a dead letter during another delivery's tagging, a KV
-// write that fails after a redrive, a rebuilt multipart form with an Idempotency-Key, and
-// the purge of expired keys. Every race is made deterministic: a request body or a model
+// write that fails after a redrive, a rebuilt multipart form with an Idempotency-Key, the
+// purge of expired keys, and the takeover of a key whose first request never finished. Every race is made deterministic: a request body or a model
 // answer is held back by the test until the other side has acted.
 
 import { test } from "node:test";
@@ -275,3 +275,31 @@ test("a rebuilt multipart form gets its first image; expired Idempotency-Keys ar
     assert.deepEqual(left, ["form-key"]);
   });
 });
+
+test("a stale pending Idempotency-Key is taken over only when its first image has no row", async () => {
+  await withPipeline({}, async (p) => {
+    const db = await p.db();
+    const pending = (key, imageId) =>
+      db
+        .prepare("INSERT INTO idempotency_keys (scope, key, image_id, body_sha256, created_at, expires_at) VALUES ('anonymous', ?1, ?2, NULL, 0, ?3)")
+        .bind(key, imageId, Date.now() + DAY_MS)
+        .run();
+    const post = (key) => p.fetch("/images", { method: "POST", body: png(2048), headers: { "content-type": "image/png", "idempotency-key": key } });
+    // A first request that has been running for long (its key pending since the epoch) and
+    // whose image exists: its body may still stream. A retry must not make a second image.
+    const slow = await storedMessage(p);
+    await pending("slow-key", slow.imageId);
+    const before = await bucketKeys(p);
+    const retry = await post("slow-key");
+    assert.equal(retry.status, apiStatus(apiError.idempotency_key_in_flight), await retry.clone().text());
+    assert.equal((await retry.json()).error.code, apiError.idempotency_key_in_flight);
+    assert.deepEqual(await bucketKeys(p), before, "no second image");
+    // A first request that died before recording its image: the key is taken over.
+    await pending("dead-key", crypto.randomUUID());
+    const takeover = await post("dead-key");
+    assert.equal(takeover.status, 202, await takeover.clone().text());
+    const row = await db.prepare("SELECT image_id FROM idempotency_keys WHERE key = 'dead-key'").first();
+    assert.equal(row.image_id, (await takeover.json()).imageId);
+  });
+});
+
