@@ -96,7 +96,10 @@ pub async fn tags(req: &Request, env: &Env) -> Result<Response, ApiError> {
     let query = TagsQuery::parse(&raw_query(req))?;
     let db = d1(env)?;
     let limit = [JsValue::from(query.limit)];
-    let tags: Vec<TagCount> = db.all("D1 tag cloud", sql::TAG_CLOUD, &limit).await?;
+    let mut tags: Vec<TagCount> = db.all("D1 tag cloud", sql::TAG_CLOUD, &limit).await?;
+    for t in &mut tags {
+        t.category = shared::tagging::categories::is_category(&t.tag);
+    }
     Ok(http::json(200, &TagCloud { tags }, Headers::new()))
 }
 
@@ -188,13 +191,16 @@ pub async fn image_content(
 }
 
 /// `DELETE /images/{id}`: the bytes in R2, then the rows in D1 (tags, Idempotency-Keys, the
-/// image) in one transaction, then the record in KV; `204`, and `404` once gone.
+/// image) in one transaction, then the bytes in R2 again and the record in KV; `204`, and
+/// `404` once gone.
 ///
 /// The order keeps a tagger from bringing the image back: once the row is gone it cannot
 /// claim, mark or index it, and a record it writes to KV after it re-checks D1
-/// (`Store::publish`) or before our KV delete. A failure leaves a state that a retry of
-/// the delete finishes (R2 deletes are idempotent; a `404` still removes a KV record left
-/// behind).
+/// (`Store::publish`) or before our KV delete. An upload still streaming checks its row
+/// after its put and removes its object if the row is gone; the second R2 delete covers a
+/// put that ended between our first delete and the rows' removal. A failure leaves a state
+/// that a retry of the delete finishes (R2 deletes are idempotent; a `404` still removes a
+/// KV record left behind). KV is never read first: a stale read must not skip the delete.
 pub async fn delete(env: Env, id: ImageId) -> Result<Response, ApiError> {
     let db = d1(&env)?;
     let kv = env
@@ -202,24 +208,18 @@ pub async fn delete(env: Env, id: ImageId) -> Result<Response, ApiError> {
         .map_err(|e| ApiError::Internal(format!("RESULTS_KV binding: {e}")))?;
     let key = record_key(&id);
     let Some(row) = object_row(&db, &id).await? else {
-        if kv
-            .get(&key)
-            .text()
-            .await
-            .or_unavailable("KV get")?
-            .is_some()
-        {
-            kv.delete(&key).await.or_unavailable("KV delete")?;
-        }
+        kv.delete(&key).await.or_unavailable("KV delete")?;
         return Err(ApiError::ImageNotFound);
     };
-    crate::r2::delete(&bucket(&env)?, &row.r2_key).await?;
+    let bucket = bucket(&env)?;
+    crate::r2::delete(&bucket, &row.r2_key).await?;
     let ids = JsValue::from_str(&sql::id_list(&[id.to_string()]));
     let batch = sql::DELETE_IMAGES
         .iter()
         .map(|s| db.statement(s, std::slice::from_ref(&ids)))
         .collect::<Result<Vec<_>, _>>()?;
     db.batch("D1 delete", batch).await?;
+    crate::r2::delete(&bucket, &row.r2_key).await?;
     kv.delete(&key).await.or_unavailable("KV delete")?;
     log::emit(
         Level::Info,

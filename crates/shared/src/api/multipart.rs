@@ -514,6 +514,13 @@ fn split_disposition(value: &str) -> (&str, Vec<(String, String)>) {
     (kind.trim(), params)
 }
 
+/// What the digest that binds an `Idempotency-Key` to a `multipart/form-data` body starts
+/// with: then the file part's declared type (empty if none), a newline, and the file's
+/// bytes. Nothing else of the form counts (not the boundary, the framing or other fields),
+/// so a client that rebuilds the same form gets its first image. A header value has no
+/// newline, so the type and the bytes cannot run together.
+pub const FORM_DIGEST_PREFIX: &[u8] = b"multipart/form-data file; type=";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -812,7 +819,16 @@ mod tests {
             Just(b"-".to_vec()),
             (0..B.len()).prop_map(|n| format!("\r\n--{}", &B[..n]).into_bytes()),
         ];
-        proptest::collection::vec(piece, 0..max).prop_map(|v| v.concat())
+        // A part's data never holds the whole delimiter (the pieces above can still build
+        // one, a byte at a time): such a form is not the form the tests mean.
+        let delimiter = format!("\r\n--{B}").into_bytes();
+        proptest::collection::vec(piece, 0..max)
+            .prop_map(|v| v.concat())
+            .prop_filter("data holds the delimiter", move |data| {
+                !data
+                    .windows(delimiter.len())
+                    .any(|w| w == delimiter.as_slice())
+            })
     }
 
     fn any_part() -> impl Strategy<Value = (PartHead, Vec<u8>)> {

@@ -38,8 +38,8 @@ impl Statement {
 }
 
 /// The columns a list item needs (not the labels: they can be large).
-const COLUMNS: &str =
-    "i.id, i.status, i.tags, i.content_type, i.size, i.uploaded_at, i.processed_at";
+const COLUMNS: &str = "i.id, i.status, i.tags, i.categories, i.content_type, i.size, \
+     i.uploaded_at, i.processed_at";
 
 /// One page of `GET /images`, newest first, with one row more than `limit` to tell whether
 /// there is a next page. `cursor` is the verified position the page starts after.
@@ -129,6 +129,9 @@ pub struct SearchRow {
     pub id: String,
     pub status: String,
     pub tags: Option<String>,
+    /// JSON array of `{name, score}`.
+    #[serde(default)]
+    pub categories: Option<String>,
     pub content_type: String,
     pub size: u64,
     pub uploaded_at: u64,
@@ -150,6 +153,14 @@ impl SearchRow {
                 .as_deref()
                 .and_then(|t| serde_json::from_str(t).ok())
                 .unwrap_or_default(),
+            categories: self
+                .categories
+                .as_deref()
+                .and_then(|c| serde_json::from_str::<Vec<crate::wire::record::Category>>(c).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.name)
+                .collect(),
             uploaded_at: format_ms(self.uploaded_at),
             content_type: self.content_type.clone(),
             size: self.size,
@@ -199,9 +210,12 @@ pub struct ObjectRow {
     pub status: String,
 }
 
-/// Images uploaded before `?1`, oldest first, at most `?2`.
+/// Finished images (`done` or `failed`: not `queued`) uploaded before `?1`, oldest first, at
+/// most `?2`.
+/// Retention never takes a queued image: its upload may still be running, or a delivery
+/// may be tagging it, or it waits for a budget; it is deleted once it has a final state.
 pub const SELECT_EXPIRED: &str = "SELECT id, r2_key, status FROM images \
-     WHERE uploaded_at < ?1 ORDER BY uploaded_at, id LIMIT ?2";
+     WHERE uploaded_at < ?1 AND status != 'queued' ORDER BY uploaded_at, id LIMIT ?2";
 
 /// The statements that delete images from D1, run as one batch (a transaction), each with
 /// `?1` a JSON array of ids (see [`id_list`]): their tag rows (the triggers uncount them),

@@ -125,9 +125,11 @@ fn contract() -> Value {
             "notifyEnqueueFailed": event::NOTIFY_ENQUEUE_FAILED,
             "reconcileError": event::RECONCILE_ERROR,
             "retentionError": event::RETENTION_ERROR,
+            "configInvalid": event::CONFIG_INVALID,
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,
+            "markSent": db::MARK_SENT,
             "claim": db::CLAIM,
             "selectKey": db::SELECT_KEY,
             "selectImage": db::SELECT_IMAGE,
@@ -150,6 +152,9 @@ fn contract() -> Value {
             "timeoutMs": webhook::retry::TIMEOUT_MS,
             "maxResponseBytes": webhook::retry::MAX_RESPONSE_BYTES,
             "message": { "schemaVersion": webhook::NOTIFY_SCHEMA_VERSION },
+        },
+        "idempotency": {
+            "formDigestPrefix": String::from_utf8_lossy(crate::api::multipart::FORM_DIGEST_PREFIX),
         },
         "vars": vars,
         "search": {

@@ -38,3 +38,5 @@ pub const NOTIFY_ENQUEUE_FAILED: &str = "tagger.notify_enqueue_failed";
 pub const RECONCILE_ERROR: &str = "tagger.reconcile.error";
 /// Retention could not delete something; the next run tries again. Level `error`.
 pub const RETENTION_ERROR: &str = "tagger.retention.error";
+/// The tagger's cron: a var is set to a value it refuses (the feature stays off).
+pub const CONFIG_INVALID: &str = "tagger.config_invalid";
