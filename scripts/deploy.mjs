@@ -72,9 +72,12 @@ for (const s of Object.values(SECRETS).flat()) {
 }
 
 const argv = process.argv.slice(2);
-const flag = (name) => argv.includes(name);
+// `npm run deploy --env staging --no-smoke` (without `--`) gives npm the flags: it keeps them as
+// npm_config_* (`--env` alone as "true", its value left as an argument; `--no-x` as "").
+const flag = (name) => argv.includes(name) || (name.startsWith("--no-") && process.env[`npm_config_${name.slice(5).replace(/-/g, "_")}`] === "");
 const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
-const env = option("--env");
+const npmEnv = process.env.npm_config_env;
+const env = option("--env") ?? (npmEnv === "true" ? argv.find((a) => !a.startsWith("-")) : npmEnv);
 if (!ENVIRONMENTS.includes(env)) {
   console.error(`usage: scripts/deploy.sh --env ${ENVIRONMENTS.join("|")} [--no-build] [--no-smoke] [--url URL] [--photo FILE]`);
   process.exit(2);

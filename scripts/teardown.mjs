@@ -16,7 +16,11 @@ import readline from "node:readline/promises";
 import { ENVIRONMENTS, allResources, describe, errorLines, exists, inventory, planFor, wrangler } from "./lib/deploy-plan.mjs";
 
 const argv = process.argv.slice(2);
-const env = argv.includes("--env") ? argv[argv.indexOf("--env") + 1] : undefined;
+// `npm run teardown --env staging --yes` (without `--`): npm keeps the flags as npm_config_*
+// (`--env` alone as "true", its value left as an argument).
+const npmEnv = process.env.npm_config_env;
+const env = argv.includes("--env") ? argv[argv.indexOf("--env") + 1] : npmEnv === "true" ? argv.find((a) => !a.startsWith("-")) : npmEnv;
+const yes = argv.includes("--yes") || process.env.npm_config_yes === "true";
 if (!ENVIRONMENTS.includes(env)) {
   console.error(`usage: scripts/teardown.sh --env ${ENVIRONMENTS.join("|")} [--yes]`);
   process.exit(2);
@@ -48,7 +52,7 @@ say("  This deletes, with all their data:");
 for (const w of workers) say(`    worker ${w.name}`);
 for (const r of resources) say(`    ${describe(r)}`);
 
-if (!argv.includes("--yes")) {
+if (!yes) {
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout });
   const answer = await rl.question(`  Type "${env}" to delete all of it: `);
   rl.close();
