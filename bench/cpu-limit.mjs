@@ -18,8 +18,9 @@
 //   and the tagger refuses one whose decoding needs more memory than it allows (a 49.8 MP
 //   WebP fails at once as image_too_large), so this is about the largest that is tagged.
 // Four distinct photos per format; each batch cycles through them, each upload its own image.
-// Prints a table and writes bench/cpu-limit-results.json.
+// Prints a table and writes bench/cpu-limit-results.json (BENCHMARKS.md's table: `node bench/tables.mjs`).
 
+import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
@@ -71,6 +72,12 @@ const make = {
 };
 const TYPES = { jpeg: "image/jpeg", png: "image/png", webp: "image/webp" };
 const SIZES = { jpeg: `${W}×${H}`, png: `${W}×${H}`, webp: `${WEBP_W}×${WEBP_H}` };
+/** How BENCHMARKS.md names each format's photos (bench/tables.mjs renders the table). */
+const WHAT = {
+  jpeg: `JPEG ${W} × ${H} (${((W * H) / 1e6).toFixed(1)} MP), quality 58, noisy`,
+  png: `PNG ${W} × ${H}, a smooth gradient`,
+  webp: `lossy WebP ${WEBP_W} × ${WEBP_H} (${((WEBP_W * WEBP_H) / 1e6).toFixed(1)} MP), quality 60`,
+};
 /** Distinct photos per format; the batches cycle through them (each upload is its own image). */
 const DISTINCT = 4;
 
@@ -163,7 +170,8 @@ async function run(format, photos, warmup) {
   }
 }
 
-const results = { date: new Date().toISOString(), batch: BATCH, loadAverageAtStart: os.loadavg(), formats: {} };
+const commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+const results = { date: new Date().toISOString(), commit, command: "node bench/cpu-limit.mjs", batch: BATCH, loadAverageAtStart: os.loadavg(), formats: {} };
 const warmup = await largeJpeg({ width: 640, height: 480, seed: 99 });
 for (const format of FORMATS) {
   const photos = [];
@@ -181,6 +189,7 @@ for (const format of FORMATS) {
   }
   results.formats[format] = {
     photo: SIZES[format],
+    what: WHAT[format],
     mibEach: median(sizes) / MiB,
     runs,
     firstCpuMs: median(runs.map((r) => r.first.cpuMs)),
