@@ -136,6 +136,26 @@ export const TABLES = [
       ].join("\n");
     },
   },
+  {
+    name: "cpu limit",
+    source: "bench/cpu-limit-results.json",
+    command: "node bench/cpu-limit.mjs",
+    render(json) {
+      const n = (x) => Math.round(x).toLocaleString("en");
+      const rows = Object.values(json.formats).map((f) => {
+        const of = (which) => f.runs.map((r) => r[which].cpuMs);
+        return `| ${f.what} | ${f.mibEach.toFixed(1)} MiB | ${spread(of("first"), n)} ms | ${spread(of("next"), n)} ms | ${n(median(of("first")) / json.batch)} ms |`;
+      });
+      return [
+        provenance(this.source, json, this.command),
+        `workerd's CPU per batch of ${json.batch}: the median of ${Object.values(json.formats)[0].runs.length} runs, the lowest and highest in brackets.`,
+        "",
+        `| photos, ${json.batch} per batch | each | first batch of an isolate | next batch | per photo (first) |`,
+        "| --- | ---: | ---: | ---: | ---: |",
+        ...rows,
+      ].join("\n");
+    },
+  },
 ];
 
 /**
