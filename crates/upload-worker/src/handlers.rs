@@ -2,15 +2,16 @@
 
 use std::rc::Rc;
 
+use shared::api::multipart;
 use shared::api::{
-    authorize, check_content_length, status_url, Accepted, ApiError, IdempotencyKey, Method, Route,
+    authorize, check_content_length, Accepted, ApiError, IdempotencyKey, Method, Route,
 };
-use shared::config::binding;
-use shared::db::View;
-use shared::keys::object_key;
-use shared::message::SCHEMA_VERSION;
-use shared::record::{TagRecord, TagsView};
-use shared::{multipart, ImageId, ImageMessage, Status};
+use shared::storage::images::View;
+use shared::wire::config::binding;
+use shared::wire::keys::object_key;
+use shared::wire::message::SCHEMA_VERSION;
+use shared::wire::record::{status_url, TagRecord, TagsView};
+use shared::{ImageId, ImageMessage, Status};
 use worker::{Context, Env, Headers, MessageBuilder, QueueContentType, Request, Response};
 
 use crate::body::{self, BodyInfo};
@@ -157,7 +158,7 @@ async fn upload(
     );
     work.await?;
     log::emit(
-        &serde_json::json!({ "event": shared::outcome::event::UPLOAD_ACCEPTED, "imageId": id }),
+        &serde_json::json!({ "event": shared::wire::log_event::UPLOAD_ACCEPTED, "imageId": id }),
         false,
     );
     Ok(accepted(202, id))
@@ -194,7 +195,7 @@ async fn ingest(
     reservation: Option<(String, String)>,
     callback: Option<String>,
 ) -> Result<(), ApiError> {
-    let key = object_key(&id, upload.image_type);
+    let key = object_key(&id, upload.image_type.extension());
     let mime = upload.image_type.mime();
     let uploaded_at = now_ms();
     let undo_key = || async {
@@ -212,7 +213,13 @@ async fn ingest(
     let bucket = env
         .bucket(binding::IMAGE_BUCKET)
         .map_err(|e| ApiError::Internal(format!("IMAGE_BUCKET binding: {e}")))?;
-    let stored = match r2::store(&bucket, &key, upload, &shared::time::format_ms(uploaded_at)).await
+    let stored = match r2::store(
+        &bucket,
+        &key,
+        upload,
+        &shared::wire::time::format_ms(uploaded_at),
+    )
+    .await
     {
         Ok(stored) => stored,
         Err(e) => {
@@ -233,7 +240,7 @@ async fn ingest(
         r2_key: key.clone(),
         content_type: mime.into(),
         size: stored.size,
-        uploaded_at: shared::time::format_ms(uploaded_at),
+        uploaded_at: shared::wire::time::format_ms(uploaded_at),
     };
     if let Err(e) = enqueue(&env, &message).await {
         // Nothing must stay recorded or stored that no message will ever tag.
@@ -333,12 +340,12 @@ async fn tags(env: &Env, id: ImageId) -> Result<Response, ApiError> {
 async fn usage(env: &Env) -> Result<Response, ApiError> {
     let stub = env
         .durable_object(binding::AI_PACER)
-        .and_then(|ns| ns.get_by_name(shared::pacer::OBJECT_NAME))
+        .and_then(|ns| ns.get_by_name(shared::tagging::pacer::OBJECT_NAME))
         .map_err(|e| ApiError::Internal(format!("AI_PACER binding: {e}")))?;
     let init = worker::RequestInit {
         method: worker::Method::Post,
         body: Some(
-            serde_json::to_string(&shared::pacer::Ask::Usage)
+            serde_json::to_string(&shared::tagging::pacer::Ask::Usage)
                 .unwrap_or_default()
                 .into(),
         ),
@@ -350,6 +357,7 @@ async fn usage(env: &Env) -> Result<Response, ApiError> {
         .fetch_with_request(req)
         .await
         .or_unavailable("AI pacer")?;
-    let usage: shared::pacer::Usage = res.json().await.or_unavailable("AI pacer answer")?;
+    let usage: shared::tagging::pacer::Usage =
+        res.json().await.or_unavailable("AI pacer answer")?;
     Ok(http::json(200, &usage, Headers::new()))
 }

@@ -12,7 +12,7 @@
 //! What is kept of an attempt ([`description`]) is the receiver's status and a fixed text per
 //! outcome: never the receiver's body, nor the platform's error text (that goes to the logs).
 
-use crate::policy::{Backoff, MAX_DELAY_SECONDS};
+use crate::tagging::retry::{Backoff, MAX_DELAY_SECONDS};
 
 /// How long one attempt may take (the response body is never read).
 pub const TIMEOUT_MS: u64 = 10_000;
@@ -93,7 +93,7 @@ pub fn description(attempt: Attempt) -> Option<String> {
 }
 
 /// Decides after attempt number `attempt` (from 1) of an event that happened at
-/// `event_at_ms`. `seed` picks the jitter (see [`crate::policy::jitter_seed`]).
+/// `event_at_ms`. `seed` picks the jitter (see [`crate::tagging::retry::jitter_seed`]).
 pub fn decide(
     outcome: Attempt,
     attempt: u32,
