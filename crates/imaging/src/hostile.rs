@@ -176,7 +176,7 @@ fn resized(jpeg: &[u8], w: u16, h: u16) -> Vec<u8> {
 /// `base`'s headers, then its first scan header and `data` bytes of that scan, `repeats`
 /// times, then EOI.
 fn repeated_scan(base: &[u8], repeats: usize, data: usize) -> Vec<u8> {
-    let sos = first_sos(&base);
+    let sos = first_sos(base);
     let header_len = usize::from(u16::from_be_bytes([base[sos + 2], base[sos + 3]]));
     let mut scan = base[sos..sos + 2 + header_len + data].to_vec();
     // No marker may start inside the cut: drop a dangling 0xFF.
