@@ -460,8 +460,9 @@ test("a failure's record and webhook carry a fixed text, never the AI's own erro
   const from = receiver.deliveries.length;
   const image = png(640);
   const distinctive = "internal-detail-9f1c at 10.0.0.7";
-  const { code } = aiErrorsOfKind("invalid_input")[0];
-  p.ai.script(image, { error: { code, status: 400, message: `${code}: ${distinctive}` } });
+  const invalid = aiError(aiErrorCode("Invalid data"));
+  const { code } = invalid.error;
+  p.ai.script(image, { ...invalid, error: { ...invalid.error, message: `${code}: ${distinctive}` } });
   const id = await uploadWithCallback(receiver.url, image);
   const record = await waitForDelivery(p, id);
   assert.equal(record.error.code, tagError.invalid_image);
