@@ -324,11 +324,12 @@ fn benchmark_table() {
         all.push(s.pacer_at(0.5));
     }
     all.push(token_bucket(burst(100_000)));
-    for n in [20, 25, 30] {
+    for n in [20, 30] {
         all.push(invocations(burst(10_000), n));
     }
     for s in [burst(10_000), burst(100_000), outage(30, 600)] {
         let s = invocations(s, 25);
+        all.push(s.clone());
         all.push(s.clone().pacer_at(1.2));
         all.push(s.pacer_at(0.5));
     }
