@@ -324,14 +324,16 @@ fn benchmark_table() {
         all.push(s.pacer_at(0.5));
     }
     all.push(token_bucket(burst(100_000)));
+    // The previous `max_concurrency` (10), and a little less and more than the deployed one.
+    for s in [burst(10_000), burst(100_000), outage(30, 600)] {
+        all.push(invocations(s, 10));
+    }
     for n in [20, 30] {
         all.push(invocations(burst(10_000), n));
     }
-    for s in [burst(10_000), burst(100_000), outage(30, 600)] {
-        let s = invocations(s, 25);
-        all.push(s.clone());
-        all.push(s.clone().pacer_at(1.2));
-        all.push(s.pacer_at(0.5));
+    // Small images (the old conditions) at the deployed `max_concurrency`: what 25 costs them.
+    for s in [burst(100_000), sporadic(10_000, 1)] {
+        all.push(invocations(s.before(), 25));
     }
     all.push(Scenario::miniflare_burst());
     all.push(Scenario::miniflare_outage());

@@ -329,9 +329,10 @@ impl Scenario {
     }
 
     /// The simulation's conditions before issue 21: an AI limited per second at the pacer's
-    /// rate, counting calls when made, no skew, fast preparation of small images, and all
-    /// invocations at once.
+    /// rate, counting calls when made, no skew, fast preparation of small images, all
+    /// invocations at once, and the `max_concurrency` of the time (10).
     pub fn before(mut self) -> Self {
+        self.queue.max_concurrency = 10;
         let rate = self.pacer.rate_per_second as u32;
         self.ai_limit = AiLimit::Window {
             calls: rate,
