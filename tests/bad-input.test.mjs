@@ -566,6 +566,7 @@ const NOT_FROM_BAD_INPUT = {
   [apiError.invalid_content_length]: "workerd refuses such requests before the worker runs (the `platform` cases)",
   [apiError.idempotency_key_in_flight]: "needs two requests at once: tests/system-of-record.test.mjs",
   [apiError.idempotency_key_reused]: "needs an earlier request: the Idempotency-Key test below",
+  [apiError.image_deleted]: "needs a DELETE during the upload: tests/state-races.test.mjs",
 };
 
 test("every case ran once, and every API error code a request can cause has a case", (t) => {

@@ -261,9 +261,10 @@ fn the_miniflare_scenarios_agree_with_the_config_and_the_tests() {
             miniflare::OUTAGE_MS % 1000
         ),
         format!(
-            "AI_COOLDOWN_MAX_SECONDS: \"{}\"",
+            "const COOLDOWN_MAX_S = {};",
             miniflare::OUTAGE_COOLDOWN_MAX_S
         ),
+        "AI_COOLDOWN_MAX_SECONDS: String(COOLDOWN_MAX_S)".to_string(),
     ] {
         assert!(limits.contains(&needle), "ai-limits.test.mjs: {needle}");
     }

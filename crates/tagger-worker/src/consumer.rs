@@ -2,8 +2,12 @@
 //! queue's batches (and its dead letter queue's) to [`shared::tagging::batch::consume`], the
 //! one batch orchestration, through [`Bindings`], its I/O on this worker's bindings.
 
-use shared::tagging::batch::{self, Claim, ClaimedImage, Delivered, Io, Line, Note};
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+use shared::tagging::batch::{self, Claim, ClaimedImage, Delivered, ImageState, Io, Line, Note};
 use shared::tagging::labels::Classified;
+use shared::tagging::memory::ByteBudget;
 use shared::tagging::pacer::{Ask, Grant};
 use shared::tagging::retry::QueueKind;
 use shared::wire::config::{binding, queue};
@@ -51,12 +55,12 @@ pub async fn consume(batch: QueueBatch, env: &Env) {
         store,
         queue: &name,
         pacer: PacerClient::open(env).map_err(|e| e.to_string()),
+        budget: isolate_budget(settings.bytes_in_flight),
     };
     let config = batch::Settings {
         policy: settings.policy,
         concurrency: settings.concurrency,
         lease_ms: settings.lease_ms,
-        bytes_in_flight: settings.bytes_in_flight,
         min_score: settings.min_score,
         daily_budget: settings.pacer.daily_budget.is_some(),
     };
@@ -72,6 +76,8 @@ struct Bindings<'a> {
     queue: &'a str,
     /// The fleet's pacer, or why it cannot be asked.
     pacer: Result<PacerClient, String>,
+    /// The isolate's byte budget, shared with every other batch running in it.
+    budget: Rc<ByteBudget>,
 }
 
 impl Delivered for QueueMessage {
@@ -127,8 +133,12 @@ impl Io for Bindings<'_> {
         })
     }
 
-    async fn exists(&self, id: &ImageId) -> Result<bool, TagError> {
-        Ok(self.store.image(id).await?.is_some())
+    async fn image(&self, id: &ImageId) -> Result<Option<ImageState>, TagError> {
+        Ok(self.store.image(id).await?.map(|row| ImageState {
+            status: row.status(),
+            lease_until: row.lease_until,
+            uploaded_at_ms: row.uploaded_at,
+        }))
     }
 
     async fn mark_done(
@@ -136,8 +146,9 @@ impl Io for Bindings<'_> {
         id: &ImageId,
         classified: &Classified,
         now_ms: u64,
+        lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError> {
-        self.store.mark_done(id, classified, now_ms).await
+        self.store.mark_done(id, classified, now_ms, lease).await
     }
 
     async fn mark_failed(
@@ -145,8 +156,9 @@ impl Io for Bindings<'_> {
         id: &ImageId,
         error: &TagError,
         now_ms: u64,
+        lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError> {
-        self.store.mark_failed(id, error, now_ms).await
+        self.store.mark_failed(id, error, now_ms, lease).await
     }
 
     async fn defer(
@@ -185,6 +197,10 @@ impl Io for Bindings<'_> {
 
     async fn notify(&self, record: &TagRecord) {
         crate::notify::enqueue(self.env, record).await;
+    }
+
+    fn budget(&self) -> &ByteBudget {
+        &self.budget
     }
 
     async fn prepare(&self, r2_key: &str) -> Result<ModelInput, TagError> {
@@ -266,4 +282,15 @@ impl QueueMessage {
         );
         let _ = self.retry(&options);
     }
+}
+
+thread_local! {
+    /// The byte budget of this isolate: memory is limited per isolate, and batches that run
+    /// in one isolate at once share it (`BYTES_IN_FLIGHT` never changes within one).
+    static BUDGET: OnceCell<Rc<ByteBudget>> = const { OnceCell::new() };
+}
+
+/// The isolate's one byte budget, made with `limit` bytes on first use.
+fn isolate_budget(limit: u64) -> Rc<ByteBudget> {
+    BUDGET.with(|cell| cell.get_or_init(|| Rc::new(ByteBudget::new(limit))).clone())
 }

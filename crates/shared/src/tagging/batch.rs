@@ -25,7 +25,7 @@ use crate::wire::config::MODEL;
 use crate::wire::id::ImageId;
 use crate::wire::keys::object_key;
 use crate::wire::message::ImageMessage;
-use crate::wire::record::TagRecord;
+use crate::wire::record::{Status, TagRecord};
 use crate::wire::time::{format_ms, parse_ms};
 
 /// One delivery of one queue message.
@@ -48,6 +48,15 @@ pub struct ClaimedImage {
     pub r2_key: String,
     /// Bytes of the original.
     pub size: u64,
+    pub uploaded_at_ms: u64,
+}
+
+/// Where an image stands in D1, as far as a batch asks.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageState {
+    pub status: Status,
+    /// The end of a delivery's lease on it, if one was taken.
+    pub lease_until: Option<u64>,
     pub uploaded_at_ms: u64,
 }
 
@@ -104,21 +113,25 @@ pub trait Io {
 
     /// D1: takes the image's lease for this delivery, or says why not.
     async fn claim(&self, id: &ImageId, now_ms: u64, lease_ms: u64) -> Result<Claim, TagError>;
-    /// D1: whether the image still has a row.
-    async fn exists(&self, id: &ImageId) -> Result<bool, TagError>;
-    /// D1: records the labels; the record if this delivery made the transition.
+    /// D1: where the image stands, if it still has a row.
+    async fn image(&self, id: &ImageId) -> Result<Option<ImageState>, TagError>;
+    /// D1: records the labels; the record if this delivery made the transition (another
+    /// delivery's live lease refuses it; `lease` is the end of this delivery's own).
     async fn mark_done(
         &self,
         id: &ImageId,
         classified: &Classified,
         now_ms: u64,
+        lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError>;
-    /// D1: records a permanent failure; the record if this delivery made the transition.
+    /// D1: records a permanent failure; the record if this delivery made the transition
+    /// (as for [`Io::mark_done`]).
     async fn mark_failed(
         &self,
         id: &ImageId,
         error: &TagError,
         now_ms: u64,
+        lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError>;
     /// D1: records when the image is next due, releasing `lease`.
     async fn defer(
@@ -145,7 +158,10 @@ pub trait Io {
     /// Enqueues the webhook of a finished image (never fails: the reconciler catches up).
     async fn notify(&self, record: &TagRecord);
 
-    /// R2 read and preparation for the model (under the batch's byte budget).
+    /// The byte budget of images being read and prepared: the isolate's, shared with every
+    /// batch running in it.
+    fn budget(&self) -> &ByteBudget;
+    /// R2 read and preparation for the model (under [`Io::budget`]).
     async fn prepare(&self, r2_key: &str) -> Result<Self::Input, TagError>;
     /// The AI call.
     async fn classify(&self, input: &Self::Input) -> Result<Vec<Label>, TagError>;
@@ -167,8 +183,6 @@ pub struct Settings {
     /// Jobs of one batch at once.
     pub concurrency: usize,
     pub lease_ms: u64,
-    /// The byte budget of images being read and prepared.
-    pub bytes_in_flight: u64,
     pub min_score: f64,
     /// Whether a daily AI budget is set (a `Tomorrow` denial is then ours, not Workers AI's).
     pub daily_budget: bool,
@@ -197,7 +211,6 @@ pub async fn consume<I: Io>(
         settings,
         kind,
         wall: Cell::new(None),
-        budget: ByteBudget::new(settings.bytes_in_flight),
     };
     let mut decoded = Vec::new();
     for message in messages {
@@ -278,7 +291,6 @@ struct Ctx<'a, I> {
     settings: &'a Settings,
     kind: QueueKind,
     wall: Cell<Option<Wall>>,
-    budget: ByteBudget,
 }
 
 impl<I: Io> Ctx<'_, I> {
@@ -357,7 +369,7 @@ impl<I: Io> Ctx<'_, I> {
             other => other,
         };
         let recorded = match id {
-            Some(id) => self.record_failure(&id, &error).await,
+            Some(id) => self.record_failure(&id, &error, None).await,
             None => Ok(None),
         };
         let now = format_ms(self.io.now_ms());
@@ -378,12 +390,18 @@ impl<I: Io> Ctx<'_, I> {
     }
 
     /// Records a permanent failure in D1 and, if this delivery made the transition, in KV.
+    /// `lease` is the end of this delivery's lease, if it holds one: another delivery's live
+    /// lease refuses the transition.
     async fn record_failure(
         &self,
         id: &ImageId,
         error: &TagError,
+        lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError> {
-        let record = self.io.mark_failed(id, error, self.io.now_ms()).await?;
+        let record = self
+            .io
+            .mark_failed(id, error, self.io.now_ms(), lease)
+            .await?;
         if let Some(record) = &record {
             self.io.publish(record).await?;
             self.io.notify(record).await;
@@ -402,11 +420,12 @@ impl<I: Io> Ctx<'_, I> {
     }
 
     /// The dead letter queue: the image queue gave up on this message (a tagger that kept
-    /// crashing on it). Record the image as failed, unless it was tagged after all.
+    /// crashing on it). Record the image as failed, unless it was tagged after all, or
+    /// another delivery is tagging it now (then this one comes back after its lease).
     async fn dead_letter(&self, job: Job<I::Message>) {
         let started = self.io.now_ms();
         match self
-            .record_failure(&job.key, &TagError::RetriesExhausted)
+            .record_failure(&job.key, &TagError::RetriesExhausted, None)
             .await
         {
             Ok(Some(_)) => self.ack(
@@ -416,8 +435,25 @@ impl<I: Io> Ctx<'_, I> {
                 started,
             ),
             Ok(None) => {
-                let outcome = match self.io.exists(&job.key).await {
-                    Ok(false) => Outcome::Gone,
+                let now = self.io.now_ms();
+                let outcome = match self.io.image(&job.key).await {
+                    Ok(None) => Outcome::Gone,
+                    Ok(Some(image))
+                        if image.status != Status::Done
+                            && image.lease_until.is_some_and(|until| until > now) =>
+                    {
+                        return self
+                            .again(Later {
+                                job,
+                                error: TagError::Leased,
+                                not_before: image.lease_until,
+                                lease: None,
+                                uploaded_at: Some(image.uploaded_at_ms),
+                                wall: None,
+                                started,
+                            })
+                            .await;
+                    }
                     _ => Outcome::Skipped,
                 };
                 self.ack(&job, outcome, None, started)
@@ -657,7 +693,7 @@ impl<I: Io> Ctx<'_, I> {
             Ok(classified) => (Ok(classified), true),
         };
         let error = match result {
-            Ok(classified) => match self.finish(&job.key, &classified).await {
+            Ok(classified) => match self.finish(&job.key, &classified, lease).await {
                 Ok(outcome) => {
                     self.ack(&job, outcome, None, started);
                     return Worked::finished(true);
@@ -676,7 +712,7 @@ impl<I: Io> Ctx<'_, I> {
             self.wall.set(Some(w));
         }
         if error.class() == Class::Permanent {
-            match self.record_failure(&job.key, &error).await {
+            match self.record_failure(&job.key, &error, Some(lease)).await {
                 Ok(_) => {
                     self.ack(&job, Outcome::Failed, Some(&error), started);
                     return Worked::finished(called);
@@ -712,7 +748,7 @@ impl<I: Io> Ctx<'_, I> {
         // The byte budget covers reading and shrinking the image; what is sent to the model
         // is small (at most 256 KiB, or a JPEG of the input edge), so the call runs outside it.
         let input = {
-            let _permit = self.budget.acquire(working_bytes(image.size)).await;
+            let _permit = self.io.budget().acquire(working_bytes(image.size)).await;
             self.io
                 .prepare(&image.r2_key)
                 .await
@@ -739,30 +775,40 @@ impl<I: Io> Ctx<'_, I> {
         })
     }
 
-    /// Records a classification in D1, then KV.
-    async fn finish(&self, id: &ImageId, classified: &Classified) -> Result<Outcome, TagError> {
-        match self.io.mark_done(id, classified, self.io.now_ms()).await? {
+    /// Records a classification in D1, then KV, under this delivery's lease.
+    async fn finish(
+        &self,
+        id: &ImageId,
+        classified: &Classified,
+        lease: u64,
+    ) -> Result<Outcome, TagError> {
+        match self
+            .io
+            .mark_done(id, classified, self.io.now_ms(), Some(lease))
+            .await?
+        {
             Some(record) => {
                 self.io.publish(&record).await?;
                 self.io.notify(&record).await;
                 Ok(Outcome::Done)
             }
-            // Done by another delivery meanwhile, or deleted.
-            None => Ok(if self.io.exists(id).await? {
-                Outcome::Skipped
-            } else {
-                Outcome::Gone
+            // Done by another delivery meanwhile, or taken over by one after this lease ran
+            // out, or deleted.
+            None => Ok(match self.io.image(id).await? {
+                None => Outcome::Gone,
+                Some(_) => Outcome::Skipped,
             }),
         }
     }
 
-    /// Writes a done image's record to KV if KV does not have it (a failed KV write earlier).
+    /// Writes a done image's record to KV unless KV holds it with the same status: KV has
+    /// none (a failed KV write earlier), or an older one (`failed`, before a redrive).
     async fn republish(&self, id: &ImageId, record: Option<TagRecord>) -> Result<(), TagError> {
         if self
             .io
             .published(id)
             .await?
-            .is_some_and(|r| r.is_terminal())
+            .is_some_and(|r| r.status == Status::Done)
         {
             return Ok(());
         }
@@ -789,7 +835,7 @@ impl<I: Io> Ctx<'_, I> {
         let verdict = decide(error.clone(), not_before, &delivery, &self.settings.policy);
         let (delay_seconds, resend, outcome) = match verdict {
             Verdict::Fail(failure) => {
-                match self.record_failure(&job.key, &failure).await {
+                match self.record_failure(&job.key, &failure, lease).await {
                     Ok(_) => self.ack(&job, Outcome::Failed, Some(&failure), started),
                     Err(storage) => {
                         let delay = self

@@ -41,9 +41,10 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use shared::tagging::batch::{self, Claim, ClaimedImage, Delivered, Io, Line, Note};
+use shared::tagging::batch::{self, Claim, ClaimedImage, Delivered, ImageState, Io, Line, Note};
 use shared::tagging::error::TagError;
 use shared::tagging::labels::Classified;
+use shared::tagging::memory::ByteBudget;
 use shared::tagging::pacer::{Ask, Grant, Pacer, PacerConfig};
 use shared::tagging::retry::{Backoff, Policy, QueueKind};
 use shared::wire::config::{self, Vars};
@@ -450,7 +451,6 @@ impl Scenario {
             policy: self.policy,
             concurrency: self.concurrency,
             lease_ms: self.lease_ms,
-            bytes_in_flight: self.bytes_in_flight,
             min_score: 0.1,
             daily_budget: self.pacer.daily_budget.is_some(),
         }
@@ -806,6 +806,7 @@ impl<'s> World<'s> {
                 w: &w,
                 skew_ms: skew,
                 cpu_free: Cell::new(0),
+                budget: ByteBudget::new(w.s.bytes_in_flight),
             };
             batch::consume(&io, kind, messages, &w.settings).await;
             let settles = settles.take();
@@ -994,6 +995,8 @@ struct SimIo<'a, 's> {
     skew_ms: i64,
     /// When this isolate's CPU is next free.
     cpu_free: Cell<Us>,
+    /// This isolate's byte budget.
+    budget: ByteBudget,
 }
 
 impl SimIo<'_, '_> {
@@ -1045,9 +1048,19 @@ impl Io for SimIo<'_, '_> {
         })
     }
 
-    async fn exists(&self, _id: &ImageId) -> Result<bool, TagError> {
+    async fn image(&self, id: &ImageId) -> Result<Option<ImageState>, TagError> {
         self.w.sleep_ms(self.w.s.latency.d1_ms).await;
-        Ok(true)
+        let st = self.w.st.borrow();
+        let image = &st.images[image_index(id)];
+        Ok(Some(ImageState {
+            status: match (image.done, image.failed) {
+                (_, true) => Status::Failed,
+                (Some(_), _) => Status::Done,
+                (None, false) => Status::Queued,
+            },
+            lease_until: None,
+            uploaded_at_ms: EPOCH_MS + image.uploaded / MS,
+        }))
     }
 
     async fn mark_done(
@@ -1055,6 +1068,7 @@ impl Io for SimIo<'_, '_> {
         id: &ImageId,
         _classified: &Classified,
         _now_ms: u64,
+        _lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError> {
         self.w.sleep_ms(self.w.s.latency.d1_ms).await;
         let now = self.w.now.get();
@@ -1072,6 +1086,7 @@ impl Io for SimIo<'_, '_> {
         id: &ImageId,
         _error: &TagError,
         _now_ms: u64,
+        _lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError> {
         self.w.sleep_ms(self.w.s.latency.d1_ms).await;
         let mut st = self.w.st.borrow_mut();
@@ -1121,6 +1136,10 @@ impl Io for SimIo<'_, '_> {
     }
 
     async fn notify(&self, _record: &TagRecord) {}
+
+    fn budget(&self) -> &ByteBudget {
+        &self.budget
+    }
 
     async fn prepare(&self, _r2_key: &str) -> Result<(), TagError> {
         self.w.sleep_ms(self.w.s.latency.r2_ms).await;
