@@ -16,7 +16,8 @@
 //!   consumer (the same batch code, `QueueKind::DeadLetter`) fails the image.
 //! - **Consumer**: `batch::consume`, with D1 and KV writes taking `d1_ms`/`kv_ms`, an R2 read
 //!   `r2_ms`, preparation `prepare_ms` of CPU (serialized within an invocation: one isolate,
-//!   one thread), and the batch's byte budget over images of `image_bytes`. Each
+//!   one thread), and the isolate's byte budget (one isolate per invocation here) over images
+//!   of `image_bytes`. Each
 //!   invocation's clock is off the pacer's by a skew drawn from `±clock_skew_ms`.
 //! - **Pacer**: one object. Calls reach it after a one-way latency, are served one at a
 //!   time in arrival order (`pacer_service_us` each), and answer after another; it answers
