@@ -17,8 +17,8 @@
 //! - **Consumer**: `batch::consume`, with D1 and KV writes taking `d1_ms`/`kv_ms`, an R2 read
 //!   `r2_ms`, preparation `prepare_ms` of CPU (serialized within an invocation: one isolate,
 //!   one thread), and the isolate's byte budget (one isolate per invocation here) over images
-//!   of `image_bytes`. Each
-//!   invocation's clock is off the pacer's by a skew drawn from `±clock_skew_ms`.
+//!   of `image_bytes`. Each invocation's clock is off the pacer's by a skew drawn from
+//!   `±clock_skew_ms`.
 //! - **Pacer**: one object. Calls reach it after a one-way latency, are served one at a
 //!   time in arrival order (`pacer_service_us` each), and answer after another; it answers
 //!   through `Pacer::answer`, as the `AiPacer` object does, on its own (true) clock.
