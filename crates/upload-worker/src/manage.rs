@@ -100,11 +100,14 @@ pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Res
 pub async fn tags(req: &Request, env: &Env) -> Result<Response, ApiError> {
     let query = TagsQuery::parse(&raw_query(req))?;
     let db = d1(env)?;
-    let tags = one(sql::TAG_CLOUD, JsValue::from(query.limit), &db)?
+    let mut tags = one(sql::TAG_CLOUD, JsValue::from(query.limit), &db)?
         .all()
         .await
         .and_then(|r| r.results::<TagCount>())
         .or_unavailable("D1 tag cloud")?;
+    for t in &mut tags {
+        t.category = shared::tagging::categories::is_category(&t.tag);
+    }
     Ok(http::json(200, &TagCloud { tags }, Headers::new()))
 }
 

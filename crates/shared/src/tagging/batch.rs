@@ -69,7 +69,7 @@ pub enum Claim {
         lease_until: u64,
     },
     /// Already finished; its record, if the row makes one.
-    Done(Option<TagRecord>),
+    Done(Option<Box<TagRecord>>),
     /// Another delivery holds it until then.
     Leased(u64),
     /// No such image: deleted, or never recorded.
@@ -803,7 +803,11 @@ impl<I: Io> Ctx<'_, I> {
 
     /// Writes a done image's record to KV unless KV holds it with the same status: KV has
     /// none (a failed KV write earlier), or an older one (`failed`, before a redrive).
-    async fn republish(&self, id: &ImageId, record: Option<TagRecord>) -> Result<(), TagError> {
+    async fn republish(
+        &self,
+        id: &ImageId,
+        record: Option<Box<TagRecord>>,
+    ) -> Result<(), TagError> {
         if self
             .io
             .published(id)

@@ -1006,6 +1006,7 @@ impl SimIo<'_, '_> {
             image_id: *id,
             status,
             tags: Vec::new(),
+            categories: Vec::new(),
             labels: Vec::new(),
             model: String::new(),
             min_score: 0.0,
