@@ -57,6 +57,9 @@ pub enum ApiError {
     Internal(String),
     /// 503: a dependency (R2, KV, the queue) failed; the client may retry.
     Unavailable(String),
+    /// 422: the head of the image shows it cannot be decoded within the CPU bound (a JPEG with
+    /// more scans than any encoder writes); says why.
+    InvalidImage(String),
 }
 
 #[derive(Serialize)]
@@ -88,7 +91,7 @@ impl ApiError {
             Self::RangeNotSatisfiable { .. } => 416,
             Self::PayloadTooLarge { .. } | Self::ImageTooLarge { .. } => 413,
             Self::IdempotencyKeyInFlight | Self::ImageDeleted => 409,
-            Self::IdempotencyKeyReused => 422,
+            Self::IdempotencyKeyReused | Self::InvalidImage(_) => 422,
             Self::UnsupportedMediaType(_) => 415,
             Self::Unauthorized => 401,
             Self::Internal(_) => 500,
@@ -121,6 +124,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Internal(_) => "internal_error",
             Self::Unavailable(_) => "unavailable",
+            Self::InvalidImage(_) => "invalid_image",
         }
     }
 
@@ -167,6 +171,7 @@ impl ApiError {
             Self::Unauthorized => "a valid bearer token is required".into(),
             Self::Internal(_) => "internal error".into(),
             Self::Unavailable(_) => "a storage service is unavailable; try again".into(),
+            Self::InvalidImage(why) => why.clone(),
         }
     }
 
@@ -212,6 +217,7 @@ impl ApiError {
             Self::Unauthorized,
             Self::Internal(s()),
             Self::Unavailable(s()),
+            Self::InvalidImage(s()),
         ]
     }
 }
