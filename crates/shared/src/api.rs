@@ -49,6 +49,10 @@ pub enum Route {
     Tags,
     /// `/admin/usage`: today's Workers AI calls.
     AdminUsage,
+    /// `/admin/keys`: create (`POST`) and list (`GET`) client keys.
+    AdminKeys,
+    /// `/admin/keys/{keyId}`: revoke a client key (`DELETE`).
+    AdminKey(crate::auth::KeyId),
 }
 
 impl Route {
@@ -58,10 +62,19 @@ impl Route {
             "/" | "" => return Ok(Some(Self::Root)),
             "/images" | "/images/" => return Ok(Some(Self::Images)),
             "/admin/usage" => return Ok(Some(Self::AdminUsage)),
+            "/admin/keys" | "/admin/keys/" => return Ok(Some(Self::AdminKeys)),
             "/tags" | "/tags/" => return Ok(Some(Self::Tags)),
             _ => match path.strip_prefix("/images/") {
                 Some(rest) => rest,
-                None => return Ok(None),
+                // A malformed key id names no key: `404 key_not_found`, as an unknown one.
+                None => {
+                    return match path.strip_prefix("/admin/keys/") {
+                        Some(id) => crate::auth::KeyId::parse(id)
+                            .map(|id| Some(Self::AdminKey(id)))
+                            .ok_or(ApiError::KeyNotFound),
+                        None => Ok(None),
+                    }
+                }
             },
         };
         let (id, tail) = match rest.split_once('/') {
@@ -87,6 +100,8 @@ impl Route {
             Self::ImageTags(_) | Self::ImageContent(_) | Self::Tags | Self::AdminUsage => {
                 "GET, HEAD, OPTIONS"
             }
+            Self::AdminKeys => "GET, HEAD, POST, OPTIONS",
+            Self::AdminKey(_) => "DELETE, OPTIONS",
         }
     }
 }
@@ -141,6 +156,18 @@ pub enum ApiError {
     Internal(String),
     /// 503: a dependency (R2, KV, the queue) failed; the client may retry.
     Unavailable(String),
+    /// 401: no `API_TOKEN` is set and `ALLOW_ANONYMOUS` is not: the API is closed.
+    AuthNotConfigured,
+    /// 403: the key lacks the scope (or is not the operator key) this needs; names it.
+    InsufficientScope(&'static str),
+    /// 429: the caller's uploads are over the rate limit, with `Retry-After`.
+    RateLimited { retry_after: u64 },
+    /// 429: the key's `dailyUploads` are used up, with `Retry-After` to the next UTC day.
+    QuotaExceeded { limit: u64, retry_after: u64 },
+    /// 404: no client key with this id.
+    KeyNotFound,
+    /// 400: a `POST /admin/keys` body that is not a valid key request; says why.
+    InvalidKeyRequest(String),
 }
 
 #[derive(Serialize)]
@@ -177,6 +204,11 @@ impl ApiError {
             Self::Unauthorized => 401,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
+            Self::AuthNotConfigured => 401,
+            Self::InsufficientScope(_) => 403,
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => 429,
+            Self::KeyNotFound => 404,
+            Self::InvalidKeyRequest(_) => 400,
         }
     }
 
@@ -204,6 +236,12 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Internal(_) => "internal_error",
             Self::Unavailable(_) => "unavailable",
+            Self::AuthNotConfigured => "auth_not_configured",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::KeyNotFound => "key_not_found",
+            Self::InvalidKeyRequest(_) => "invalid_key_request",
         }
     }
 
@@ -247,6 +285,20 @@ impl ApiError {
             Self::Unauthorized => "a valid bearer token is required".into(),
             Self::Internal(_) => "internal error".into(),
             Self::Unavailable(_) => "a storage service is unavailable; try again".into(),
+            Self::AuthNotConfigured => "the API is closed: no operator key is configured. Set \
+                 one with `npx wrangler secret put API_TOKEN -c wrangler.upload.toml`, or, for \
+                 a local run only, the var ALLOW_ANONYMOUS = \"true\""
+                .into(),
+            Self::InsufficientScope(needed) => format!("this needs {needed}"),
+            Self::RateLimited { retry_after } => {
+                format!("too many uploads from this key; retry in {retry_after} s")
+            }
+            Self::QuotaExceeded { limit, retry_after } => format!(
+                "this key's {limit} uploads for today are used; retry in {retry_after} s \
+                 (the next UTC day)"
+            ),
+            Self::KeyNotFound => "no key with this id".into(),
+            Self::InvalidKeyRequest(why) => why.clone(),
         }
     }
 
@@ -260,6 +312,16 @@ impl ApiError {
             },
         };
         serde_json::to_string(&body).unwrap_or_default()
+    }
+
+    /// The `Retry-After` of a `429`, in seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after } | Self::QuotaExceeded { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
     }
 
     /// One value of every variant, for the generated contract and exhaustive tests.
@@ -291,6 +353,15 @@ impl ApiError {
             Self::Unauthorized,
             Self::Internal(s()),
             Self::Unavailable(s()),
+            Self::AuthNotConfigured,
+            Self::InsufficientScope(""),
+            Self::RateLimited { retry_after: 0 },
+            Self::QuotaExceeded {
+                limit: 0,
+                retry_after: 0,
+            },
+            Self::KeyNotFound,
+            Self::InvalidKeyRequest(s()),
         ]
     }
 }
@@ -358,24 +429,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
-}
-
-/// Checks an `Authorization` header against the configured token. No token configured means
-/// the API is open.
-pub fn authorize(header: Option<&str>, token: Option<&str>) -> Result<(), ApiError> {
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return Ok(());
-    };
-    let presented = header
-        .and_then(|h| h.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, credentials)| credentials.trim())
-        .unwrap_or_default();
-    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
 }
 
 /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if CORS allows it.
@@ -460,6 +513,15 @@ mod tests {
             Err(ApiError::InvalidId)
         );
         assert_eq!(Route::parse("/tags/x"), Ok(None));
+        assert_eq!(Route::parse("/admin/keys"), Ok(Some(Route::AdminKeys)));
+        let key = crate::auth::KeyId::parse("key_0123456789abcdef0123").unwrap();
+        assert_eq!(
+            Route::parse("/admin/keys/key_0123456789abcdef0123"),
+            Ok(Some(Route::AdminKey(key)))
+        );
+        for bad in ["/admin/keys/nope", "/admin/keys/key_0123456789ABCDEF0123/x"] {
+            assert_eq!(Route::parse(bad), Err(ApiError::KeyNotFound), "{bad}");
+        }
         assert_eq!(
             Route::parse(&format!("/images/{ID}")),
             Ok(Some(Route::Image(id)))
@@ -523,26 +585,11 @@ mod tests {
     }
 
     #[test]
-    fn bearer_auth() {
-        assert_eq!(authorize(None, None), Ok(()));
-        assert_eq!(authorize(None, Some("")), Ok(()));
-        assert_eq!(authorize(Some("Bearer s3cret"), Some("s3cret")), Ok(()));
-        assert_eq!(authorize(Some("bearer s3cret"), Some("s3cret")), Ok(()));
-        for bad in [
-            None,
-            Some("Bearer"),
-            Some("Bearer s3cre"),
-            Some("Basic s3cret"),
-            Some("Bearer s3cret2"),
-        ] {
-            assert_eq!(
-                authorize(bad, Some("s3cret")),
-                Err(ApiError::Unauthorized),
-                "{bad:?}"
-            );
-        }
+    fn constant_time_comparison() {
         assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
         assert!(!constant_time_eq(b"a", b""));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret2"));
     }
 
     #[test]

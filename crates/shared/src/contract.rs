@@ -13,7 +13,7 @@ use crate::config::{self, binding, queue};
 use crate::error::{TagError, AI_ERROR_CODES};
 use crate::outcome::{event, Outcome};
 use crate::webhook::{self, sign, DeliveryState, EventType};
-use crate::{db, keys, message, search, ImageId, ImageMessage, ImageType, Status};
+use crate::{auth, db, keys, message, search, ImageId, ImageMessage, ImageType, Status};
 
 /// Where the generated file lives, relative to this crate.
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../local/contract.json");
@@ -90,6 +90,7 @@ fn contract() -> Value {
             "db": binding::DB,
             "ai": binding::AI,
             "aiPacer": binding::AI_PACER,
+            "uploadLimiter": binding::UPLOAD_LIMITER,
         },
         "queues": {
             "images": queue::IMAGES,
@@ -140,6 +141,14 @@ fn contract() -> Value {
             "message": { "schemaVersion": webhook::NOTIFY_SCHEMA_VERSION },
         },
         "vars": vars,
+        "auth": {
+            "owners": { "operator": auth::OPERATOR, "anonymous": auth::ANONYMOUS },
+            "scopes": auth::Scopes::all().names(),
+            "keyPrefix": auth::KEY_PREFIX,
+            "keyLength": auth::KEY_LEN,
+            "keyIdPrefix": auth::KEY_ID_PREFIX,
+            "cacheTtlMs": auth::CACHE_TTL_MS,
+        },
         "search": {
             "defaultLimit": search::DEFAULT_LIMIT,
             "maxLimit": search::MAX_LIMIT,

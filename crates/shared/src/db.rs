@@ -13,13 +13,15 @@ use crate::record::{ErrorInfo, QueuedView, Status, TagRecord};
 use crate::time::format_ms;
 use crate::ImageId;
 
+pub mod keys;
 pub mod manage;
 
-/// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now.
+/// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now,
+/// `?6` owner ([`crate::auth::Caller::owner`]).
 /// (Its webhook URL, if any, is set in the same batch: [`crate::outbox::SET_CALLBACK`].)
 pub const INSERT_QUEUED: &str = "INSERT INTO images \
-     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at) \
-     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5)";
+     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at, owner) \
+     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
 
 /// Sets the size of an image once its bytes are stored (a streamed multipart or chunked
 /// body's length is only known then). `?1` id, `?2` size.
@@ -38,6 +40,9 @@ pub const CLAIM: &str = "UPDATE images \
 /// The full row of an image. `?1` id.
 pub const SELECT_IMAGE: &str = "SELECT * FROM images WHERE id = ?1";
 
+/// The full row of an image, if `?2` owns it. `?1` id, `?2` owner.
+pub const SELECT_OWNED_IMAGE: &str = "SELECT * FROM images WHERE id = ?1 AND owner = ?2";
+
 /// Records a classification. `?1` id, `?2` tags JSON, `?3` labels JSON, `?4` model,
 /// `?5` min score, `?6` now.
 pub const MARK_DONE: &str = "UPDATE images \
@@ -46,9 +51,10 @@ pub const MARK_DONE: &str = "UPDATE images \
          error_code = NULL, error_message = NULL \
      WHERE id = ?1 AND status != 'done'";
 
-/// Adds a done image's tags to the search index (lower case). `?1` id.
-pub const INDEX_TAGS: &str = "INSERT OR IGNORE INTO image_tags (tag, uploaded_at, image_id) \
-     SELECT lower(j.value), i.uploaded_at, i.id FROM images i, json_each(i.tags) j \
+/// Adds a done image's tags to the search index (lower case), with its owner. `?1` id.
+pub const INDEX_TAGS: &str =
+    "INSERT OR IGNORE INTO image_tags (tag, uploaded_at, image_id, owner) \
+     SELECT lower(j.value), i.uploaded_at, i.id, i.owner FROM images i, json_each(i.tags) j \
      WHERE i.id = ?1 AND i.status = 'done'";
 
 /// Records a permanent failure, unless the image is done. `?1` id, `?2` error code,
@@ -246,7 +252,7 @@ mod tests {
     fn insert(conn: &Connection, id: &str, now: u64) {
         conn.execute(
             INSERT_QUEUED,
-            params![id, "images/x.png", "image/png", 10, now],
+            params![id, "images/x.png", "image/png", 10, now, "operator"],
         )
         .unwrap();
     }

@@ -4,6 +4,7 @@
 //! The worker crates are thin shells that do the I/O and call into this crate.
 
 pub mod api;
+pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod content;
