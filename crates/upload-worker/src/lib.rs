@@ -7,6 +7,8 @@
 //! ([`manage`]). Routing, validation and error codes live in [`shared::api`]; this crate
 //! only does the I/O.
 
+mod admin;
+mod auth;
 mod body;
 mod crypto;
 mod cursor_mac;

@@ -68,8 +68,14 @@ async fn cursor(
     Ok(encode_cursor(position, &mac))
 }
 
-/// `GET /images`: a page of images, newest first, with the next page's cursor.
-pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Response, ApiError> {
+/// `GET /images`: a page of images, newest first, with the next page's cursor. `owner`:
+/// only that owner's images (a client's search); `None`: everyone's (the operator's).
+pub async fn search(
+    req: &Request,
+    env: &Env,
+    settings: &Settings,
+    owner: Option<&str>,
+) -> Result<Response, ApiError> {
     let query = SearchQuery::parse(&raw_query(req))?;
     let after = match &query.cursor {
         Some(c) => {
@@ -79,7 +85,7 @@ pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Res
         None => None,
     };
     let db = d1(env)?;
-    let rows = prepare(&db, &sql::search(&query, after))?
+    let rows = prepare(&db, &sql::search_as(&query, after, owner))?
         .all()
         .await
         .and_then(|r| r.results::<SearchRow>())
@@ -96,11 +102,18 @@ pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Res
     Ok(http::json(200, &page, Headers::new()))
 }
 
-/// `GET /tags`: the most used tags with their counts.
-pub async fn tags(req: &Request, env: &Env) -> Result<Response, ApiError> {
+/// `GET /tags`: the most used tags with their counts, over `owner`'s images (or all).
+pub async fn tags(req: &Request, env: &Env, owner: Option<&str>) -> Result<Response, ApiError> {
     let query = TagsQuery::parse(&raw_query(req))?;
     let db = d1(env)?;
-    let tags = one(sql::TAG_CLOUD, JsValue::from(query.limit), &db)?
+    let statement = match owner {
+        None => one(sql::TAG_CLOUD, JsValue::from(query.limit), &db)?,
+        Some(owner) => db
+            .prepare(sql::OWNER_TAG_CLOUD)
+            .bind(&[JsValue::from(query.limit), JsValue::from_str(owner)])
+            .or_unavailable("D1 bind")?,
+    };
+    let tags = statement
         .all()
         .await
         .and_then(|r| r.results::<TagCount>())
@@ -108,8 +121,21 @@ pub async fn tags(req: &Request, env: &Env) -> Result<Response, ApiError> {
     Ok(http::json(200, &TagCloud { tags }, Headers::new()))
 }
 
-async fn object_row(db: &D1Database, id: &ImageId) -> Result<Option<ObjectRow>, ApiError> {
-    one(sql::SELECT_CONTENT, JsValue::from_str(&id.to_string()), db)?
+/// Where an image's bytes are, if `owner` owns it (`None`: whoever does).
+async fn object_row(
+    db: &D1Database,
+    id: &ImageId,
+    owner: Option<&str>,
+) -> Result<Option<ObjectRow>, ApiError> {
+    let id = JsValue::from_str(&id.to_string());
+    let statement = match owner {
+        None => one(sql::SELECT_CONTENT, id, db)?,
+        Some(owner) => db
+            .prepare(sql::SELECT_OWNED_CONTENT)
+            .bind(&[id, JsValue::from_str(owner)])
+            .or_unavailable("D1 bind")?,
+    };
+    statement
         .first::<ObjectRow>(None)
         .await
         .or_unavailable("D1 select content")
@@ -127,14 +153,15 @@ fn with_headers(status: u16, pairs: &[(&'static str, String)]) -> worker::Respon
 
 /// `GET` and `HEAD /images/{id}/content`: the original bytes, streamed from R2 to the client
 /// without passing through wasm; `Range` gives `206` or `416`, a current `If-None-Match`
-/// `304`.
+/// `304`. Another owner's image is a `404`, as one that does not exist.
 pub async fn image_content(
     req: &Request,
     env: &Env,
     id: ImageId,
     head: bool,
+    owner: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let row = object_row(&d1(env)?, &id)
+    let row = object_row(&d1(env)?, &id, owner)
         .await?
         .ok_or(ApiError::ImageNotFound)?;
     if row.size > MAX_TIME_MS {
@@ -203,20 +230,23 @@ pub async fn image_content(
 /// claim, mark or index it, and a record it writes to KV after it re-checks D1
 /// (`Store::publish`) or before our KV delete. A failure leaves a state that a retry of
 /// the delete finishes (R2 deletes are idempotent; a `404` still removes a KV record left
-/// behind).
-pub async fn delete(env: Env, id: ImageId) -> Result<Response, ApiError> {
+/// behind). A client (`owner`) deletes only its own images: another's is a `404`, and its
+/// record is left alone.
+pub async fn delete(env: Env, id: ImageId, owner: Option<String>) -> Result<Response, ApiError> {
     let db = d1(&env)?;
     let kv = env
         .kv(binding::RESULTS_KV)
         .map_err(|e| ApiError::Internal(format!("RESULTS_KV binding: {e}")))?;
     let key = record_key(&id);
-    let Some(row) = object_row(&db, &id).await? else {
-        if kv
-            .get(&key)
-            .text()
-            .await
-            .or_unavailable("KV get")?
-            .is_some()
+    let Some(row) = object_row(&db, &id, owner.as_deref()).await? else {
+        // A record left behind is removed only once no owner has the image.
+        if (owner.is_none() || object_row(&db, &id, None).await?.is_none())
+            && kv
+                .get(&key)
+                .text()
+                .await
+                .or_unavailable("KV get")?
+                .is_some()
         {
             kv.delete(&key).await.or_unavailable("KV delete")?;
         }

@@ -76,7 +76,9 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Records a new image as queued, before its bytes are stored, with its callback URL.
+    /// Records a new image as queued, before its bytes are stored, with its callback URL and
+    /// its owner.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_queued(
         &self,
         id: &ImageId,
@@ -85,9 +87,17 @@ impl Store {
         size: u64,
         now: u64,
         callback: Option<&str>,
+        owner: &str,
     ) -> Result<(), ApiError> {
         let key = id.to_string();
-        let params = [s(&key), s(r2_key), s(content_type), n(size), n(now)];
+        let params = [
+            s(&key),
+            s(r2_key),
+            s(content_type),
+            n(size),
+            n(now),
+            s(owner),
+        ];
         let Some(url) = callback else {
             return self.run("D1 insert", db::INSERT_QUEUED, &params).await;
         };
@@ -116,6 +126,18 @@ impl Store {
     /// An image's row.
     pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, ApiError> {
         self.statement(db::SELECT_IMAGE, &[s(&id.to_string())])?
+            .first::<ImageRow>(None)
+            .await
+            .or_unavailable("D1 select")
+    }
+
+    /// An image's row, if `owner` owns it.
+    pub async fn owned_image(
+        &self,
+        id: &ImageId,
+        owner: &str,
+    ) -> Result<Option<ImageRow>, ApiError> {
+        self.statement(db::SELECT_OWNED_IMAGE, &[s(&id.to_string()), s(owner)])?
             .first::<ImageRow>(None)
             .await
             .or_unavailable("D1 select")

@@ -1,0 +1,135 @@
+//! Who a request comes from (issue 20), and the per-client upload limits. The rules are
+//! [`shared::auth`]; this module does their I/O: the SHA-256 of a presented client key
+//! (WebCrypto), its lookup in D1 (cached per isolate), the Rate Limiting binding, and the
+//! daily quota's count in D1.
+
+use std::cell::RefCell;
+
+use shared::api::ApiError;
+use shared::auth::{self, Caller, KeyCache, KeyRow, Presented};
+use shared::config::binding;
+use shared::db::keys as sql;
+use worker::js_sys::Uint8Array;
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, Env, Request};
+
+use crate::crypto::sha256_hex;
+use crate::log;
+use crate::settings::Settings;
+use crate::store::OrUnavailable;
+
+thread_local! {
+    static KEYS: RefCell<KeyCache> = RefCell::new(KeyCache::default());
+}
+
+fn now_ms() -> u64 {
+    worker::js_sys::Date::now() as u64
+}
+
+fn d1(env: &Env) -> Result<D1Database, ApiError> {
+    env.d1(binding::DB)
+        .map_err(|e| ApiError::Internal(format!("DB binding: {e}")))
+}
+
+/// The SHA-256 of a secret key, as D1 stores it.
+pub async fn key_hash(key: &str) -> Result<String, ApiError> {
+    sha256_hex(&Uint8Array::from(key.as_bytes()).into()).await
+}
+
+/// Authenticates a request: `401` for a missing, wrong or revoked credential, and on a
+/// closed API (no `API_TOKEN`, no `ALLOW_ANONYMOUS`).
+pub async fn authenticate(
+    req: &Request,
+    env: &Env,
+    settings: &Settings,
+) -> Result<Caller, ApiError> {
+    let header = req.headers().get("authorization").ok().flatten();
+    let presented = auth::present(
+        header.as_deref(),
+        settings.api_token.as_deref(),
+        settings.allow_anonymous,
+    )?;
+    match presented {
+        Presented::Operator => Ok(Caller::Operator),
+        Presented::Anonymous => Ok(Caller::Anonymous),
+        Presented::Key(key) => client(env, key).await,
+    }
+}
+
+/// A client key's caller: from this isolate's cache while fresh, else from D1.
+async fn client(env: &Env, key: &str) -> Result<Caller, ApiError> {
+    let hash = key_hash(key).await?;
+    let now = now_ms();
+    let found = match KEYS.with(|k| k.borrow().get(&hash, now)) {
+        Some(found) => found,
+        None => {
+            let row = d1(env)?
+                .prepare(sql::SELECT_KEY_BY_HASH)
+                .bind(&[JsValue::from_str(&hash)])
+                .or_unavailable("D1 bind")?
+                .first::<KeyRow>(None)
+                .await
+                .or_unavailable("D1 key lookup")?;
+            let found = row.map(|r| r.client());
+            KEYS.with(|k| k.borrow_mut().put(&hash, found.clone(), now));
+            found
+        }
+    };
+    found.map(Caller::Client).ok_or(ApiError::Unauthorized)
+}
+
+/// Forgets a revoked key in this isolate at once (others forget it within the cache's TTL).
+pub fn forget(key_id: &str) {
+    KEYS.with(|k| k.borrow_mut().revoke(key_id));
+}
+
+/// Whose `Idempotency-Key`s these are: the operator's keep the scope they had before client
+/// keys (the SHA-256 of `API_TOKEN`); a client's are its key id's, an anonymous caller's
+/// `anonymous`.
+pub async fn idempotency_scope(caller: &Caller, settings: &Settings) -> Result<String, ApiError> {
+    match caller {
+        Caller::Operator => crate::crypto::token_scope(settings).await,
+        other => Ok(other.owner().to_string()),
+    }
+}
+
+/// Admits an upload before its body is read: the caller's rate limit (the Rate Limiting
+/// binding, per owner; not for the operator), then its daily quota (counted in D1).
+pub async fn admit_upload(env: &Env, caller: &Caller, settings: &Settings) -> Result<(), ApiError> {
+    if caller.rate_limited() {
+        // Without the binding there is no rate limit; a failing limiter lets uploads through.
+        if let Ok(limiter) = env.rate_limiter(binding::UPLOAD_LIMITER) {
+            match limiter.limit(caller.owner().to_string()).await {
+                Ok(outcome) if !outcome.success => {
+                    return Err(ApiError::RateLimited {
+                        retry_after: settings.upload_rate_period,
+                    })
+                }
+                Ok(_) => {}
+                Err(e) => log::warn("rate_limiter_failed", &e.to_string()),
+            }
+        }
+    }
+    if let Some(limit) = caller.daily_uploads() {
+        let now = now_ms();
+        let params = [
+            JsValue::from_str(caller.owner()),
+            JsValue::from_f64(auth::day(now) as f64),
+            JsValue::from_f64(limit as f64),
+        ];
+        let counted = d1(env)?
+            .prepare(sql::COUNT_UPLOAD)
+            .bind(&params)
+            .or_unavailable("D1 bind")?
+            .first::<u64>(Some("uploads"))
+            .await
+            .or_unavailable("D1 count upload")?;
+        if counted.is_none() {
+            return Err(ApiError::QuotaExceeded {
+                limit,
+                retry_after: auth::until_next_day(now),
+            });
+        }
+    }
+    Ok(())
+}
