@@ -305,21 +305,18 @@ async fn enqueue(env: &Env, message: &ImageMessage) -> Result<(), ApiError> {
 /// exactly as one that does not exist.
 async fn view(env: &Env, id: ImageId, owner: Option<&str>) -> Result<View, ApiError> {
     let store = Store::open(env)?;
+    let published = store.published(&id).await?;
     if let Some(owner) = owner {
         let row = store
             .owned_image(&id, owner)
             .await?
             .ok_or(ApiError::ImageNotFound)?;
-        if row.status() != Status::Queued {
-            if let Some(record) = store.published(&id).await? {
-                if record.is_terminal() {
-                    return Ok(View::Finished(record));
-                }
-            }
-        }
-        return row.view().ok_or(ApiError::ImageNotFound);
+        return match published {
+            Some(record) if record.is_terminal() => Ok(View::Finished(record)),
+            _ => row.view().ok_or(ApiError::ImageNotFound),
+        };
     }
-    if let Some(record) = store.published(&id).await? {
+    if let Some(record) = published {
         if record.is_terminal() {
             return Ok(View::Finished(record));
         }
