@@ -95,6 +95,7 @@ const results = {
     "crates/upload-worker",
     "crates/tagger-worker",
     "crates/shared",
+    "crates/imaging",
     "Cargo.toml",
     "Cargo.lock",
   ])

@@ -1,7 +1,7 @@
 // The contract between the Rust workers and everything in JavaScript (the launcher, the
 // tests, the benchmark): binding names, queue names, the model, storage keys, image types,
 // the queue message's schema version, statuses, outcomes and every error code, and the vars
-// with their defaults. It is generated from Rust (`crates/shared/src/contract.rs`, by
+// with their defaults. It is generated from Rust (`crates/shared/src/wire/contract.rs`, by
 // `UPDATE_CONTRACT=1 cargo test -p shared contract`) into local/contract.json; this module
 // only reads it and offers helpers. No JS file spells out any of these names itself.
 //
@@ -124,7 +124,7 @@ export function mimeOf(ext) {
 /**
  * A queue message for an image, as the upload worker sends it. Every field can be given;
  * the rest is made up: a fresh id, `image/png`, the object key for that id and type, now.
- * The field names are those of `ImageMessage` (crates/shared/src/message.rs).
+ * The field names are those of `ImageMessage` (crates/shared/src/wire/message.rs).
  */
 export function imageMessage({
   imageId = randomUUID(),

@@ -55,16 +55,16 @@ export CHROMIUM_PATH
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy -D warnings (native, all targets, with image normalisation)"
-cargo clippy --workspace --all-targets --features shared/imaging -- -D warnings
+step "cargo clippy -D warnings (native, all targets)"
+cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo clippy -D warnings (wasm32: both workers, and shared with image normalisation)"
+step "cargo clippy -D warnings (wasm32: both workers, shared and imaging)"
 cargo clippy --target wasm32-unknown-unknown -p upload-worker -p tagger-worker -- -D warnings
-cargo clippy --target wasm32-unknown-unknown -p shared --features imaging -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p shared -p imaging -- -D warnings
 
 step "cargo test: the pure logic (with the simulation at a small size), and the offline classifier on real photos"
 scripts/fetch-model.sh >/dev/null
-cargo test -p shared -p local-ai --features shared/imaging
+cargo test -p shared -p imaging -p local-ai
 
 step "build both workers (worker-build --release, as wrangler deploy does)"
 npm run --silent build

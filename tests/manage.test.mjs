@@ -130,7 +130,7 @@ test("a cursor is bound to its filters and key; a tampered one is 400 invalid_cu
   assert.equal(Number(payload.readBigUInt64BE(1)), Date.parse(last.uploadedAt));
   assert.equal(payload.subarray(9).toString("hex"), last.imageId.replaceAll("-", ""));
   const key = createHmac("sha256", TOKEN).update("image-tagger search cursor key v1").digest();
-  // The filters as serde writes shared::search::Filters (field order included).
+  // The filters as serde writes shared::api::search::Filters (field order included).
   const filters = '{"tags":["meadow"],"status":null,"since":null,"until":null}';
   const mac = createHmac("sha256", key)
     .update(Buffer.concat([Buffer.from("image-tagger search cursor v1\n"), payload, Buffer.from(filters)]))

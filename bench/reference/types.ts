@@ -1,5 +1,5 @@
 // The message and record shapes both reference workers share: the same JSON as the Rust
-// pipeline's (crates/shared/src/{message,record}.rs).
+// pipeline's (crates/shared/src/wire/{message,record}.rs).
 
 /// <reference path="./workers-types.d.ts" />
 

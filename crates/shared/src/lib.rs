@@ -2,38 +2,32 @@
 //!
 //! Nothing here touches Workers APIs, so all of it is tested natively with `cargo test`.
 //! The worker crates are thin shells that do the I/O and call into this crate.
+//!
+//! One folder per domain. A folder uses only the folders before it in this list (the
+//! `layout` test checks it):
+//! - [`wire`]: what crosses process boundaries, and the names of things (messages, ids,
+//!   keys, config, records, log events);
+//! - [`image`]: image formats (types, magic numbers, headers);
+//! - [`tagging`]: the tagger's logic (errors, retry policy, pacing, outcomes, labels);
+//! - [`webhook`]: webhook events, URLs, signatures and retries;
+//! - [`api`]: the upload worker's HTTP contract;
+//! - [`storage`]: all SQL.
 
-pub mod api;
-pub mod auth;
-pub mod budget;
-pub mod config;
-pub mod content;
-#[cfg(test)]
-mod contract;
-pub mod db;
-pub mod dimensions;
-pub mod error;
-pub mod head;
-pub mod id;
-#[cfg(feature = "imaging")]
-pub mod imaging;
-pub mod keys;
-pub mod labels;
-pub mod message;
-pub mod multipart;
-pub mod outbox;
-pub mod outcome;
-pub mod pacer;
-pub mod policy;
-pub mod record;
-pub mod search;
-pub mod sniff;
-pub mod time;
+pub mod wire;
+
+pub mod image;
+
+pub mod tagging;
+
 pub mod webhook;
 
-pub use error::TagError;
-pub use id::ImageId;
-pub use labels::Label;
-pub use message::ImageMessage;
-pub use record::{Status, TagRecord};
-pub use sniff::ImageType;
+pub mod api;
+
+pub mod storage;
+
+pub use image::format::ImageType;
+pub use tagging::error::TagError;
+pub use tagging::labels::Label;
+pub use wire::id::ImageId;
+pub use wire::message::ImageMessage;
+pub use wire::record::{Status, TagRecord};

@@ -2,12 +2,12 @@
 //! downscaled, re-encoded as a small JPEG), then sent to Workers AI.
 
 use serde::Serialize;
-use shared::config::{binding, MODEL};
+use shared::wire::config::{binding, MODEL};
 use shared::{Label, TagError};
 use worker::js_sys::{Array, Uint8Array};
 use worker::Env;
 
-use shared::imaging::{normalise, Limits, Normalised};
+use imaging::{normalise, Limits, Normalised};
 
 use crate::r2::JsBytes;
 use crate::settings::Settings;

@@ -1,20 +1,21 @@
 //! One batch of queue messages: decode each message on its own, fold duplicates, ask the
 //! pacer for AI calls, tag what it grants (concurrently, within a byte budget), and defer
-//! the rest. Every decision about retrying comes from [`shared::policy::decide`]; this file
+//! the rest. Every decision about retrying comes from [`shared::tagging::retry::decide`]; this file
 //! only does the I/O around it.
 
 use std::cell::Cell;
 
 use futures_util::stream::{self, StreamExt};
-use shared::config::{binding, queue};
-use shared::error::Class;
-use shared::keys::object_key;
-use shared::outcome::Outcome;
-use shared::pacer::{Denial, Grant};
-use shared::policy::{
+use shared::tagging::error::Class;
+use shared::tagging::labels::Classified;
+use shared::tagging::outcome::Outcome;
+use shared::tagging::pacer::{Denial, Grant};
+use shared::tagging::retry::{
     decide, group, jitter_seed, Delivery, Group, QueueKind, Verdict, MAX_DELAY_SECONDS,
 };
-use shared::record::{Classified, TagRecord};
+use shared::wire::config::{binding, queue};
+use shared::wire::keys::object_key;
+use shared::wire::record::TagRecord;
 use shared::{ImageId, ImageMessage, ImageType, TagError};
 use worker::js_sys::{Date, Object, Reflect};
 use worker::wasm_bindgen::JsValue;
@@ -27,7 +28,7 @@ use crate::queue_api::{QueueBatch, QueueMessage};
 use crate::r2;
 use crate::settings::Settings;
 use crate::store::{Claim, OrStorage, Store};
-use shared::budget::ByteBudget;
+use shared::tagging::memory::ByteBudget;
 
 fn now_ms() -> u64 {
     Date::now() as u64
@@ -203,7 +204,7 @@ impl Ctx<'_> {
             Some(id) => self.record_failure(&id, &error).await,
             None => Ok(None),
         };
-        let now = shared::time::format_ms(now_ms());
+        let now = shared::wire::time::format_ms(now_ms());
         let kept = self
             .store
             .keep_poison(&message.id(), self.queue, &error, body, now)
@@ -269,7 +270,7 @@ impl Ctx<'_> {
                 self.ack(&job, outcome, None, started)
             }
             Err(e) => {
-                let uploaded = shared::time::parse_ms(&job.first.1.uploaded_at);
+                let uploaded = shared::wire::time::parse_ms(&job.first.1.uploaded_at);
                 self.again(Later {
                     job,
                     error: e,
@@ -325,7 +326,7 @@ impl Ctx<'_> {
             if (i as u32) < grant.granted {
                 granted.push((job, starts.next()));
             } else {
-                let uploaded_at = shared::time::parse_ms(&job.first.1.uploaded_at);
+                let uploaded_at = shared::wire::time::parse_ms(&job.first.1.uploaded_at);
                 denied.push(Later {
                     job,
                     error: denial_error.clone(),
@@ -399,7 +400,7 @@ impl Ctx<'_> {
     async fn poison(&self, message: &QueueMessage, body: &str, error: TagError) {
         let started = Date::now();
         let id = ImageMessage::sniff_image_id(body);
-        let now = shared::time::format_ms(now_ms());
+        let now = shared::wire::time::format_ms(now_ms());
         let line = self.log(message, id, started);
         match self
             .store
@@ -428,7 +429,7 @@ impl Ctx<'_> {
             wall,
             started,
         };
-        let uploaded = shared::time::parse_ms(&job.first.1.uploaded_at);
+        let uploaded = shared::wire::time::parse_ms(&job.first.1.uploaded_at);
         let (row, lease) = match self
             .store
             .claim(&job.key, now, self.settings.lease_ms)
@@ -562,7 +563,7 @@ impl Ctx<'_> {
     /// the batch has hit a wall meanwhile.
     async fn classify(
         &self,
-        row: &shared::db::ImageRow,
+        row: &shared::storage::images::ImageRow,
         start_at: Option<u64>,
     ) -> Result<Classified, Step> {
         // The byte budget covers reading and shrinking the image; what is sent to the model
@@ -588,7 +589,7 @@ impl Ctx<'_> {
             .map_err(|e| Step::Failed(e, true))?;
         Ok(Classified {
             labels,
-            model: shared::config::MODEL.into(),
+            model: shared::wire::config::MODEL.into(),
             min_score: self.settings.min_score,
         })
     }
@@ -610,7 +611,11 @@ impl Ctx<'_> {
     }
 
     /// Writes a done image's record to KV if KV does not have it (a failed KV write earlier).
-    async fn republish(&self, id: &ImageId, row: &shared::db::ImageRow) -> Result<(), TagError> {
+    async fn republish(
+        &self,
+        id: &ImageId,
+        row: &shared::storage::images::ImageRow,
+    ) -> Result<(), TagError> {
         if self
             .store
             .published(id)
@@ -620,7 +625,9 @@ impl Ctx<'_> {
             return Ok(());
         }
         match row.view() {
-            Some(shared::db::View::Finished(record)) => self.store.publish(&record).await,
+            Some(shared::storage::images::View::Finished(record)) => {
+                self.store.publish(&record).await
+            }
             _ => Ok(()),
         }
     }
@@ -736,8 +743,8 @@ enum Step {
 /// A message's R2 key must be the one its image id and type name: a message carries no
 /// authority its bytes do not back.
 fn check_key(message: &ImageMessage) -> Result<(), TagError> {
-    let expected =
-        ImageType::from_mime(&message.content_type).map(|t| object_key(&message.image_id, t));
+    let expected = ImageType::from_mime(&message.content_type)
+        .map(|t| object_key(&message.image_id, t.extension()));
     if expected.as_deref() == Some(message.r2_key.as_str()) {
         Ok(())
     } else {

@@ -2,7 +2,7 @@
 //! Logs (`[observability]`).
 
 use serde::Serialize;
-use shared::outcome::Outcome;
+use shared::tagging::outcome::Outcome;
 use shared::{ImageId, TagError};
 
 /// Writes one JSON line, as an error when `error` is set.
@@ -40,7 +40,7 @@ impl<'a> MessageLine<'a> {
     /// A line for a message of `queue`.
     pub fn new(queue: &'a str, message_id: String, attempt: u32, started_ms: f64) -> Self {
         Self {
-            event: shared::outcome::event::MESSAGE,
+            event: shared::wire::log_event::MESSAGE,
             queue,
             message_id,
             image_id: None,

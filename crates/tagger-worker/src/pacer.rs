@@ -1,4 +1,4 @@
-//! The fleet-wide AI pacer: a Durable Object holding one [`shared::pacer::Pacer`], and the
+//! The fleet-wide AI pacer: a Durable Object holding one [`shared::tagging::pacer::Pacer`], and the
 //! client the consumer uses to talk to it. Every tagger invocation asks the same object
 //! (named [`OBJECT_NAME`]) before calling Workers AI, so the account's rate, the daily budget
 //! and the back-off after a refusal hold across the whole fleet.
@@ -6,8 +6,8 @@
 use std::cell::RefCell;
 
 use serde::Deserialize;
-use shared::config::binding;
-use shared::pacer::{Ask, Grant, Pacer, Usage, OBJECT_NAME};
+use shared::tagging::pacer::{Ask, Grant, Pacer, Usage, OBJECT_NAME};
+use shared::wire::config::binding;
 use worker::{
     durable_object, js_sys, DurableObject, Env, Method, Request, RequestInit, Response, Result,
     State, Stub,

@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, Read, Seek, SeekFrom};
 
-use shared::config::binding;
+use shared::wire::config::binding;
 use shared::TagError;
 use worker::js_sys::{ArrayBuffer, Uint8Array};
 use worker::wasm_bindgen::JsValue;

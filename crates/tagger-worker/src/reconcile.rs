@@ -6,7 +6,7 @@
 //! usage.
 
 use serde::Serialize;
-use shared::config::binding;
+use shared::wire::config::binding;
 use shared::{ImageMessage, TagError};
 use worker::{Env, MessageBuilder, QueueContentType};
 
@@ -32,7 +32,7 @@ struct Report {
 /// One run of the reconciler at `now_ms`; `cron_minute` is the scheduled minute of the hour.
 pub async fn run(env: &Env, now_ms: u64, cron_minute: u32) {
     let mut report = Report {
-        event: shared::outcome::event::RECONCILE,
+        event: shared::wire::log_event::RECONCILE,
         ..Report::default()
     };
     if let Err(e) = requeue_overdue(env, now_ms, &mut report).await {
@@ -92,7 +92,7 @@ async fn requeue_overdue(env: &Env, now: u64, report: &mut Report) -> Result<(),
             "failed"
         };
         log::emit(
-            &serde_json::json!({ "event": shared::outcome::event::RECONCILE_IMAGE, "imageId": row.id, "action": outcome }),
+            &serde_json::json!({ "event": shared::wire::log_event::RECONCILE_IMAGE, "imageId": row.id, "action": outcome }),
             false,
         );
     }
@@ -100,14 +100,14 @@ async fn requeue_overdue(env: &Env, now: u64, report: &mut Report) -> Result<(),
 }
 
 /// The queue message of a recorded image.
-fn message_of(row: &shared::db::ImageRow) -> Option<ImageMessage> {
+fn message_of(row: &shared::storage::images::ImageRow) -> Option<ImageMessage> {
     Some(ImageMessage {
-        schema_version: shared::message::SCHEMA_VERSION,
+        schema_version: shared::wire::message::SCHEMA_VERSION,
         image_id: shared::ImageId::parse(&row.id).ok()?,
         r2_key: row.r2_key.clone(),
         content_type: row.content_type.clone(),
         size: row.size,
-        uploaded_at: shared::time::format_ms(row.uploaded_at),
+        uploaded_at: shared::wire::time::format_ms(row.uploaded_at),
     })
 }
 
@@ -115,7 +115,7 @@ async fn log_usage(env: &Env) {
     match PacerClient::open(env) {
         Ok(pacer) => match pacer.usage().await {
             Ok(usage) => log::emit(
-                &serde_json::json!({ "event": shared::outcome::event::AI_USAGE, "usage": usage }),
+                &serde_json::json!({ "event": shared::wire::log_event::AI_USAGE, "usage": usage }),
                 false,
             ),
             Err(e) => worker::console_warn!("reconciler: AI usage unavailable: {e}"),

@@ -8,9 +8,9 @@
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
-use shared::config::binding;
-use shared::db::manage::{id_list, ObjectRow, DELETE_IMAGES, SELECT_EXPIRED};
-use shared::keys::record_key;
+use shared::storage::manage::{id_list, ObjectRow, DELETE_IMAGES, SELECT_EXPIRED};
+use shared::wire::config::binding;
+use shared::wire::keys::record_key;
 use shared::{ImageId, TagError};
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, KvStore};
@@ -45,9 +45,9 @@ struct Report {
 pub async fn run(env: &Env, now: u64, days: u32) {
     let cutoff = now.saturating_sub(u64::from(days).saturating_mul(DAY_MS));
     let mut report = Report {
-        event: shared::outcome::event::RETENTION,
+        event: shared::wire::log_event::RETENTION,
         retention_days: days,
-        cutoff: shared::time::format_ms(cutoff),
+        cutoff: shared::wire::time::format_ms(cutoff),
         deleted: 0,
         records_deleted: 0,
         more: false,

@@ -3,11 +3,11 @@
 
 use std::rc::Rc;
 
-use shared::config::{self, Vars};
-use shared::pacer::PacerConfig;
-use shared::policy::{Backoff, Policy};
+use shared::tagging::pacer::PacerConfig;
+use shared::tagging::retry::{Backoff, Policy};
 use shared::webhook::retry::RetryPolicy;
 use shared::webhook::sign::parse_secret;
+use shared::wire::config::{self, Vars};
 use worker::Env;
 
 /// Everything the tagger reads from its vars.

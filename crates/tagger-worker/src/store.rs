@@ -1,14 +1,15 @@
 //! The tagger's records: D1 (the system of record) and KV (the fast read path of finished
-//! images, and kept poison messages). Every statement comes from [`shared::db`]; every
+//! images, and kept poison messages). Every statement comes from [`shared::storage::images`]; every
 //! failure is a retryable [`TagError::Storage`].
 
 use serde::Serialize;
-use shared::config::binding;
-use shared::db::{self, ImageRow, View};
-use shared::keys::{poison_key, record_key};
-use shared::outbox;
-use shared::record::{Classified, PoisonRecord, TagRecord};
-use shared::webhook::{event_id, Event, EventType, NotificationView};
+use shared::storage::images::{self, ImageRow, View};
+use shared::storage::outbox;
+use shared::tagging::labels::Classified;
+use shared::webhook::{event_id, Event, EventType};
+use shared::wire::config::binding;
+use shared::wire::keys::{poison_key, record_key};
+use shared::wire::record::{NotificationView, PoisonRecord, TagRecord};
 use shared::{ImageId, Status, TagError};
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env, KvStore};
@@ -70,7 +71,7 @@ impl Store {
 
     /// An image's row.
     pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, TagError> {
-        self.statement(db::SELECT_IMAGE, &[s(&id.to_string())])?
+        self.statement(images::SELECT_IMAGE, &[s(&id.to_string())])?
             .first::<ImageRow>(None)
             .await
             .or_storage("D1 select image")
@@ -80,7 +81,7 @@ impl Store {
     pub async fn claim(&self, id: &ImageId, now: u64, lease_ms: u64) -> Result<Claim, TagError> {
         let lease_until = now + lease_ms;
         let claimed = self
-            .statement(db::CLAIM, &[s(&id.to_string()), n(now), n(lease_until)])?
+            .statement(images::CLAIM, &[s(&id.to_string()), n(now), n(lease_until)])?
             .first::<ImageRow>(None)
             .await
             .or_storage("D1 claim")?;
@@ -132,7 +133,7 @@ impl Store {
     ) -> Result<Option<TagRecord>, TagError> {
         let changes = |r: &worker::D1Result| r.meta().ok().flatten().and_then(|m| m.changes);
         let mut batch = statements;
-        batch.push(self.statement(db::SELECT_IMAGE, &[s(&id.to_string())])?);
+        batch.push(self.statement(images::SELECT_IMAGE, &[s(&id.to_string())])?);
         let results = self.db.batch(batch).await.or_storage("D1 batch")?;
         let changed = results.first().and_then(changes).unwrap_or(0);
         if changed == 0 {
@@ -169,7 +170,7 @@ impl Store {
     ) -> Result<Option<TagRecord>, TagError> {
         let key = id.to_string();
         let done = self.statement(
-            db::MARK_DONE,
+            images::MARK_DONE,
             &[
                 s(&key),
                 s(&json(&classified.tags())),
@@ -181,7 +182,7 @@ impl Store {
         )?;
         let event = Event::tagged(*id, classified.tags(), classified.labels.clone(), now);
         let notify = self.event_statement(id, &event, EventType::Tagged, now)?;
-        let index = self.statement(db::INDEX_TAGS, &[s(&key)])?;
+        let index = self.statement(images::INDEX_TAGS, &[s(&key)])?;
         self.transition(id, vec![done, notify, index], EventType::Tagged)
             .await
     }
@@ -194,7 +195,7 @@ impl Store {
         now: u64,
     ) -> Result<Option<TagRecord>, TagError> {
         let failed = self.statement(
-            db::MARK_FAILED,
+            images::MARK_FAILED,
             &[
                 s(&id.to_string()),
                 s(error.code()),
@@ -218,11 +219,14 @@ impl Store {
         lease_until: Option<u64>,
     ) -> Result<(), TagError> {
         let lease = lease_until.map_or(JsValue::NULL, n);
-        self.statement(db::DEFER, &[s(&id.to_string()), n(due_at), n(now), lease])?
-            .run()
-            .await
-            .or_storage("D1 defer")
-            .map(|_| ())
+        self.statement(
+            images::DEFER,
+            &[s(&id.to_string()), n(due_at), n(now), lease],
+        )?
+        .run()
+        .await
+        .or_storage("D1 defer")
+        .map(|_| ())
     }
 
     /// Queued images overdue since before `cutoff`, oldest first.
@@ -233,7 +237,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ImageRow>, TagError> {
         self.statement(
-            db::SELECT_OVERDUE,
+            images::SELECT_OVERDUE,
             &[n(now), n(cutoff), n(u64::from(limit))],
         )?
         .all()
@@ -244,7 +248,7 @@ impl Store {
 
     /// Notes that an overdue image was enqueued again.
     pub async fn requeued(&self, id: &str, now: u64) -> Result<(), TagError> {
-        self.statement(db::REQUEUED, &[s(id), n(now)])?
+        self.statement(images::REQUEUED, &[s(id), n(now)])?
             .run()
             .await
             .or_storage("D1 requeued")
@@ -257,7 +261,7 @@ impl Store {
         let key = record_key(&record.image_id);
         put_json(&self.kv, &key, record, None).await?;
         let present = self
-            .statement(db::EXISTS, &[s(&record.image_id.to_string())])?
+            .statement(images::EXISTS, &[s(&record.image_id.to_string())])?
             .first::<serde_json::Value>(None)
             .await
             .or_storage("D1 exists")?;
@@ -305,7 +309,7 @@ impl Store {
         body: &str,
         now: String,
     ) -> Result<(), TagError> {
-        let record = PoisonRecord::new(message_id, queue, error, body, now);
+        let record = PoisonRecord::new(message_id, queue, error.info(), body, now);
         put_json(
             &self.kv,
             &poison_key(message_id),

@@ -1,15 +1,15 @@
 //! The operator's routes of client keys (issue 20): `POST /admin/keys` makes one and shows
 //! its secret once, `GET /admin/keys` lists them without secrets, `DELETE /admin/keys/{id}`
-//! revokes one. Checks and shapes are [`shared::auth`]; statements [`shared::db::keys`].
+//! revokes one. Checks and shapes are [`shared::api::auth`]; statements [`shared::storage::keys`].
 
-use shared::api::{check_content_length, ApiError};
-use shared::auth::{
+use shared::api::auth::{
     format_key, CreatedKey, KeyId, KeyList, KeyRow, NewKey, KEY_BYTES, KEY_ID_BYTES,
     MAX_KEYS_LISTED, MAX_REQUEST_BYTES,
 };
-use shared::config::binding;
-use shared::db::keys as sql;
-use shared::time::format_ms;
+use shared::api::{check_content_length, ApiError};
+use shared::storage::keys as sql;
+use shared::wire::config::binding;
+use shared::wire::time::format_ms;
 use worker::js_sys::{Reflect, Uint8Array};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -128,7 +128,7 @@ pub async fn list(env: &Env) -> Result<Response, ApiError> {
 }
 
 /// `DELETE /admin/keys/{keyId}`: revokes the key, `204` (again too); `404` for no such key.
-/// This isolate forgets the key at once, every other one within [`shared::auth::CACHE_TTL_MS`].
+/// This isolate forgets the key at once, every other one within [`shared::api::auth::CACHE_TTL_MS`].
 pub async fn revoke(env: &Env, id: KeyId) -> Result<Response, ApiError> {
     let params = [
         JsValue::from_str(id.as_str()),

@@ -1,14 +1,14 @@
 //! Who a request comes from (issue 20), and the per-client upload limits. The rules are
-//! [`shared::auth`]; this module does their I/O: the SHA-256 of a presented client key
+//! [`shared::api::auth`]; this module does their I/O: the SHA-256 of a presented client key
 //! (WebCrypto), its lookup in D1 (cached per isolate), the Rate Limiting binding, and the
 //! daily quota's count in D1.
 
 use std::cell::RefCell;
 
+use shared::api::auth::{self, Caller, KeyCache, KeyRow, Presented};
 use shared::api::ApiError;
-use shared::auth::{self, Caller, KeyCache, KeyRow, Presented};
-use shared::config::binding;
-use shared::db::keys as sql;
+use shared::storage::keys as sql;
+use shared::wire::config::binding;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, Env, Request};

@@ -9,10 +9,10 @@
 //! - A raw body without `Content-Length`, and every `multipart/form-data` body, is read chunk
 //!   by chunk ([`Rest`]), 64 KiB per read. A form's chunks are copied into one buffer that
 //!   every request shares (it is used only between awaits) and scanned there
-//!   ([`shared::multipart::Scanner`]); the file's bytes go on as `subarray` views of the JS
+//!   ([`shared::api::multipart::Scanner`]); the file's bytes go on as `subarray` views of the JS
 //!   chunks, and [`crate::r2`] stores them in parts as they come.
 //!
-//! The head (see [`shared::head`]) is read up to 256 KiB to find the image's pixel count: a
+//! The head (see [`shared::api::admission`]) is read up to 256 KiB to find the image's pixel count: a
 //! JPEG's frame header can follow large EXIF and ICC segments.
 //!
 //! A body refused part way (type, pixels, a malformed form) is drained before the error
@@ -26,9 +26,9 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
+use shared::api::admission::Head;
+use shared::api::multipart::{self, Event, FilePicker, Scanner};
 use shared::api::ApiError;
-use shared::head::Head;
-use shared::multipart::{self, Event, FilePicker, Scanner};
 use shared::ImageType;
 use worker::js_sys::{self, ArrayBuffer, BigInt, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};

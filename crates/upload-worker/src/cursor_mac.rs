@@ -1,10 +1,10 @@
 //! HMAC-SHA-256 of search cursors, through WebCrypto. The key is chosen by
-//! [`shared::search::CursorKey`] and imported once per isolate.
+//! [`shared::api::search::CursorKey`] and imported once per isolate.
 
 use std::cell::RefCell;
 
+use shared::api::search::{CursorKey, KEY_LABEL, PUBLIC_KEY};
 use shared::api::ApiError;
-use shared::search::{CursorKey, KEY_LABEL, PUBLIC_KEY};
 use worker::js_sys::{Array, ArrayBuffer, Object, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::JsValue;

@@ -2,16 +2,15 @@
 
 use std::rc::Rc;
 
-use shared::api::{
-    check_content_length, status_url, Accepted, ApiError, IdempotencyKey, Method, Route,
-};
-use shared::auth::{need, Caller};
-use shared::config::binding;
-use shared::db::View;
-use shared::keys::object_key;
-use shared::message::SCHEMA_VERSION;
-use shared::record::{TagRecord, TagsView};
-use shared::{multipart, ImageId, ImageMessage, Status};
+use shared::api::auth::{need, Caller};
+use shared::api::multipart;
+use shared::api::{check_content_length, Accepted, ApiError, IdempotencyKey, Method, Route};
+use shared::storage::images::View;
+use shared::wire::config::binding;
+use shared::wire::keys::object_key;
+use shared::wire::message::SCHEMA_VERSION;
+use shared::wire::record::{status_url, TagRecord, TagsView};
+use shared::{ImageId, ImageMessage, Status};
 use worker::{Context, Env, Headers, MessageBuilder, QueueContentType, Request, Response};
 
 use crate::body::{self, BodyInfo};
@@ -180,7 +179,7 @@ async fn upload(
     );
     work.await?;
     log::emit(
-        &serde_json::json!({ "event": shared::outcome::event::UPLOAD_ACCEPTED, "imageId": id }),
+        &serde_json::json!({ "event": shared::wire::log_event::UPLOAD_ACCEPTED, "imageId": id }),
         false,
     );
     Ok(accepted(202, id))
@@ -220,7 +219,7 @@ async fn ingest(
     callback: Option<String>,
     owner: String,
 ) -> Result<(), ApiError> {
-    let key = object_key(&id, upload.image_type);
+    let key = object_key(&id, upload.image_type.extension());
     let mime = upload.image_type.mime();
     let uploaded_at = now_ms();
     let undo_key = || async {
@@ -246,7 +245,13 @@ async fn ingest(
     let bucket = env
         .bucket(binding::IMAGE_BUCKET)
         .map_err(|e| ApiError::Internal(format!("IMAGE_BUCKET binding: {e}")))?;
-    let stored = match r2::store(&bucket, &key, upload, &shared::time::format_ms(uploaded_at)).await
+    let stored = match r2::store(
+        &bucket,
+        &key,
+        upload,
+        &shared::wire::time::format_ms(uploaded_at),
+    )
+    .await
     {
         Ok(stored) => stored,
         Err(e) => {
@@ -267,7 +272,7 @@ async fn ingest(
         r2_key: key.clone(),
         content_type: mime.into(),
         size: stored.size,
-        uploaded_at: shared::time::format_ms(uploaded_at),
+        uploaded_at: shared::wire::time::format_ms(uploaded_at),
     };
     if let Err(e) = enqueue(&env, &message).await {
         // Nothing must stay recorded or stored that no message will ever tag.
@@ -378,17 +383,17 @@ async fn tags(env: &Env, id: ImageId, owner: Option<&str>) -> Result<Response, A
 
 thread_local! {
     /// The last answer of the pacer, when it was asked, and when it was last asked.
-    static USAGE: std::cell::RefCell<(Option<(u64, shared::pacer::Usage)>, u64)> =
+    static USAGE: std::cell::RefCell<(Option<(u64, shared::tagging::pacer::Usage)>, u64)> =
         const { std::cell::RefCell::new((None, 0)) };
 }
 
 /// `GET /admin/usage`: today's Workers AI calls, from the tagger's pacer. An isolate asks the
-/// pacer at most once per [`shared::auth::USAGE_CACHE_MS`] and answers from its last answer
+/// pacer at most once per [`shared::api::auth::USAGE_CACHE_MS`] and answers from its last answer
 /// meanwhile (also while a question is on its way), so that no request rate reaches the
 /// object the tagger's `acquire` needs.
 async fn usage(env: &Env) -> Result<Response, ApiError> {
     let now = now_ms();
-    let fresh = |at: u64| now.saturating_sub(at) < shared::auth::USAGE_CACHE_MS;
+    let fresh = |at: u64| now.saturating_sub(at) < shared::api::auth::USAGE_CACHE_MS;
     let cached = USAGE.with(|u| {
         let (last, asked) = &*u.borrow();
         last.as_ref()
@@ -405,15 +410,15 @@ async fn usage(env: &Env) -> Result<Response, ApiError> {
 }
 
 /// Today's AI calls, asked of the pacer object.
-async fn ask_usage(env: &Env) -> Result<shared::pacer::Usage, ApiError> {
+async fn ask_usage(env: &Env) -> Result<shared::tagging::pacer::Usage, ApiError> {
     let stub = env
         .durable_object(binding::AI_PACER)
-        .and_then(|ns| ns.get_by_name(shared::pacer::OBJECT_NAME))
+        .and_then(|ns| ns.get_by_name(shared::tagging::pacer::OBJECT_NAME))
         .map_err(|e| ApiError::Internal(format!("AI_PACER binding: {e}")))?;
     let init = worker::RequestInit {
         method: worker::Method::Post,
         body: Some(
-            serde_json::to_string(&shared::pacer::Ask::Usage)
+            serde_json::to_string(&shared::tagging::pacer::Ask::Usage)
                 .unwrap_or_default()
                 .into(),
         ),

@@ -27,7 +27,7 @@ struct Problem<'a> {
 pub fn error(code: &str, detail: &str) {
     emit(
         &Problem {
-            event: shared::outcome::event::UPLOAD_PROBLEM,
+            event: shared::wire::log_event::UPLOAD_PROBLEM,
             level: "error",
             code,
             detail,
@@ -40,7 +40,7 @@ pub fn error(code: &str, detail: &str) {
 pub fn warn(code: &str, detail: &str) {
     emit(
         &Problem {
-            event: shared::outcome::event::UPLOAD_PROBLEM,
+            event: shared::wire::log_event::UPLOAD_PROBLEM,
             level: "warn",
             code,
             detail,

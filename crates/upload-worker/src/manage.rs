@@ -1,16 +1,16 @@
 //! Finding and managing images: `GET /images` (search and list), `GET /tags`,
 //! `GET /images/{id}/content` and `DELETE /images/{id}`. Parsing, cursors, headers and SQL
-//! come from [`shared::search`], [`shared::content`] and [`shared::db::manage`].
+//! come from [`shared::api::search`], [`shared::api::download`] and [`shared::storage::manage`].
 
-use shared::api::ApiError;
-use shared::config::binding;
-use shared::content::{self, Part};
-use shared::db::manage::{self as sql, ObjectRow, Param, SearchRow, Statement};
-use shared::keys::record_key;
-use shared::search::{
+use shared::api::download::{self, Part};
+use shared::api::search::{
     encode_cursor, signing_input, Position, SearchPage, SearchQuery, TagCloud, TagCount, TagsQuery,
     MAX_TIME_MS,
 };
+use shared::api::ApiError;
+use shared::storage::manage::{self as sql, ObjectRow, Param, SearchRow, Statement};
+use shared::wire::config::binding;
+use shared::wire::keys::record_key;
 use shared::ImageId;
 use worker::wasm_bindgen::JsValue;
 use worker::{Bucket, D1Database, D1PreparedStatement, Env, Headers, Request, Response};
@@ -170,9 +170,9 @@ pub async fn image_content(
             row.size
         )));
     }
-    let etag = content::etag(&id);
-    if content::not_modified(header(req, "if-none-match").as_deref(), &etag) {
-        let headers = content::headers(&id, &row.content_type, row.size, Part::Whole, true);
+    let etag = download::etag(&id);
+    if download::not_modified(header(req, "if-none-match").as_deref(), &etag) {
+        let headers = download::headers(&id, &row.content_type, row.size, Part::Whole, true);
         return Ok(with_headers(304, &headers).empty());
     }
     let part = Part::of(
@@ -192,7 +192,7 @@ pub async fn image_content(
             }),
         ),
     };
-    let headers = content::headers(&id, &row.content_type, row.size, part, false);
+    let headers = download::headers(&id, &row.content_type, row.size, part, false);
     if head {
         return Ok(with_headers(status, &headers).empty());
     }
@@ -261,7 +261,7 @@ pub async fn delete(env: Env, id: ImageId, owner: Option<String>) -> Result<Resp
     db.batch(batch).await.or_unavailable("D1 delete")?;
     kv.delete(&key).await.or_unavailable("KV delete")?;
     log::emit(
-        &serde_json::json!({ "event": shared::outcome::event::UPLOAD_DELETED, "imageId": id }),
+        &serde_json::json!({ "event": shared::wire::log_event::UPLOAD_DELETED, "imageId": id }),
         false,
     );
     Ok(Response::builder().with_status(204).empty())

@@ -2,8 +2,8 @@
 
 use std::rc::Rc;
 
-use shared::config::{self, Vars};
 use shared::webhook::url::{CallbackPolicy, CallbackUrl, UrlError};
+use shared::wire::config::{self, Vars};
 use worker::Env;
 
 /// Everything the upload worker reads from its vars and secrets.

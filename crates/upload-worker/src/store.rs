@@ -1,11 +1,11 @@
 //! The upload worker's records: D1 (the system of record, and Idempotency-Key reservations)
-//! and KV (the fast read path of finished images). Statements come from [`shared::db`].
+//! and KV (the fast read path of finished images). Statements come from [`shared::storage::images`].
 
 use shared::api::ApiError;
-use shared::config::binding;
-use shared::db::{self, ImageRow};
-use shared::keys::record_key;
-use shared::record::TagRecord;
+use shared::storage::images::{self, ImageRow};
+use shared::wire::config::binding;
+use shared::wire::keys::record_key;
+use shared::wire::record::TagRecord;
 use shared::ImageId;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env, KvStore};
@@ -99,11 +99,11 @@ impl Store {
             s(owner),
         ];
         let Some(url) = callback else {
-            return self.run("D1 insert", db::INSERT_QUEUED, &params).await;
+            return self.run("D1 insert", images::INSERT_QUEUED, &params).await;
         };
         // One batch, one transaction: the image never exists without its callback.
-        let insert = self.statement(db::INSERT_QUEUED, &params)?;
-        let set = self.statement(shared::outbox::SET_CALLBACK, &[s(&key), s(url)])?;
+        let insert = self.statement(images::INSERT_QUEUED, &params)?;
+        let set = self.statement(shared::storage::outbox::SET_CALLBACK, &[s(&key), s(url)])?;
         self.db
             .batch(vec![insert, set])
             .await
@@ -113,19 +113,27 @@ impl Store {
 
     /// Sets the size of an image whose length was only known once stored.
     pub async fn set_size(&self, id: &ImageId, size: u64) -> Result<(), ApiError> {
-        self.run("D1 set size", db::SET_SIZE, &[s(&id.to_string()), n(size)])
-            .await
+        self.run(
+            "D1 set size",
+            images::SET_SIZE,
+            &[s(&id.to_string()), n(size)],
+        )
+        .await
     }
 
     /// Removes an image whose upload did not complete.
     pub async fn delete_unfinished(&self, id: &ImageId) -> Result<(), ApiError> {
-        self.run("D1 delete", db::DELETE_UNFINISHED, &[s(&id.to_string())])
-            .await
+        self.run(
+            "D1 delete",
+            images::DELETE_UNFINISHED,
+            &[s(&id.to_string())],
+        )
+        .await
     }
 
     /// An image's row.
     pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, ApiError> {
-        self.statement(db::SELECT_IMAGE, &[s(&id.to_string())])?
+        self.statement(images::SELECT_IMAGE, &[s(&id.to_string())])?
             .first::<ImageRow>(None)
             .await
             .or_unavailable("D1 select")
@@ -137,7 +145,7 @@ impl Store {
         id: &ImageId,
         owner: &str,
     ) -> Result<Option<ImageRow>, ApiError> {
-        self.statement(db::SELECT_OWNED_IMAGE, &[s(&id.to_string()), s(owner)])?
+        self.statement(images::SELECT_OWNED_IMAGE, &[s(&id.to_string()), s(owner)])?
             .first::<ImageRow>(None)
             .await
             .or_unavailable("D1 select")
@@ -147,11 +155,14 @@ impl Store {
     pub async fn notification(
         &self,
         id: &ImageId,
-    ) -> Result<Option<shared::outbox::NotificationRow>, ApiError> {
-        self.statement(shared::outbox::SELECT_LATEST, &[s(&id.to_string())])?
-            .first::<shared::outbox::NotificationRow>(None)
-            .await
-            .or_unavailable("D1 select notification")
+    ) -> Result<Option<shared::storage::outbox::NotificationRow>, ApiError> {
+        self.statement(
+            shared::storage::outbox::SELECT_LATEST,
+            &[s(&id.to_string())],
+        )?
+        .first::<shared::storage::outbox::NotificationRow>(None)
+        .await
+        .or_unavailable("D1 select notification")
     }
 
     /// The finished record KV holds for an image, if any.
@@ -178,7 +189,7 @@ impl Store {
         let id = image_id.to_string();
         let params = [s(scope), s(key), s(&id), n(now), n(expires), n(stale)];
         let reserved = self
-            .statement(db::RESERVE_KEY, &params)?
+            .statement(images::RESERVE_KEY, &params)?
             .first::<String>(Some("image_id"))
             .await
             .or_unavailable("D1 reserve key")?;
@@ -186,7 +197,7 @@ impl Store {
             return Ok(Reservation::New);
         }
         let row = self
-            .statement(db::SELECT_KEY, &[s(scope), s(key)])?
+            .statement(images::SELECT_KEY, &[s(scope), s(key)])?
             .first::<KeyRow>(None)
             .await
             .or_unavailable("D1 select key")?;
@@ -214,14 +225,15 @@ impl Store {
         sha256: &str,
     ) -> Result<(), ApiError> {
         let params = [s(scope), s(key), s(&id.to_string()), s(sha256)];
-        self.run("D1 complete key", db::COMPLETE_KEY, &params).await
+        self.run("D1 complete key", images::COMPLETE_KEY, &params)
+            .await
     }
 
     /// Drops a reservation whose request failed, so that the client can retry.
     pub async fn release_key(&self, scope: &str, key: &str, id: &ImageId) -> Result<(), ApiError> {
         self.run(
             "D1 release key",
-            db::RELEASE_KEY,
+            images::RELEASE_KEY,
             &[s(scope), s(key), s(&id.to_string())],
         )
         .await

@@ -3,7 +3,7 @@
 //! An upload may name a callback URL (the `Callback-Url` header, else the `WEBHOOK_URL`
 //! var), checked by [`url`] and stored with the image. When the tagger records an image as
 //! done or failed, the same D1 batch records the event in the `notifications` table (the
-//! outbox, [`crate::outbox`]), so that no crash between the two can lose it. The tagger then
+//! outbox, [`crate::storage::outbox`]), so that no crash between the two can lose it. The tagger then
 //! enqueues a [`NotifyMessage`] on `notification-queue`; its consumer signs the event
 //! ([`sign`]) and posts it, and [`retry::decide`] says what to do with the answer. The
 //! reconciler re-enqueues deliveries whose message was lost.
@@ -16,9 +16,8 @@ pub mod url;
 
 use serde::{Deserialize, Serialize};
 
-use crate::labels::Label;
-use crate::record::ErrorInfo;
-use crate::time::format_ms;
+use crate::wire::record::{status_url, ErrorInfo, Label};
+use crate::wire::time::format_ms;
 use crate::{ImageId, Status};
 
 /// The events a receiver gets.
@@ -160,7 +159,7 @@ impl Event {
                 tags,
                 labels,
                 error,
-                status_url: crate::api::status_url(&image_id),
+                status_url: status_url(&image_id),
             },
         }
     }
@@ -203,38 +202,6 @@ impl NotifyMessage {
             return Err("eventId is not an event id".into());
         }
         Ok(message)
-    }
-}
-
-/// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryState {
-    /// Not delivered yet; attempts go on.
-    Pending,
-    /// A `2xx` answer was received.
-    Delivered,
-    /// Given up: a final answer, or the retry horizon passed. The image itself is unaffected.
-    Failed,
-}
-
-impl DeliveryState {
-    pub const ALL: [Self; 3] = [Self::Pending, Self::Delivered, Self::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Delivered => "delivered",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Parses a stored state; anything unknown reads as pending.
-    pub fn parse(value: &str) -> Self {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.as_str() == value)
-            .unwrap_or(Self::Pending)
     }
 }
 
@@ -283,64 +250,10 @@ impl DeliveryOutcome {
     }
 }
 
-/// The `event` of the tagger's log line per notification message.
-pub const LOG_EVENT: &str = "tagger.notify";
-
-/// The `notification` of `GET /images/{id}`: the delivery of the image's latest event.
-///
-/// In a tag record kept in KV it is only a marker, `{"state": "pending"}`, saying that the
-/// image has a callback: the upload worker then reads the live record from D1. Images
-/// without a callback keep the KV fast path.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NotificationView {
-    /// The `webhook-id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
-    /// `image.tagged` or `image.failed`.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    pub event_type: Option<String>,
-    pub state: DeliveryState,
-    /// Attempts made so far.
-    #[serde(default)]
-    pub attempts: u32,
-    /// The HTTP status of the last answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_status: Option<u16>,
-    /// What went wrong last: the status and the start of the answer, or the network error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_attempt_at: Option<String>,
-    /// Pending: when the next attempt is due (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<String>,
-    /// Delivered: when (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivered_at: Option<String>,
-}
-
-impl NotificationView {
-    /// The marker a tag record in KV carries for an image with a callback.
-    pub fn marker() -> Self {
-        Self {
-            event_id: None,
-            event_type: None,
-            state: DeliveryState::Pending,
-            attempts: 0,
-            last_status: None,
-            last_error: None,
-            last_attempt_at: None,
-            next_attempt_at: None,
-            delivered_at: None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::record::{DeliveryState, NotificationView};
 
     const ID: &str = "3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
 

@@ -8,7 +8,7 @@
 //!   after the event. The last wait is cut so that the last attempt happens at that horizon.
 //! - Anything else (other `4xx`, `3xx`: redirects are not followed) gives up at once.
 
-use crate::policy::{Backoff, MAX_DELAY_SECONDS};
+use crate::tagging::retry::{Backoff, MAX_DELAY_SECONDS};
 
 /// How long one attempt may take, response body included.
 pub const TIMEOUT_MS: u64 = 10_000;
@@ -69,7 +69,7 @@ pub fn retryable(attempt: Attempt) -> bool {
 }
 
 /// Decides after attempt number `attempt` (from 1) of an event that happened at
-/// `event_at_ms`. `seed` picks the jitter (see [`crate::policy::jitter_seed`]).
+/// `event_at_ms`. `seed` picks the jitter (see [`crate::tagging::retry::jitter_seed`]).
 pub fn decide(
     outcome: Attempt,
     attempt: u32,

@@ -32,9 +32,11 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
-use shared::error::TagError;
-use shared::pacer::{Ask, Denial, Grant, Pacer, PacerConfig};
-use shared::policy::{decide, group, jitter_seed, Backoff, Delivery, Policy, QueueKind, Verdict};
+use shared::tagging::error::TagError;
+use shared::tagging::pacer::{Ask, Denial, Grant, Pacer, PacerConfig};
+use shared::tagging::retry::{
+    decide, group, jitter_seed, Backoff, Delivery, Policy, QueueKind, Verdict,
+};
 
 /// Simulated time, in microseconds from the start.
 type Us = u64;

@@ -2,7 +2,7 @@
 //! transition, and the reconciler's rescue of deliveries whose message was lost.
 //!
 //! The event itself was recorded in D1 with the image's transition (the outbox, see
-//! [`shared::outbox`]); a message only says "deliver this event now". Each delivery claims
+//! [`shared::storage::outbox`]); a message only says "deliver this event now". Each delivery claims
 //! the event (a lease, and only once it is due), signs and posts it, and records the answer
 //! as [`shared::webhook::retry::decide`] says: delivered, retry after a delay (the message
 //! is retried with that delay), or given up. The image itself is never changed here.
@@ -12,17 +12,18 @@ mod outbox;
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
-use shared::config::{binding, queue};
-use shared::outbox::{clip, NotificationRow};
-use shared::policy::jitter_seed;
-use shared::policy::MAX_DELAY_SECONDS;
-use shared::record::TagRecord;
-use shared::time::format_ms;
+use shared::storage::outbox::{clip, NotificationRow};
+use shared::tagging::retry::jitter_seed;
+use shared::tagging::retry::MAX_DELAY_SECONDS;
 use shared::webhook::retry::{decide, Attempt, Decision, MAX_RESPONSE_BYTES, TIMEOUT_MS};
 use shared::webhook::sign::{
     signature_header, signed_content, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
-use shared::webhook::{DeliveryOutcome, NotifyMessage, LOG_EVENT};
+use shared::webhook::{DeliveryOutcome, NotifyMessage};
+use shared::wire::config::{binding, queue};
+use shared::wire::log_event;
+use shared::wire::record::TagRecord;
+use shared::wire::time::format_ms;
 use shared::TagError;
 use worker::js_sys::Date;
 use worker::{Env, MessageBuilder, QueueContentType};
@@ -82,7 +83,7 @@ pub async fn requeue_overdue(env: &Env, now: u64, cutoff: u64) -> Result<u32, Ta
         outbox.requeued(&row.event_id, now).await?;
         log::emit(
             &serde_json::json!({
-                "event": shared::outcome::event::RECONCILE_NOTIFICATION,
+                "event": shared::wire::log_event::RECONCILE_NOTIFICATION,
                 "eventId": row.event_id,
                 "imageId": row.image_id,
                 "action": "requeued",
@@ -154,7 +155,7 @@ struct Line {
 impl Line {
     fn new(message: &QueueMessage) -> Self {
         Self {
-            event: LOG_EVENT,
+            event: log_event::NOTIFY,
             message_id: message.id(),
             event_id: None,
             image_id: None,

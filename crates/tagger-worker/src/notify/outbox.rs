@@ -1,10 +1,10 @@
-//! The webhook outbox in D1: every statement comes from [`shared::outbox`]; every failure
+//! The webhook outbox in D1: every statement comes from [`shared::storage::outbox`]; every failure
 //! is a retryable [`TagError::Storage`].
 
-use shared::config::binding;
-use shared::outbox::{self, NotificationRow};
+use shared::storage::outbox::{self, NotificationRow};
 use shared::webhook::retry::LEASE_MS;
-use shared::webhook::DeliveryState;
+use shared::wire::config::binding;
+use shared::wire::record::DeliveryState;
 use shared::TagError;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env};

@@ -1,0 +1,11 @@
+//! The tagger's logic: its errors and their classes ([`error`]), the retry policy
+//! ([`retry`]), the daily AI pacer ([`pacer`]), what became of a message ([`outcome`]), the
+//! labels that become tags ([`labels`]) and the byte budget of images in memory
+//! ([`memory`]).
+
+pub mod error;
+pub mod labels;
+pub mod memory;
+pub mod outcome;
+pub mod pacer;
+pub mod retry;
