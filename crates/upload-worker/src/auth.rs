@@ -112,19 +112,29 @@ pub async fn admit_upload(env: &Env, caller: &Caller, settings: &Settings) -> Re
     }
     if let Some(limit) = caller.daily_uploads() {
         let now = now_ms();
-        let params = [
-            JsValue::from_str(caller.owner()),
-            JsValue::from_f64(auth::day(now) as f64),
-            JsValue::from_f64(limit as f64),
-        ];
-        let counted = d1(env)?
+        let owner = JsValue::from_str(caller.owner());
+        let day = JsValue::from_f64(auth::day(now) as f64);
+        let db = d1(env)?;
+        // One round trip: yesterday's count goes, today's is counted.
+        let forget = db
+            .prepare(sql::FORGET_OLD_DAYS)
+            .bind(&[owner.clone(), day.clone()])
+            .or_unavailable("D1 bind")?;
+        let count = db
             .prepare(sql::COUNT_UPLOAD)
-            .bind(&params)
-            .or_unavailable("D1 bind")?
-            .first::<u64>(Some("uploads"))
+            .bind(&[owner, day, JsValue::from_f64(limit as f64)])
+            .or_unavailable("D1 bind")?;
+        let results = db
+            .batch(vec![forget, count])
             .await
             .or_unavailable("D1 count upload")?;
-        if counted.is_none() {
+        let counted = match results.get(1) {
+            Some(result) => result
+                .results::<sql::UploadCount>()
+                .or_unavailable("D1 count upload")?,
+            None => Vec::new(),
+        };
+        if counted.is_empty() {
             return Err(ApiError::QuotaExceeded {
                 limit,
                 retry_after: auth::until_next_day(now),

@@ -29,6 +29,16 @@ pub const COUNT_UPLOAD: &str = "INSERT INTO key_usage (owner, day, uploads) VALU
      ON CONFLICT (owner, day) DO UPDATE SET uploads = uploads + 1 WHERE uploads < ?3 \
      RETURNING uploads";
 
+/// Forgets the counts of `?1`'s days before `?2` (run with [`COUNT_UPLOAD`], so that an owner
+/// keeps at most today's row).
+pub const FORGET_OLD_DAYS: &str = "DELETE FROM key_usage WHERE owner = ?1 AND day < ?2";
+
+/// A row of [`COUNT_UPLOAD`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct UploadCount {
+    pub uploads: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +128,19 @@ mod tests {
         assert_eq!(count("key_b", 1, 2), Some(1), "per owner");
         assert_eq!(count("key_a", 2, 2), Some(1), "a new day");
         assert_eq!(count("key_a", 1, 3), Some(3), "a raised quota counts on");
+        conn.execute(FORGET_OLD_DAYS, params!["key_a", 2]).unwrap();
+        let rows: Vec<(String, u64)> = conn
+            .prepare("SELECT owner, day FROM key_usage ORDER BY owner, day")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            [("key_a".into(), 2), ("key_b".into(), 1)],
+            "only the owner's older days go"
+        );
     }
 
     #[test]
@@ -137,6 +160,11 @@ mod tests {
                 "SEARCH api_keys USING INDEX sqlite_autoindex_api_keys_1 (key_id=?)",
             ),
             (COUNT_UPLOAD, vec![text("key_a"), int(1), int(5)], ""),
+            (
+                FORGET_OLD_DAYS,
+                vec![text("key_a"), int(5)],
+                "SEARCH key_usage USING PRIMARY KEY (owner=? AND day<?)",
+            ),
             (
                 LIST_KEYS,
                 vec![int(10)],
