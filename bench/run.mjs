@@ -297,6 +297,21 @@ async function e2eRun(url, plan) {
   };
 }
 
+/**
+ * Why an end-to-end run does not count, or null: every image must end `done` (a `failed` one
+ * finished, but its work was lost), with exactly one AI call each. The stub runs in light
+ * mode (it keeps no image), so calls are counted in total: with every image done, and an
+ * image done only after a call, `images` calls in all means one each.
+ */
+function e2eProblem(run, plan) {
+  if (run.done !== plan.images || run.failed !== 0) {
+    return `${run.done} of ${plan.images} images done, ${run.failed} failed: every image must end done`;
+  }
+  if (run.aiCalls !== plan.images) return `${run.aiCalls} AI calls for ${plan.images} images: exactly one each is expected`;
+  if (run.aiBadCalls) return `${run.aiBadCalls} AI calls without the model's name and an image`;
+  return null;
+}
+
 async function e2ePhase() {
   const plan = PLAN.e2e;
   const consumer = configuredConsumer();
@@ -339,6 +354,11 @@ async function e2ePhase() {
           `AI calls ${run.aiCalls}, at most ${run.aiMaxInFlight} at once; ${run.batches} batches, ` +
           `p50 ${fmt(run.batchMsP50, 0)} ms each)`,
       );
+      const wrong = e2eProblem(run, plan);
+      if (wrong) {
+        await p.close();
+        throw new Error(`[e2e] ${impl}, run ${rep + 1}: ${wrong}; no figure is reported from a run that lost or repeated work`);
+      }
     }
   }
   await p.close();

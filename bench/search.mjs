@@ -11,6 +11,7 @@
 // a table and writes
 // bench/search-results.json; BENCHMARKS.md ("Search") has the latest run.
 
+import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -250,6 +251,8 @@ async function main() {
     console.log(`load average (1 min) ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after, on ${os.cpus().length} cores`);
     const out = {
       date: new Date().toISOString(),
+      // The table in BENCHMARKS.md names it (bench/tables.mjs).
+      commit: execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim(),
       images: counts.images,
       tagRows: counts.tagRows,
       labels: counts.labels,

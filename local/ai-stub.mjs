@@ -2,7 +2,9 @@
 // real classifier. The `Ai` binding (local/ai-binding.mjs) sends each `run` here as
 // `{"model": ..., "image": [bytes]}`; the stub answers in the resnet-50 output shape, or
 // refuses the way Workers AI does: an HTTP status and `{"errors":[{code, message}]}` with the
-// message `"<code>: <meaning>"` from the contract's table of documented AI errors.
+// message `"<code>: <description>"`, both from Cloudflare's documented table of Workers AI
+// errors (local/workers-ai-errors.json), never from the Rust table: what the stub says comes
+// from the platform, and the tests check that the implementation understands it.
 //
 // What it answers, in order of precedence:
 // 1. an outage window in progress refuses every call (`outage()`);
@@ -17,8 +19,29 @@
 // Miniflare as a service binding of the `Ai` binding, so no port of its own is needed.
 
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 
-import { aiErrorInfo, model as MODEL } from "./contract.mjs";
+import { model as MODEL } from "./contract.mjs";
+
+/**
+ * Workers AI's documented errors (`{ name, code, httpStatus, description }`), with the page
+ * they were copied from: `{ source, pageLastUpdated, errors }`.
+ */
+export const workersAiErrors = Object.freeze(JSON.parse(readFileSync(new URL("./workers-ai-errors.json", import.meta.url), "utf8")));
+
+/** A documented Workers AI error by its code; throws for a code the page does not list. */
+export function documentedAiError(code) {
+  const entry = workersAiErrors.errors.find((e) => e.code === code);
+  if (!entry) throw new Error(`Workers AI documents no error ${code} (${workersAiErrors.source})`);
+  return entry;
+}
+
+/** The code of the documented Workers AI error named `name` on the page, e.g. "Invalid data". */
+export function aiErrorCode(name) {
+  const found = workersAiErrors.errors.filter((e) => e.name === name);
+  if (found.length !== 1) throw new Error(`Workers AI documents ${found.length} errors named ${name}`);
+  return found[0].code;
+}
 
 /**
  * The default answer: five labels in the resnet-50 shape. It does not look at the image and
@@ -40,8 +63,8 @@ export function imageKey(bytes) {
 
 /** A step that refuses with a documented Workers AI error, e.g. `aiError(3040)`. */
 export function aiError(code, { latencyMs } = {}) {
-  const { httpStatus, meaning } = aiErrorInfo(code);
-  return { error: { code, status: httpStatus, message: `${code}: ${meaning}` }, ...(latencyMs ? { latencyMs } : {}) };
+  const { httpStatus, description } = documentedAiError(code);
+  return { error: { code, status: httpStatus, message: `${code}: ${description}` }, ...(latencyMs ? { latencyMs } : {}) };
 }
 
 /** A step that answers `labels` (default: LABELS). */
@@ -50,7 +73,7 @@ export function answer(labels = LABELS, { latencyMs } = {}) {
 }
 
 /** The code the stub refuses calls over its rate with, like Workers AI (429). */
-export const RATE_LIMIT_CODE = 3040;
+export const RATE_LIMIT_CODE = aiErrorCode("Out of capacity");
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -67,6 +90,7 @@ export function createAiStub({ light = false, latencyMs = 0, defaultAnswer, rate
   let latency = latencyMs;
   let bucket = null;
   const outages = [];
+  let gate = null; // while set, every call waits for it before it is answered (`hold()`)
 
   function setRateLimit(limit) {
     // A token bucket: `perSecond` tokens a second, holding at most `burst` (default: one
@@ -135,6 +159,7 @@ export function createAiStub({ light = false, latencyMs = 0, defaultAnswer, rate
       call = await readCall(req);
       call.inFlightAtStart = stats.inFlight;
       if (!light) calls.push(call);
+      if (gate) await gate.promise;
       const { step, by } = decide(call);
       call.by = by;
       const delay = step.latencyMs ?? latency;
@@ -182,7 +207,7 @@ export function createAiStub({ light = false, latencyMs = 0, defaultAnswer, rate
      * when Workers AI is down. Returns the window `{ from, until, code }`.
      */
     outage(ms, { code = RATE_LIMIT_CODE, from = Date.now() } = {}) {
-      aiErrorInfo(code); // only documented codes
+      documentedAiError(code); // only documented codes
       const window = { from, until: from + ms, code };
       outages.push(window);
       return window;
@@ -199,6 +224,21 @@ export function createAiStub({ light = false, latencyMs = 0, defaultAnswer, rate
       let most = 0;
       for (const [, d] of events) most = Math.max(most, (now += d));
       return most;
+    },
+    /**
+     * Holds every call (those in flight and those to come) unanswered until `release()`:
+     * with `stats.inFlight`, a test sees how many calls run at once without timing them.
+     */
+    hold() {
+      if (gate) return;
+      let open;
+      gate = { promise: new Promise((resolve) => (open = resolve)) };
+      gate.open = open;
+    },
+    /** Answers every held call, and holds no more. */
+    release() {
+      gate?.open();
+      gate = null;
     },
     /** Forgets the calls and counters (not the scripts). */
     reset() {

@@ -11,6 +11,7 @@
 // A new worker is one entry in WORKERS; a new binding, queue or var is a change to a
 // wrangler config (and the contract), not to this file.
 
+import { randomUUID } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -18,7 +19,7 @@ import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
 
-import { bindings as BINDINGS, queues as QUEUES, imageMessage, terminalStatuses, keys, logEvents, varName } from "./contract.mjs";
+import { bindings as BINDINGS, contract, queues as QUEUES, imageMessage, terminalStatuses, keys, logEvents, varName } from "./contract.mjs";
 import { createAiStub } from "./ai-stub.mjs";
 
 // wrangler warns on every config read that AI bindings are remote: the launcher replaces AI.
@@ -35,7 +36,7 @@ export const WORKERS = Object.freeze({
 /** Script name of the worker that provides the `Ai` wrapped binding (for extra workers). */
 export const AI_BINDING_SCRIPT = "ai-binding";
 const HELPER = "pipeline-helper";
-const DEFAULT_WAIT_MS = 15_000;
+const DEFAULT_WAIT_MS = 30_000;
 
 // ---------------------------------------------------------------------------------------
 // Workers from their configs.
@@ -152,6 +153,7 @@ const FAULT_KINDS = {
   kv: "kvNamespaces",
   r2: "r2Buckets",
   queue: "queueProducers",
+  d1: "d1Databases",
 };
 
 /**
@@ -168,6 +170,7 @@ export class FaultControl {
     this.staleness = null;
     this.writes = new Map(); // key -> [{ at, previous, metadata }]
     this.misses = new Map(); // key -> cached until
+    this.gates = []; // releases of held operations
   }
 
   /** Throw `message` from matching operations, `times` times (default: always). */
@@ -185,6 +188,18 @@ export class FaultControl {
   }
 
   /**
+   * Holds matching operations, `times` times (default: once), until `release()` of the
+   * returned handle: a test can then act while the operation is known to be under way.
+   */
+  hold({ op, worker, key, times = 1 } = {}) {
+    let release;
+    const gate = new Promise((resolve) => (release = resolve));
+    this.rules.push({ op, worker, key, times, gate });
+    this.gates.push(release);
+    return { release };
+  }
+
+  /**
    * KV only: eventually consistent reads. A read within `lagMs` of a write gets the value
    * from before it; a read that misses is cached as a miss for `missTtlMs`.
    */
@@ -194,6 +209,8 @@ export class FaultControl {
 
   /** No more faults (recorded operations are kept). */
   clear() {
+    for (const release of this.gates) release();
+    this.gates = [];
     this.rules = [];
     this.staleness = null;
     this.writes.clear();
@@ -227,6 +244,7 @@ export class FaultControl {
     if (rule) {
       rule.times--;
       if (rule.delayMs) decision.delayMs = rule.delayMs;
+      if (rule.gate) decision.gate = rule.gate;
       if (rule.fail) {
         decision.fail = rule.fail;
         record.failed = true;
@@ -261,7 +279,9 @@ function faultControlService(controls) {
       const ask = await request.json();
       const control = controls[ask.binding];
       if (!control) return new Response(`no fault control for ${ask.binding}`, { status: 500 });
-      return Response.json(control.decide(ask));
+      const { gate, ...decision } = control.decide(ask);
+      if (gate) await gate;
+      return Response.json(decision);
     } catch (e) {
       return new Response(String(e?.stack ?? e), { status: 500 });
     }
@@ -301,7 +321,7 @@ function wrapFaults(workers, faults) {
         };
       }
     }
-    if (!found) throw new Error(`faults: no worker has a KV, R2 or queue binding named ${name}`);
+    if (!found) throw new Error(`faults: no worker has a KV, R2, D1 or queue binding named ${name}`);
     controls[name] = new FaultControl(name);
   }
   return { controls, wrappers: [...wrappers.values()] };
@@ -413,7 +433,11 @@ export async function waitFor(check, { timeoutMs = DEFAULT_WAIT_MS, intervalMs =
  * - `extraWorkers`: more Miniflare worker options (the benchmark's reference workers);
  * - `onLine(line)`: each runtime log line; `log`: a Miniflare `Log`;
  * - `roles`: which of WORKERS to run (default: all);
- * - `inspect`: turn on workerd's V8 inspector (`mf.getInspectorURL()`), for benchmarks.
+ * - `inspect`: turn on workerd's V8 inspector (`mf.getInspectorURL()`), for benchmarks;
+ * - `secondTagger`: also run a second tagger from the same bundle, consuming its own queue
+ *   (`SECOND_QUEUE`, `p.queue(SECOND_QUEUE)`) and sharing D1, R2, KV and the pacer, so two
+ *   batches run at once as they do in production (see `secondTaggerOptions`);
+ * - `pacerDown`: the tagger's pacer binding leads to an object that fails every request.
  */
 export async function startPipeline(options = {}) {
   const {
@@ -430,6 +454,8 @@ export async function startPipeline(options = {}) {
     log,
     roles = Object.keys(WORKERS),
     inspect = false,
+    secondTagger = false,
+    pacerDown = false,
   } = options;
 
   const workers = Object.fromEntries(
@@ -438,6 +464,20 @@ export async function startPipeline(options = {}) {
       workerOptions(role, { vars: vars[role], queues, overrides: workerOverrides[role] }),
     ]),
   );
+  if (secondTagger) {
+    if (!workers.tagger) throw new Error("secondTagger needs the tagger role");
+    workers[SECOND_TAGGER] = secondTaggerOptions(workers.tagger);
+  }
+  const downPacers = [];
+  if (pacerDown) {
+    if (!workers.tagger) throw new Error("pacerDown needs the tagger role");
+    for (const options of Object.values(workers)) {
+      if (options.durableObjects?.[BINDINGS.aiPacer]) {
+        options.durableObjects = { ...options.durableObjects, [BINDINGS.aiPacer]: { className: "DownPacer", scriptName: DOWN_PACER } };
+      }
+    }
+    downPacers.push(downPacerWorker());
+  }
   for (const role of Object.keys(vars)) if (!workers[role]) throw new Error(`vars for unknown worker ${role}`);
   for (const queue of Object.keys(queues)) {
     if (queue !== "*" && !Object.values(workers).some((w) => w.queueConsumers[queue])) {
@@ -446,7 +486,7 @@ export async function startPipeline(options = {}) {
   }
   const names = Object.fromEntries(Object.entries(workers).map(([role, o]) => [role, o.name]));
   // The helper binds the real resources: take them before any binding is wrapped.
-  const helper = helperWorker(Object.values(workers));
+  const helper = helperWorker(Object.values(workers), secondTagger ? [SECOND_QUEUE] : []);
   const { controls, wrappers } = wrapFaults(workers, faults);
 
   const ai = aiOptions.url ? null : createAiStub(aiOptions);
@@ -487,6 +527,7 @@ export async function startPipeline(options = {}) {
           serviceBindings: { AI_BACKEND: backend },
         },
         ...wrappers,
+        ...downPacers,
         helper.options,
       ],
     });
@@ -554,6 +595,28 @@ export async function startPipeline(options = {}) {
       );
       return parseOutcome(line);
     },
+    /**
+     * One image's outcome lines in log order, up to and including the first that matches
+     * `until` (`{ field: value }`, a predicate, or an outcome name; default: any final
+     * outcome), once that line has arrived (bounded by `timeoutMs`). The tagger writes D1,
+     * then KV, then logs, and the log reaches this process later still: after a status wait,
+     * read an image's outcomes through this, never through `outcomes()` directly.
+     */
+    async outcomesOf(imageId, { until, ...opts } = {}) {
+      const test =
+        until === undefined
+          ? (o) => contract.finalOutcomes.includes(o.outcome)
+          : typeof until === "string"
+            ? (o) => o.outcome === until
+            : outcomeMatcher(until);
+      const mine = (o) => o.imageId === imageId;
+      await p.waitForOutcome((o) => mine(o) && test(o), {
+        what: `an outcome of ${imageId} ${typeof until === "object" ? JSON.stringify(until) : (until ?? "that is final")}`,
+        ...opts,
+      });
+      const lines = outcomes().filter(mine);
+      return lines.slice(0, lines.findIndex(test) + 1);
+    },
     /** Polls `GET /images/{id}` until its status is one of `statuses` (default: terminal). */
     async waitForStatus(id, statuses = terminalStatuses, opts = {}) {
       const { headers, ...waitOpts } = opts;
@@ -561,7 +624,16 @@ export async function startPipeline(options = {}) {
       try {
         return await waitFor(
           async () => {
-            const res = await p.fetch(`/images/${id}`, { headers });
+            let res;
+            try {
+              res = await p.fetch(`/images/${id}`, { headers });
+            } catch (error) {
+              // A connection workerd dropped under load is not an answer: ask again, within
+              // the same bound.
+              if (error?.name !== "TypeError") throw error;
+              last = `no answer (${error.message})`;
+              return null;
+            }
             last = `${res.status} ${await res.text()}`;
             const body = JSON.parse(last.slice(last.indexOf(" ") + 1));
             return statuses.includes(body.status) ? body : null;
@@ -583,15 +655,26 @@ export async function startPipeline(options = {}) {
      * sends a marker (a message for an image that does not exist) after `delaySeconds`, waits
      * for its outcome, then sends a second marker and waits for that too: the second one is
      * in a later batch than the first, and a queue runs one batch at a time, so the first
-     * marker's whole batch has finished. Markers are left out of `outcomes()`.
+     * marker's whole batch has finished. Markers are left out of `outcomes()`. On the
+     * notification queue the marker is a delivery of an event that does not exist, which
+     * the consumer logs as gone.
      */
     async barrier({ queue = QUEUES.images, delaySeconds = 0, timeoutMs = DEFAULT_WAIT_MS + delaySeconds * 1000 } = {}) {
       const producer = await p.queue(queue);
       for (const delay of [delaySeconds, 0]) {
+        const what = `the barrier marker on ${queue}`;
+        const options = delay ? { delaySeconds: delay } : {};
+        if (queue === QUEUES.notifications) {
+          // A delivery of an event that does not exist: the consumer logs it as gone.
+          const eventId = `msg_${randomUUID().replaceAll("-", "")}_barrier`;
+          await producer.send({ schemaVersion: contract.webhooks.message.schemaVersion, eventId }, options);
+          await logReader.waitForLine((l) => l.includes(`"${logEvents.notify}"`) && l.includes(`"${eventId}"`), { timeoutMs, what });
+          continue;
+        }
         const marker = imageMessage();
         markers.add(marker.imageId);
-        await producer.send(marker, delay ? { delaySeconds: delay } : {});
-        await p.waitForOutcome({ imageId: marker.imageId }, { timeoutMs, what: `the barrier marker on ${queue}` });
+        await producer.send(marker, options);
+        await p.waitForOutcome({ imageId: marker.imageId }, { timeoutMs, what });
       }
     },
     /**
@@ -620,7 +703,7 @@ export async function startPipeline(options = {}) {
  * D1 database of the pipeline's workers, and a producer for every queue in the contract, so
  * handles and barriers reach the real resources even when a worker's binding is wrapped.
  */
-function helperWorker(workerList) {
+function helperWorker(workerList, extraQueues = []) {
   const merged = { kvNamespaces: {}, r2Buckets: {}, d1Databases: {} };
   for (const options of workerList) {
     for (const key of Object.keys(merged)) {
@@ -633,7 +716,7 @@ function helperWorker(workerList) {
       }
     }
   }
-  const queues = Object.fromEntries(Object.values(QUEUES).map((q, i) => [q, `QUEUE_${i}`]));
+  const queues = Object.fromEntries([...Object.values(QUEUES), ...extraQueues].map((q, i) => [q, `QUEUE_${i}`]));
   const d1 = Object.fromEntries(Object.entries(merged.d1Databases).map(([name, v]) => [v.id ?? v, name]));
   return {
     queues,
@@ -645,5 +728,84 @@ function helperWorker(workerList) {
       ...merged,
       queueProducers: Object.fromEntries(Object.entries(queues).map(([queueName, binding]) => [binding, { queueName }])),
     },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrent invocations: a second tagger.
+
+/** The role name of the second tagger (`secondTagger`). */
+export const SECOND_TAGGER = "tagger2";
+/** The queue the second tagger consumes: the image queue's settings, under another name. */
+export const SECOND_QUEUE = `${QUEUES.images}-2`;
+
+/**
+ * Miniflare runs one batch at a time per queue, so one tagger never overlaps with itself.
+ * The second tagger is the same bundle (the same JS and wasm files) under another name, with
+ * the same bindings (so the same D1, R2 and KV), its pacer binding pointing at the first
+ * tagger's `AiPacer` (so the same object), and only one consumer: `SECOND_QUEUE`, with the
+ * image queue's settings. Its entry module is the bundle's own with one change: a batch
+ * from `SECOND_QUEUE` is handed to the tagger as a batch of the image queue (the tagger
+ * picks its handler by queue name), its messages, acks and retries untouched.
+ */
+function secondTaggerOptions(first) {
+  const dir = path.dirname(first.scriptPath);
+  const main = path.basename(first.scriptPath);
+  const entry = `second-tagger-entry.mjs`;
+  const contents = [
+    `import Tagger from "./${main}";`,
+    `export * from "./${main}";`,
+    `const AS = ${JSON.stringify(QUEUES.images)};`,
+    "export default class SecondTagger extends Tagger {",
+    "  queue(batch) {",
+    "    const renamed = new Proxy(batch, {",
+    "      get(target, key) {",
+    "        if (key === \"queue\") return AS;",
+    "        const value = Reflect.get(target, key);",
+    "        return typeof value === \"function\" ? value.bind(target) : value;",
+    "      },",
+    "    });",
+    "    return super.queue(renamed);",
+    "  }",
+    "}",
+  ].join("\n");
+  const { scriptPath: _scriptPath, modulesRules: _rules, ...rest } = first;
+  const consumer = first.queueConsumers[QUEUES.images];
+  if (!consumer) throw new Error(`the tagger has no consumer for ${QUEUES.images}`);
+  const pacer = first.durableObjects?.[BINDINGS.aiPacer];
+  return {
+    ...rest,
+    name: `${first.name}-2`,
+    modules: [
+      { type: "ESModule", path: path.join(dir, entry), contents },
+      { type: "ESModule", path: first.scriptPath },
+      ...readdirSync(dir)
+        .filter((f) => f.endsWith(".wasm"))
+        .map((f) => ({ type: "CompiledWasm", path: path.join(dir, f) })),
+    ],
+    modulesRoot: dir,
+    queueConsumers: { [SECOND_QUEUE]: { ...consumer } },
+    durableObjects: pacer ? { [BINDINGS.aiPacer]: { ...pacer, scriptName: first.name } } : {},
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// An unavailable pacer (`pacerDown`).
+
+const DOWN_PACER = "pacer-down";
+
+/** A worker whose Durable Object class fails every request, as an overloaded object would. */
+function downPacerWorker() {
+  return {
+    name: DOWN_PACER,
+    modules: true,
+    script: [
+      "import { DurableObject } from \"cloudflare:workers\";",
+      "export class DownPacer extends DurableObject {",
+      "  fetch() { throw new Error(\"Durable Object is overloaded (injected by the test launcher)\"); }",
+      "}",
+      "export default { fetch() { return new Response(null, { status: 404 }); } };",
+    ].join("\n"),
+    durableObjects: { PACER: { className: "DownPacer", useSQLite: true } },
   };
 }

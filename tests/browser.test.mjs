@@ -147,11 +147,17 @@ test("the gallery shows thumbnails, filters by tag and deletes after asking", as
 
   // Delete asks first: dismissed, nothing happens; accepted, the image is gone everywhere.
   const asked = [];
-  page.once("dialog", (d) => { asked.push(d.message()); d.dismiss(); });
+  // Wait for the dialog itself (not a fixed 200 ms), then see that nothing was deleted.
+  const dismissed = page.waitForEvent("dialog").then((d) => {
+    asked.push(d.message());
+    return d.dismiss();
+  });
   await page.locator(`#grid > li[data-id="${meadowId}"] button.delete`).click();
-  await page.waitForTimeout(200);
+  await dismissed;
   assert.equal(asked.length, 1);
   assert.equal(await page.locator(`#grid > li[data-id="${meadowId}"]`).count(), 1);
+  const kept = await p.fetch(`/images/${meadowId}`, { headers: { authorization: "Bearer demo-token" } });
+  assert.equal(kept.status, 200, "not deleted");
   page.once("dialog", (d) => d.accept());
   await page.locator(`#grid > li[data-id="${meadowId}"] button.delete`).click();
   await page.locator(`#grid > li[data-id="${meadowId}"]`).waitFor({ state: "detached" });

@@ -17,8 +17,8 @@ import { parse as parseYaml } from "yaml";
 import { Ajv2020 } from "ajv/dist/2020.js";
 
 import { startPipeline, waitFor, ROOT } from "../local/pipeline.mjs";
-import { aiError, answer } from "../local/ai-stub.mjs";
-import { aiErrorsOfKind, apiError, contract, status, tagError } from "../local/contract.mjs";
+import { aiError, aiErrorCode, answer } from "../local/ai-stub.mjs";
+import { apiError, contract, status, tagError } from "../local/contract.mjs";
 import { FAST_QUEUES } from "./support/helpers.mjs";
 import { png, jpeg, gif } from "../local/images.mjs";
 import { multipartBody } from "./support/requests.mjs";
@@ -225,7 +225,7 @@ test("202 upload, queued, done and tags views conform", async () => {
 
 test("a failed record, with its error, conforms", async () => {
   const image = png(900);
-  p.ai.script(image, aiError(aiErrorsOfKind("invalid_input")[0].code));
+  p.ai.script(image, aiError(aiErrorCode("Invalid data")));
   const { imageId } = await exchange("POST", "/", { body: image, status: 202 });
   await p.waitForStatus(imageId, undefined, { headers: AUTH });
   const record = await exchange("GET", `/images/${imageId}`, { status: 200 });

@@ -32,7 +32,8 @@ test("five 4000×3000 photos in one batch are all tagged; the model gets 512-pix
       const view = await p.waitForStatus(id, undefined, { timeoutMs: 60_000 });
       assert.equal(view.status, status.done, JSON.stringify(view));
     }
-    const lines = p.outcomes().filter((o) => ids.includes(o.imageId));
+    const lines = [];
+    for (const id of ids) lines.push(...(await p.outcomesOf(id, { until: outcome.done })));
     const batches = new Set(lines.map((o) => o.attempt));
     console.log(`five photos: ${lines.length} outcome lines, attempts ${[...batches]}`);
     assert.equal(p.ai.calls.length, 5, "one call each");

@@ -6,10 +6,10 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { PassThrough } from "node:stream";
 
-import { FaultControl, createLogReader, startPipeline } from "../local/pipeline.mjs";
-import { LABELS, RATE_LIMIT_CODE, aiError, answer, createAiStub, imageKey } from "../local/ai-stub.mjs";
+import { FaultControl, createLogReader, startPipeline, waitFor } from "../local/pipeline.mjs";
+import { LABELS, RATE_LIMIT_CODE, aiError, answer, createAiStub, documentedAiError, imageKey, workersAiErrors } from "../local/ai-stub.mjs";
 import { Ai } from "../local/ai-binding.mjs";
-import { aiErrorInfo, contract, model } from "../local/contract.mjs";
+import { model } from "../local/contract.mjs";
 import { workerdChildren } from "../bench/lib/proc.mjs";
 import { png } from "../local/images.mjs";
 
@@ -24,12 +24,13 @@ async function stubbedAi(options) {
 
 const run = (ai, bytes) => ai.run(model, { image: [...bytes] });
 
-test("the Ai binding answers the model's output, and throws InferenceUpstreamError(\"<code>: <meaning>\") like workerd's", async () => {
+test("the Ai binding answers the model's output, and throws InferenceUpstreamError(\"<code>: <description>\") like workerd's", async () => {
   const { stub, ai, close } = await stubbedAi();
   try {
     const image = png(100);
     assert.deepEqual(await run(ai, image), LABELS);
-    for (const { code, meaning, httpStatus } of contract.aiErrors) {
+    // Every documented error, with the page's status and description.
+    for (const { code, description, httpStatus } of workersAiErrors.errors) {
       stub.script(image, aiError(code));
       const error = await run(ai, image).then(
         () => assert.fail("no error"),
@@ -37,7 +38,7 @@ test("the Ai binding answers the model's output, and throws InferenceUpstreamErr
       );
       assert.ok(error instanceof Error);
       assert.equal(error.name, "InferenceUpstreamError");
-      assert.equal(error.message, `${code}: ${meaning}`);
+      assert.equal(error.message, `${code}: ${description}`);
       assert.equal(aiError(code).error.status, httpStatus);
     }
     // A backend whose message already leads with its code (the local classifier's) is passed
@@ -77,15 +78,17 @@ test("the AI stub: scripts by image hash (the last step repeats), a default answ
 });
 
 test("the AI stub refuses calls over its token bucket with 3040, and every call during an outage", async () => {
-  const { stub, ai, close } = await stubbedAi({ rateLimit: { perSecond: 5, burst: 2 } });
+  // One token a second: the four calls below arrive well within a second of each other even
+  // on a loaded machine, so no token comes back between them.
+  const { stub, ai, close } = await stubbedAi({ rateLimit: { perSecond: 1, burst: 2 } });
   try {
     const image = png(100);
     const results = await Promise.allSettled(Array.from({ length: 4 }, () => run(ai, image)));
     assert.deepEqual(results.map((r) => r.status), ["fulfilled", "fulfilled", "rejected", "rejected"]);
-    assert.equal(results[2].reason.message, `${RATE_LIMIT_CODE}: ${aiErrorInfo(RATE_LIMIT_CODE).meaning}`);
+    assert.equal(results[2].reason.message, `${RATE_LIMIT_CODE}: ${documentedAiError(RATE_LIMIT_CODE).description}`);
     assert.deepEqual(stub.calls.map((c) => c.by), ["default", "default", "rate", "rate"]);
-    await new Promise((r) => setTimeout(r, 250)); // one token back at 5 a second
-    await run(ai, image);
+    // A token comes back with time: a call succeeds again (a bounded wait, not a sleep).
+    await waitFor(() => run(ai, image).then(() => true, () => false), { timeoutMs: 5000, intervalMs: 200, what: "a token back" });
 
     stub.setRateLimit(null);
     const window = stub.outage(60_000, { code: 3007 });
@@ -94,7 +97,7 @@ test("the AI stub refuses calls over its token bucket with 3040, and every call 
     stub.endOutages();
     assert.ok(window.until <= Date.now());
     assert.deepEqual(await run(ai, image), LABELS);
-    assert.throws(() => stub.outage(1000, { code: 1234 }), /no Workers AI error 1234/);
+    assert.throws(() => stub.outage(1000, { code: 1234 }), /documents no error 1234/);
   } finally {
     await close();
   }

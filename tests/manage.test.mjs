@@ -265,11 +265,18 @@ test("the content route serves the original bytes, ranges and 304s", async () =>
 
 test("a tagger working on an image when it is deleted brings nothing back", async () => {
   const bytes = photo();
-  p.ai.script(bytes, { ...labelled("Racing"), latencyMs: 1500 });
-  const id = await upload(p, bytes, AUTH);
-  // The tagger has claimed the image and is waiting for the AI.
-  await waitUntil(() => p.ai.callsFor(bytes).length === 1, "the AI call");
-  assert.equal((await call(p, `/images/${id}`, { method: "DELETE" })).status, 204);
+  p.ai.script(bytes, labelled("Racing"));
+  // The AI answers only once the image is deleted.
+  p.ai.hold();
+  let id;
+  try {
+    id = await upload(p, bytes, AUTH);
+    // The tagger has claimed the image and is waiting for the AI.
+    await waitUntil(() => p.ai.callsFor(bytes).length === 1, "the AI call");
+    assert.equal((await call(p, `/images/${id}`, { method: "DELETE" })).status, 204);
+  } finally {
+    p.ai.release();
+  }
   await p.waitForOutcome({ imageId: id, outcome: outcome.gone });
   assert.equal(await p.record(id), null, "no KV record");
   assert.equal((await call(p, `/images/${id}`)).status, 404);
@@ -284,7 +291,7 @@ test("a record the tagger publishes as the image is deleted, and cannot remove a
   const q = await startPipeline({ queues: FAST_QUEUES, faults: ["RESULTS_KV"], vars: { tagger: { RETRY_BASE_SECONDS: "1" } } });
   try {
     const kv = q.faults.RESULTS_KV;
-    kv.slow({ op: "put", worker: "tagger", ms: 1500, times: 1 });
+    const put = kv.hold({ op: "put", worker: "tagger" });
     kv.fail({ op: "delete", worker: "tagger", times: 1, message: "KV DELETE failed: 429 Too Many Requests" });
     const bytes = photo();
     q.ai.script(bytes, labelled("Phoenix"));
@@ -292,6 +299,7 @@ test("a record the tagger publishes as the image is deleted, and cannot remove a
     // D1 says done; the tagger's KV put is on its way.
     await waitUntil(() => kv.opsMatching({ op: "put", worker: "tagger", key: keys.record(id) }).length === 1, "the tagger's put");
     assert.equal((await call(q, `/images/${id}`, { method: "DELETE" })).status, 204);
+    put.release();
     // The put lands, publish finds the row gone, its delete is refused: the message is retried ...
     await q.waitForOutcome({ imageId: id, outcome: outcome.retry });
     assert.equal(kv.opsMatching({ op: "delete", worker: "tagger", key: keys.record(id) })[0]?.failed, true);
@@ -314,24 +322,34 @@ async function waitUntil(check, what, timeoutMs = 15_000) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Delete with a message still queued, and retention: the configured batch timeout (5 s)
-// keeps a message queued long enough; the tagger keeps images for one day.
+// Delete with a message still queued, and retention (the tagger keeps images for one day).
 
 test("delete removes the image from R2, KV and D1 with its Idempotency-Key; its queued message is acked without an AI call", async () => {
-  const q = await startPipeline({ vars: { tagger: { RETENTION_DAYS: "1" } } });
+  const q = await startPipeline({ queues: FAST_QUEUES, vars: { tagger: { RETENTION_DAYS: "1" } } });
   try {
-    // A finished image, uploaded with an Idempotency-Key.
+    // A finished image, uploaded with an Idempotency-Key. Its AI call is held: the queue runs
+    // one batch at a time, so while it waits, the next message stays queued.
     const done = photo();
     q.ai.script(done, labelled("Harbour", "Boat"));
-    const doneId = await upload(q, done, { "idempotency-key": "manage-key-1" });
+    q.ai.hold();
+    let queued;
+    let queuedId;
+    let doneId;
+    try {
+      doneId = await upload(q, done, { "idempotency-key": "manage-key-1" });
+      await waitUntil(() => q.ai.callsFor(done).length === 1, "the first image's AI call");
+      // A second image, deleted while its message waits in the queue.
+      queued = photo();
+      queuedId = await upload(q, queued);
+      assert.equal((await call(q, `/images/${queuedId}`, { method: "DELETE" })).status, 204);
+    } finally {
+      q.ai.release();
+    }
     await q.waitForStatus(doneId);
+    // KV is written after D1, and the done line after both: wait for the line.
+    await q.waitForOutcome({ imageId: doneId, outcome: outcome.done });
     assert.ok(await q.record(doneId), "KV has the record");
     assert.equal((await rows(q, "SELECT * FROM idempotency_keys WHERE image_id = ?", doneId)).length, 1);
-
-    // A second image, deleted while its message waits in the queue.
-    const queued = photo();
-    const queuedId = await upload(q, queued);
-    assert.equal((await call(q, `/images/${queuedId}`, { method: "DELETE" })).status, 204);
     const gone = await q.waitForOutcome({ imageId: queuedId });
     assert.equal(gone.outcome, outcome.gone);
     assert.equal(q.ai.callsFor(queued).length, 0, "no AI call for a deleted image");

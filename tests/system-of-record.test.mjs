@@ -33,9 +33,10 @@ test("a delivery that finds another holding the image's lease defers without cal
   await withPipeline({ vars: { tagger: { LEASE_SECONDS: "3" } } }, async (p) => {
     const bytes = png(300);
     const message = await storedMessage(p, bytes);
-    // Another invocation claims the image, as the tagger does before calling the model...
+    // Another invocation claims the image, as the tagger does before calling the model, for
+    // long enough that this delivery comes within it even on a loaded machine...
     const now = Date.now();
-    const claimed = await (await p.db()).prepare(sql.claim).bind(message.imageId, now, now + 3000).first();
+    const claimed = await (await p.db()).prepare(sql.claim).bind(message.imageId, now, now + 10_000).first();
     assert.ok(claimed, "the other delivery holds the lease");
     // ...and this delivery arrives meanwhile.
     await (await p.queue()).send(message);
@@ -43,7 +44,7 @@ test("a delivery that finds another holding the image's lease defers without cal
     assert.equal(deferred.errorCode, tagError.leased);
     assert.equal(p.ai.callsFor(bytes).length, 0, "no second AI call while the lease is live");
     // The other one never finishes (it crashed): once its lease ends, this one tags the image.
-    const view = await p.waitForStatus(message.imageId, [status.done], { timeoutMs: 20_000 });
+    const view = await p.waitForStatus(message.imageId, [status.done], { timeoutMs: 40_000 });
     assert.equal(view.status, status.done);
     assert.equal(p.ai.callsFor(bytes).length, 1, "exactly one AI call");
   });

@@ -14,8 +14,8 @@ import { crc32, deflateSync } from "node:zlib";
 import { Miniflare } from "miniflare";
 import sharp from "sharp";
 
-import { startPipeline } from "../local/pipeline.mjs";
-import { queues, sql } from "../local/contract.mjs";
+import { startPipeline, waitFor } from "../local/pipeline.mjs";
+import { bindings, queues, sql } from "../local/contract.mjs";
 import { chunkedStream } from "../local/util.mjs";
 
 const KiB = 1024;
@@ -32,6 +32,8 @@ let base;
 before(async () => {
   p = await startPipeline({
     vars: { upload: { MAX_UPLOAD_BYTES: String(LIMIT), MAX_PIXELS: String(MAX_PIXELS) } },
+    // Wrapped (no faults are set) so that tests can see the multipart calls reach R2.
+    faults: [bindings.imageBucket],
     workerOverrides: {
       upload: { unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }] },
       // The sink below takes the image queue instead of the tagger.
@@ -70,7 +72,7 @@ async function keys() {
 
 /** The queue message of an image, once the sink has it. */
 async function message(imageId) {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + 60_000; // a bound, not an expectation: a busy machine is slow
   while (Date.now() < deadline) {
     const sink = await mf.getWorker("queue-sink");
     const seen = await (await sink.fetch("http://sink/")).json();
@@ -256,6 +258,8 @@ test("a form found invalid after its file has streamed stores nothing", async ()
 
 test("a client that disconnects in the middle of a large form leaves nothing stored", async () => {
   const before = await keys();
+  const r2 = p.faults[bindings.imageBucket];
+  const begun = r2.opsMatching({ op: "createMultipartUpload" }).length;
   const body = form([file(pngOf(100, 100, 9 * MiB))]);
   await new Promise((resolve, reject) => {
     const socket = net.connect(Number(base.port), base.hostname, () => {
@@ -263,13 +267,21 @@ test("a client that disconnects in the middle of a large form leaves nothing sto
         `POST /images HTTP/1.1\r\nHost: ${base.host}\r\nContent-Type: ${MULTIPART}\r\n` +
           `Content-Length: ${body.length}\r\n\r\n`,
       );
-      // Past the first part (5 MiB), so that a multipart upload has begun.
-      socket.write(body.subarray(0, 7 * MiB), () => setTimeout(() => socket.destroy(), 300));
+      // Past the first part (5 MiB); the client leaves once the multipart upload has begun.
+      socket.write(body.subarray(0, 7 * MiB), () => {
+        waitFor(() => r2.opsMatching({ op: "createMultipartUpload" }).length > begun, { what: "the multipart upload to begin" })
+          .then(() => socket.destroy(), (e) => socket.destroy(e));
+      });
     });
     socket.on("close", resolve);
     socket.on("error", reject);
   });
-  await new Promise((r) => setTimeout(r, 1000));
+  // The worker saw the body break off and aborted its multipart upload: it is done with it.
+  const created = r2.opsMatching({ op: "createMultipartUpload" })[begun];
+  await waitFor(() => r2.opsMatching({ op: "abortMultipartUpload", key: created.key }).length === 1, {
+    what: "the multipart upload to be aborted",
+  });
+  assert.deepEqual(r2.opsMatching({ op: "completeMultipartUpload", key: created.key }), [], "never completed");
   assert.deepEqual(await keys(), before, "nothing stored");
   // The worker still serves.
   const image = pngOf(10, 10, 2 * KiB);
