@@ -2,10 +2,11 @@
 
 use std::rc::Rc;
 
-use shared::api::auth::{need, Caller};
+use shared::api::auth::{need, Caller, UsageCache};
 use shared::api::multipart;
 use shared::api::{check_content_length, Accepted, ApiError, IdempotencyKey, Method, Route};
 use shared::storage::images::View;
+use shared::tagging::pacer::Usage;
 use shared::wire::config::binding;
 use shared::wire::keys::object_key;
 use shared::wire::message::SCHEMA_VERSION;
@@ -382,35 +383,27 @@ async fn tags(env: &Env, id: ImageId, owner: Option<&str>) -> Result<Response, A
 }
 
 thread_local! {
-    /// The last answer of the pacer, when it was asked, and when it was last asked.
-    static USAGE: std::cell::RefCell<(Option<(u64, shared::tagging::pacer::Usage)>, u64)> =
-        const { std::cell::RefCell::new((None, 0)) };
+    /// This isolate's copy of the pacer's last usage answer.
+    static USAGE: std::cell::RefCell<UsageCache<Usage>> =
+        const { std::cell::RefCell::new(UsageCache::new()) };
 }
 
 /// `GET /admin/usage`: today's Workers AI calls, from the tagger's pacer. An isolate asks the
-/// pacer at most once per [`shared::api::auth::USAGE_CACHE_MS`] and answers from its last answer
-/// meanwhile (also while a question is on its way), so that no request rate reaches the
-/// object the tagger's `acquire` needs.
+/// pacer at most once per [`shared::api::auth::USAGE_CACHE_MS`] ([`UsageCache`]), so that no
+/// request rate reaches the object the tagger's `acquire` needs.
 async fn usage(env: &Env) -> Result<Response, ApiError> {
     let now = now_ms();
-    let fresh = |at: u64| now.saturating_sub(at) < shared::api::auth::USAGE_CACHE_MS;
-    let cached = USAGE.with(|u| {
-        let (last, asked) = &*u.borrow();
-        last.as_ref()
-            .filter(|(at, _)| fresh(*at) || fresh(*asked))
-            .map(|(_, usage)| usage.clone())
-    });
-    if let Some(usage) = cached {
+    if let Some(usage) = USAGE.with(|u| u.borrow().get(now)) {
         return Ok(http::json(200, &usage, Headers::new()));
     }
-    USAGE.with(|u| u.borrow_mut().1 = now);
+    USAGE.with(|u| u.borrow_mut().asking(now));
     let usage = ask_usage(env).await?;
-    USAGE.with(|u| u.borrow_mut().0 = Some((now, usage.clone())));
+    USAGE.with(|u| u.borrow_mut().answered(now, usage.clone()));
     Ok(http::json(200, &usage, Headers::new()))
 }
 
 /// Today's AI calls, asked of the pacer object.
-async fn ask_usage(env: &Env) -> Result<shared::tagging::pacer::Usage, ApiError> {
+async fn ask_usage(env: &Env) -> Result<Usage, ApiError> {
     let stub = env
         .durable_object(binding::AI_PACER)
         .and_then(|ns| ns.get_by_name(shared::tagging::pacer::OBJECT_NAME))

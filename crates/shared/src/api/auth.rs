@@ -525,6 +525,51 @@ impl KeyCache {
     }
 }
 
+/// An isolate's copy of the pacer's last `GET /admin/usage` answer. The pacer is asked at
+/// most once per [`USAGE_CACHE_MS`]: a fresh answer is reused, and so is an older one while
+/// a question asked less than that long ago is on its way; only an isolate that has never
+/// had an answer asks while another question is out.
+#[derive(Clone, Debug)]
+pub struct UsageCache<T> {
+    answer: Option<(u64, T)>,
+    asked_at: Option<u64>,
+}
+
+impl<T> UsageCache<T> {
+    /// Nothing asked yet.
+    pub const fn new() -> Self {
+        Self {
+            answer: None,
+            asked_at: None,
+        }
+    }
+}
+
+impl<T> Default for UsageCache<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Clone> UsageCache<T> {
+    /// The answer to give at `now_ms` without asking, if any.
+    pub fn get(&self, now_ms: u64) -> Option<T> {
+        let fresh = |at: u64| at <= now_ms && now_ms - at < USAGE_CACHE_MS;
+        let (at, answer) = self.answer.as_ref()?;
+        (fresh(*at) || self.asked_at.is_some_and(fresh)).then(|| answer.clone())
+    }
+
+    /// Notes that the pacer is being asked at `now_ms`.
+    pub fn asking(&mut self, now_ms: u64) {
+        self.asked_at = Some(now_ms);
+    }
+
+    /// Keeps the pacer's answer to the question asked at `asked_ms`.
+    pub fn answered(&mut self, asked_ms: u64, answer: T) {
+        self.answer = Some((asked_ms, answer));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,6 +796,47 @@ mod tests {
         assert_eq!(until_next_day(midnight - 1), 1);
         assert_eq!(until_next_day(midnight - 1500), 2);
         assert_eq!(until_next_day(midnight + 1), 86_400);
+    }
+
+    #[test]
+    fn usage_is_asked_at_most_once_per_period() {
+        let mut cache = UsageCache::default();
+        let mut asks = 0;
+        // A request every 100 ms for a minute, each answered 2 s after it asks.
+        let mut pending: Option<(u64, u64)> = None;
+        for now in (0..60_000).step_by(100) {
+            if let Some((asked, due)) = pending {
+                if now >= due {
+                    cache.answered(asked, asks);
+                    pending = None;
+                }
+            }
+            if cache.get(now).is_none() && pending.is_none() {
+                cache.asking(now);
+                asks += 1;
+                pending = Some((now, now + 2_000));
+            }
+        }
+        assert!(asks <= 60_000 / USAGE_CACHE_MS + 1, "{asks} asks");
+        assert!(
+            asks >= 60_000 / (USAGE_CACHE_MS + 2_000),
+            "{asks} asks: it does ask again"
+        );
+        // Never answered yet: nothing to give.
+        let empty: UsageCache<u32> = UsageCache::default();
+        assert_eq!(empty.get(5), None);
+        // A stale answer is given while a recent question is out, not after.
+        let mut c = UsageCache::default();
+        c.answered(0, 7);
+        assert_eq!(c.get(USAGE_CACHE_MS - 1), Some(7));
+        assert_eq!(c.get(USAGE_CACHE_MS), None);
+        c.asking(USAGE_CACHE_MS);
+        assert_eq!(c.get(USAGE_CACHE_MS + 10), Some(7));
+        assert_eq!(
+            c.get(2 * USAGE_CACHE_MS),
+            None,
+            "a question that never came back"
+        );
     }
 
     #[test]
