@@ -164,6 +164,8 @@ export function createAiStub({ light = false, latencyMs = 0, defaultAnswer, rate
       call.by = by;
       const delay = step.latencyMs ?? latency;
       if (delay) await sleep(delay);
+      // A step may hold its answer until a test releases it (a promise).
+      if (step.gate) await step.gate;
       call.doneAt = Date.now(); // when the answer went out: a call spans `at`..`doneAt`
       if (step.error) {
         stats.refused++;
@@ -188,7 +190,10 @@ export function createAiStub({ light = false, latencyMs = 0, defaultAnswer, rate
     stats,
     /** Calls made for one image (by its bytes). */
     callsFor: (bytes) => calls.filter((c) => c.key === imageKey(bytes)),
-    /** Script the answers for one image: steps like `aiError(3040)`, `answer()`, `{ latencyMs }`. */
+    /**
+     * Script the answers for one image: steps like `aiError(3040)`, `answer()`, `{ latencyMs }`,
+     * or `{ ...answer(), gate }` to answer only once the promise `gate` settles.
+     */
     script(bytes, ...steps) {
       if (!steps.length) throw new Error("script: at least one step");
       scripts.set(imageKey(bytes), steps.slice());

@@ -578,6 +578,7 @@ const NOT_FROM_BAD_INPUT = {
   [apiError.insufficient_scope]: "needs a client key made first: tests/api-keys.test.mjs",
   [apiError.rate_limited]: "needs many earlier uploads: tests/api-keys.test.mjs",
   [apiError.quota_exceeded]: "needs earlier uploads of a key with a quota: tests/api-keys.test.mjs",
+  [apiError.image_deleted]: "needs a DELETE during the upload: tests/state-races.test.mjs",
 };
 
 test("every case ran once, and every API error code a request can cause has a case", (t) => {

@@ -382,6 +382,7 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
     const bucket = await q.bucket();
     const kv = await q.kv();
     // 105 images two days old (done, failed and one queued), seeded straight into D1, R2, KV.
+    // Retention takes the 104 finished ones; the queued one is never taken.
     const old = [];
     for (let i = 0; i < 105; i++) {
       const id = crypto.randomUUID();
@@ -392,9 +393,10 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
       const statements = [
         db
           .prepare(
-            "INSERT INTO images (id, status, r2_key, content_type, size, uploaded_at, updated_at, tags, processed_at) VALUES (?1, ?2, ?3, 'image/png', 4, ?4, ?4, ?5, ?6)",
+            "INSERT INTO images (id, status, r2_key, content_type, size, uploaded_at, updated_at, tags, processed_at, due_at) VALUES (?1, ?2, ?3, 'image/png', 4, ?4, ?4, ?5, ?6, ?7)",
           )
-          .bind(id, st, r2Key, at, st === "done" ? '["Old"]' : null, st === "queued" ? null : at + 1),
+          // The queued one waits for tomorrow (a spent AI budget), so the reconciler leaves it.
+          .bind(id, st, r2Key, at, st === "done" ? '["Old"]' : null, st === "queued" ? null : at + 1, st === "queued" ? now + DAY_MS : null),
       ];
       if (st === "done") statements.push(db.prepare("INSERT INTO image_tags (tag, uploaded_at, image_id) VALUES ('old', ?1, ?2)").bind(at, id));
       await db.batch(statements);
@@ -419,19 +421,22 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
     assert.deepEqual(
       runs.map((r) => [r.deleted, r.recordsDeleted, r.more, r.errors]),
       [
-        [99, 98, true, 1],
-        [6, 6, false, 0],
+        [99, 99, true, 1],
+        [5, 5, false, 0],
       ],
     );
     assert.equal(runs[0].retentionDays, 1);
-    assert.equal(q.faults.RESULTS_KV.opsMatching({ op: "delete", key: keys.record(old[5].id) }).length, 2);
-    for (const { id } of old) {
-      assert.deepEqual(await rows(q, "SELECT id FROM images WHERE id = ?", id), []);
+    // Refused once, then deleted before and after the rows went (never read first).
+    assert.equal(q.faults.RESULTS_KV.opsMatching({ op: "delete", key: keys.record(old[5].id) }).length, 3);
+    assert.equal(q.faults.RESULTS_KV.opsMatching({ op: "get", worker: "tagger" }).length, 0, "retention reads no record");
+    for (const { id, st } of old) {
+      const kept = st === "queued" ? [{ id }] : [];
+      assert.deepEqual(await rows(q, "SELECT id FROM images WHERE id = ?", id), kept);
       assert.equal(await kv.get(keys.record(id)), null);
     }
     assert.deepEqual(await rows(q, "SELECT count(*) AS n FROM image_tags WHERE tag = 'old'"), [{ n: 0 }]);
     assert.deepEqual((await call(q, "/tags")).json.tags, [{ tag: "new", count: 1 }]);
-    assert.deepEqual(await bucketKeys(q), [keys.object(freshId, "png")]);
+    assert.deepEqual(await bucketKeys(q), [keys.object(freshId, "png"), keys.object(old[0].id, "png")].sort());
     assert.equal((await call(q, `/images/${freshId}`)).json.status, status.done);
     // A third run has nothing to do.
     const from = q.lines.length;

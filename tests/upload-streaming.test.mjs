@@ -15,7 +15,7 @@ import { Miniflare } from "miniflare";
 import sharp from "sharp";
 
 import { startPipeline, waitFor } from "../local/pipeline.mjs";
-import { bindings, queues, sql } from "../local/contract.mjs";
+import { bindings, contract, queues, sql } from "../local/contract.mjs";
 import { chunkedStream } from "../local/util.mjs";
 
 const KiB = 1024;
@@ -348,13 +348,15 @@ test("the body's SHA-256 binds an Idempotency-Key, whatever the path", async () 
   const image = pngOf(100, 100, 3 * MiB);
   const formFile = pngOf(100, 100, 6 * MiB);
   const multipart = form([file(formFile), field("n", "x".repeat(100 * KiB))]);
+  const formDigested = Buffer.concat([Buffer.from(`${contract.idempotency.formDigestPrefix}image/png\n`), formFile]);
   const small = pngOf(10, 10, 200 * KiB);
   const cases = [
     { name: "buffered", body: () => small, file: small, headers: {} },
     { name: "streamed with Content-Length", body: () => image, file: image, headers: {} },
     { name: "chunked", body: () => chunkedStream(image, 100 * KiB), bytes: image, file: image, headers: {} },
-    { name: "form", body: () => multipart, file: formFile, headers: { "content-type": MULTIPART } },
-    { name: "chunked form", body: () => chunkedStream(multipart, 50 * KiB), bytes: multipart, file: formFile, headers: { "content-type": MULTIPART } },
+    // A form's digest covers its file part's declared type and bytes only.
+    { name: "form", body: () => multipart, bytes: formDigested, file: formFile, headers: { "content-type": MULTIPART } },
+    { name: "chunked form", body: () => chunkedStream(multipart, 50 * KiB), bytes: formDigested, file: formFile, headers: { "content-type": MULTIPART } },
   ];
   const db = await p.db();
   for (const c of cases) {

@@ -41,11 +41,16 @@ export async function storedMessage(p, bytes = png(128), contentType = "image/pn
   return message;
 }
 
-/** Inserts the queued D1 row of a message's image, as the upload worker does. */
-export async function recordImage(p, message) {
+/**
+ * Inserts the queued D1 row of a message's image, as the upload worker does, and marks it
+ * sent (due) at its upload time, as the upload does once its message is out; with
+ * `{ sent: false }` the row stays as during the upload (not due).
+ */
+export async function recordImage(p, message, { sent = true } = {}) {
   const db = await p.db();
   const uploaded = Date.parse(message.uploadedAt);
   await db.prepare(sql.insertQueued).bind(message.imageId, message.r2Key, message.contentType, message.size, uploaded, contract.auth.owners.anonymous).run();
+  if (sent) await db.prepare(sql.markSent).bind(message.imageId, uploaded).run();
 }
 
 /** Every key in the image bucket, sorted. */

@@ -3,7 +3,8 @@
 //! the rest. Every decision about retrying comes from [`shared::tagging::retry::decide`]; this file
 //! only does the I/O around it.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
+use std::rc::Rc;
 
 use futures_util::stream::{self, StreamExt};
 use shared::tagging::error::Class;
@@ -16,7 +17,7 @@ use shared::tagging::retry::{
 use shared::wire::config::{binding, queue};
 use shared::wire::keys::object_key;
 use shared::wire::record::TagRecord;
-use shared::{ImageId, ImageMessage, ImageType, TagError};
+use shared::{ImageId, ImageMessage, ImageType, Status, TagError};
 use worker::js_sys::{Date, Object, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, MessageBuilder, QueueContentType};
@@ -68,7 +69,7 @@ pub async fn consume(batch: QueueBatch, env: &Env) {
         queue: &name,
         kind,
         wall: Cell::new(None),
-        budget: ByteBudget::new(settings.bytes_in_flight),
+        budget: isolate_budget(settings.bytes_in_flight),
     };
     let mut decoded = Vec::new();
     for message in batch.messages() {
@@ -143,7 +144,8 @@ struct Ctx<'a> {
     queue: &'a str,
     kind: QueueKind,
     wall: Cell<Option<Wall>>,
-    budget: ByteBudget,
+    /// The isolate's byte budget, shared with every other batch running in it.
+    budget: Rc<ByteBudget>,
 }
 
 impl Ctx<'_> {
@@ -201,7 +203,7 @@ impl Ctx<'_> {
             other => other,
         };
         let recorded = match id {
-            Some(id) => self.record_failure(&id, &error).await,
+            Some(id) => self.record_failure(&id, &error, None).await,
             None => Ok(None),
         };
         let now = shared::wire::time::format_ms(now_ms());
@@ -225,12 +227,15 @@ impl Ctx<'_> {
     }
 
     /// Records a permanent failure in D1 and, if this delivery made the transition, in KV.
+    /// `lease` is the end of this delivery's lease, if it holds one: another delivery's live
+    /// lease refuses the transition.
     async fn record_failure(
         &self,
         id: &ImageId,
         error: &TagError,
+        lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError> {
-        let record = self.store.mark_failed(id, error, now_ms()).await?;
+        let record = self.store.mark_failed(id, error, now_ms(), lease).await?;
         if let Some(record) = &record {
             self.store.publish(record).await?;
             crate::notify::enqueue(self.env, record).await;
@@ -249,11 +254,12 @@ impl Ctx<'_> {
     }
 
     /// The dead letter queue: the image queue gave up on this message (a tagger that kept
-    /// crashing on it). Record the image as failed, unless it was tagged after all.
+    /// crashing on it). Record the image as failed, unless it was tagged after all, or
+    /// another delivery is tagging it now (then this one comes back after its lease).
     async fn dead_letter(&self, job: Job) {
         let started = Date::now();
         match self
-            .record_failure(&job.key, &TagError::RetriesExhausted)
+            .record_failure(&job.key, &TagError::RetriesExhausted, None)
             .await
         {
             Ok(Some(_)) => self.ack(
@@ -263,8 +269,25 @@ impl Ctx<'_> {
                 started,
             ),
             Ok(None) => {
+                let now = now_ms();
                 let outcome = match self.store.image(&job.key).await {
                     Ok(None) => Outcome::Gone,
+                    Ok(Some(row))
+                        if row.status() != Status::Done
+                            && row.lease_until.is_some_and(|until| until > now) =>
+                    {
+                        return self
+                            .again(Later {
+                                job,
+                                error: TagError::Leased,
+                                not_before: row.lease_until,
+                                lease: None,
+                                uploaded_at: Some(row.uploaded_at),
+                                wall: None,
+                                started,
+                            })
+                            .await;
+                    }
                     _ => Outcome::Skipped,
                 };
                 self.ack(&job, outcome, None, started)
@@ -514,7 +537,7 @@ impl Ctx<'_> {
             Ok(classified) => (Ok(classified), true),
         };
         let error = match result {
-            Ok(classified) => match self.finish(&job.key, &classified).await {
+            Ok(classified) => match self.finish(&job.key, &classified, lease).await {
                 Ok(outcome) => {
                     self.ack(&job, outcome, None, started);
                     return Worked::finished(true);
@@ -533,7 +556,7 @@ impl Ctx<'_> {
             self.wall.set(Some(w));
         }
         if error.class() == Class::Permanent {
-            match self.record_failure(&job.key, &error).await {
+            match self.record_failure(&job.key, &error, Some(lease)).await {
                 Ok(_) => {
                     self.ack(&job, Outcome::Failed, Some(&error), started);
                     return Worked::finished(called);
@@ -594,15 +617,25 @@ impl Ctx<'_> {
         })
     }
 
-    /// Records a classification in D1, then KV.
-    async fn finish(&self, id: &ImageId, classified: &Classified) -> Result<Outcome, TagError> {
-        match self.store.mark_done(id, classified, now_ms()).await? {
+    /// Records a classification in D1, then KV, under this delivery's lease.
+    async fn finish(
+        &self,
+        id: &ImageId,
+        classified: &Classified,
+        lease: u64,
+    ) -> Result<Outcome, TagError> {
+        match self
+            .store
+            .mark_done(id, classified, now_ms(), Some(lease))
+            .await?
+        {
             Some(record) => {
                 self.store.publish(&record).await?;
                 crate::notify::enqueue(self.env, &record).await;
                 Ok(Outcome::Done)
             }
-            // Done by another delivery meanwhile, or deleted.
+            // Done by another delivery meanwhile, or taken over by one after this lease ran
+            // out, or deleted.
             None => Ok(match self.store.image(id).await? {
                 None => Outcome::Gone,
                 Some(_) => Outcome::Skipped,
@@ -610,7 +643,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// Writes a done image's record to KV if KV does not have it (a failed KV write earlier).
+    /// Writes a done image's record to KV unless KV holds it with the same status: KV has
+    /// none (a failed KV write earlier), or an older one (`failed`, before a redrive).
     async fn republish(
         &self,
         id: &ImageId,
@@ -620,7 +654,7 @@ impl Ctx<'_> {
             .store
             .published(id)
             .await?
-            .is_some_and(|r| r.is_terminal())
+            .is_some_and(|r| r.status == row.status())
         {
             return Ok(());
         }
@@ -649,7 +683,7 @@ impl Ctx<'_> {
         let verdict = decide(error.clone(), not_before, &delivery, &self.settings.policy);
         let (delay_seconds, resend, outcome) = match verdict {
             Verdict::Fail(failure) => {
-                match self.record_failure(&job.key, &failure).await {
+                match self.record_failure(&job.key, &failure, lease).await {
                     Ok(_) => self.ack(&job, Outcome::Failed, Some(&failure), started),
                     Err(storage) => {
                         let delay = self
@@ -771,4 +805,15 @@ impl QueueMessage {
         );
         let _ = self.retry(&options);
     }
+}
+
+thread_local! {
+    /// The byte budget of this isolate: memory is limited per isolate, and batches that run
+    /// in one isolate at once share it (`BYTES_IN_FLIGHT` never changes within one).
+    static BUDGET: OnceCell<Rc<ByteBudget>> = const { OnceCell::new() };
+}
+
+/// The isolate's one byte budget, made with `limit` bytes on first use.
+fn isolate_budget(limit: u64) -> Rc<ByteBudget> {
+    BUDGET.with(|cell| cell.get_or_init(|| Rc::new(ByteBudget::new(limit))).clone())
 }

@@ -1,9 +1,12 @@
 //! The cron: makes "nothing is lost" true whatever broke in between. Queued images whose
 //! next attempt is long overdue (a message dropped, a dead letter consumer that could not
 //! write) are enqueued again, or failed if their bytes are gone; so are webhook deliveries
-//! (an enqueue that failed after its transition, a message dropped). With `RETENTION_DAYS`
-//! set it deletes expired images ([`crate::retention`]). Once an hour it logs the day's AI
-//! usage.
+//! (an enqueue that failed after its transition, a message dropped). An image is due only
+//! once its upload sent its message, so an upload still streaming is never taken for a lost
+//! one; an upload whose message was never sent is picked up past the give-up horizon. It
+//! purges expired Idempotency-Keys. With `RETENTION_DAYS` set it deletes expired images
+//! ([`crate::retention`]); a value it refuses is logged on every run, and retention stays
+//! off. Once an hour it logs the day's AI usage.
 
 use serde::Serialize;
 use shared::wire::config::binding;
@@ -18,6 +21,8 @@ use crate::store::{OrStorage, Store};
 
 /// How many overdue images one run handles at most.
 const BATCH: u32 = 100;
+/// How many expired Idempotency-Keys one run deletes at most.
+const KEY_BATCH: u32 = 1000;
 
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -26,6 +31,7 @@ struct Report {
     requeued: u32,
     failed_missing: u32,
     notifications_requeued: u32,
+    keys_purged: u32,
     errors: u32,
 }
 
@@ -47,9 +53,31 @@ pub async fn run(env: &Env, now_ms: u64, cron_minute: u32) {
             report.errors += 1;
         }
     }
+    match Store::open(env) {
+        Ok(store) => match store.purge_keys(now_ms, KEY_BATCH).await {
+            Ok(n) => report.keys_purged = n,
+            Err(e) => {
+                worker::console_error!("reconciler (keys): {e}");
+                report.errors += 1;
+            }
+        },
+        Err(e) => {
+            worker::console_error!("reconciler (keys): {e}");
+            report.errors += 1;
+        }
+    }
     log::emit(&report, report.errors > 0);
-    if let Some(days) = Settings::get(env).retention_days {
-        crate::retention::run(env, now_ms, days).await;
+    match &Settings::get(env).retention_days {
+        Ok(Some(days)) => crate::retention::run(env, now_ms, *days).await,
+        Ok(None) => {}
+        Err(e) => log::emit(
+            &serde_json::json!({
+                "event": shared::wire::log_event::CONFIG_INVALID,
+                "var": shared::wire::config::RETENTION_DAYS.name,
+                "error": e,
+            }),
+            true,
+        ),
     }
     if cron_minute < 5 {
         log_usage(env).await;
@@ -63,7 +91,17 @@ async fn requeue_overdue(env: &Env, now: u64, report: &mut Report) -> Result<(),
     let queue = env
         .queue(binding::IMAGE_QUEUE)
         .or_storage("IMAGE_QUEUE binding")?;
-    for row in store.overdue(now, cutoff, BATCH).await? {
+    let mut rows = store.overdue(now, cutoff, BATCH).await?;
+    // Uploads that never sent their message (stopped between the insert and the send),
+    // far past any upload still running.
+    let abandoned = now.saturating_sub(
+        settings
+            .policy
+            .give_up_after_ms
+            .max(settings.stuck_after_ms),
+    );
+    rows.extend(store.unsent(abandoned, BATCH).await?);
+    for row in rows {
         let Some(message) = message_of(&row) else {
             report.errors += 1;
             continue;
@@ -82,7 +120,7 @@ async fn requeue_overdue(env: &Env, now: u64, report: &mut Report) -> Result<(),
             "requeued"
         } else {
             if let Some(record) = store
-                .mark_failed(&message.image_id, &TagError::ObjectMissing, now)
+                .mark_failed(&message.image_id, &TagError::ObjectMissing, now, None)
                 .await?
             {
                 store.publish(&record).await?;

@@ -1,10 +1,12 @@
-//! Retention: with `RETENTION_DAYS` set, each reconciler run deletes up to [`BATCH`] images
-//! uploaded before the cutoff, oldest first, everywhere: their KV records (an image whose
-//! record cannot be deleted is kept whole for the next run), their R2 objects (one bulk
-//! delete), their D1 rows with their tags and Idempotency-Keys (one transaction), and then
-//! any record a tagger published meanwhile (its re-check of D1 in `Store::publish` ran
-//! before the rows went). A backlog drains at [`BATCH`] images a run; each run logs one
-//! `tagger.retention` line.
+//! Retention: with `RETENTION_DAYS` set (from 1), each reconciler run deletes up to [`BATCH`]
+//! finished images (`done` or `failed`: never a queued one, which may be uploading, being
+//! tagged, or waiting for a budget) uploaded before the cutoff, oldest first, everywhere:
+//! their KV records (an image whose record cannot be deleted is kept whole for the next
+//! run), their R2 objects (one bulk delete), their D1 rows with their tags and
+//! Idempotency-Keys (one transaction), and then once more their KV records, in case a tagger
+//! published one meanwhile (its re-check of D1 in `Store::publish` ran before the rows
+//! went). KV deletes never read first: a stale read would skip them. A backlog drains at
+//! [`BATCH`] images a run; each run logs one `tagger.retention` line.
 
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
@@ -18,8 +20,8 @@ use worker::{Env, KvStore};
 use crate::log;
 use crate::store::OrStorage;
 
-/// Most images one run deletes: each costs a KV delete and a KV read (subrequests), on top
-/// of one D1 select, one R2 bulk delete and one D1 batch.
+/// Most images one run deletes: each costs two KV deletes (subrequests), on top of one D1
+/// select, one R2 bulk delete and one D1 batch.
 pub const BATCH: u32 = 100;
 /// KV deletes in flight at once.
 const CONCURRENCY: usize = 8;
@@ -78,15 +80,15 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
         .kv(binding::RESULTS_KV)
         .or_storage("RESULTS_KV binding")?;
     // Records first: an image whose record cannot be deleted now stays whole, and the next
-    // run tries again (a record must never outlive its row). Queued images have none.
-    let with_record: Vec<&ObjectRow> = rows.iter().filter(|r| r.status != "queued").collect();
+    // run tries again (a record must never outlive its row).
+    let with_record: Vec<&ObjectRow> = rows.iter().collect();
     let mut failed = std::collections::HashSet::new();
     for (row, result) in with_record
         .iter()
-        .zip(delete_records(&kv, &with_record, false).await)
+        .zip(delete_records(&kv, &with_record).await)
     {
         match result {
-            Ok(_) => report.records_deleted += 1,
+            Ok(()) => report.records_deleted += 1,
             Err(e) => {
                 worker::console_error!("retention: {e}");
                 report.errors += 1;
@@ -116,12 +118,11 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
         .or_storage("D1 bind")?;
     db.batch(batch).await.or_storage("D1 delete expired")?;
     report.deleted = expiring.len() as u32;
-    // Records again, where one appeared since: a delivery that published while the rows were
-    // still there (its re-check of D1 came first). Reads, and a delete only if needed.
-    for result in delete_records(&kv, &expiring, true).await {
+    // Records again, in case one appeared since: a delivery that published while the rows
+    // were still there (its re-check of D1 came first).
+    for result in delete_records(&kv, &expiring).await {
         match result {
-            Ok(true) => report.records_deleted += 1,
-            Ok(false) => {}
+            Ok(()) => {}
             Err(e) => {
                 worker::console_error!("retention: {e}");
                 report.errors += 1;
@@ -131,23 +132,13 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
     Ok(())
 }
 
-/// Deletes the KV records of `rows` (only those present, with `if_present`), a few at a
-/// time; each result says whether a record was deleted.
-async fn delete_records(
-    kv: &KvStore,
-    rows: &[&ObjectRow],
-    if_present: bool,
-) -> Vec<Result<bool, TagError>> {
+/// Deletes the KV records of `rows`, a few at a time, without reading them first.
+async fn delete_records(kv: &KvStore, rows: &[&ObjectRow]) -> Vec<Result<(), TagError>> {
     stream::iter(rows)
         .map(|row| async move {
             let id = ImageId::parse(&row.id)
                 .map_err(|_| TagError::Storage(format!("malformed id {:?}", row.id)))?;
-            let key = record_key(&id);
-            if if_present && kv.get(&key).text().await.or_storage("KV get")?.is_none() {
-                return Ok(false);
-            }
-            kv.delete(&key).await.or_storage("KV delete")?;
-            Ok(true)
+            kv.delete(&record_key(&id)).await.or_storage("KV delete")
         })
         .buffered(CONCURRENCY)
         .collect()

@@ -22,7 +22,9 @@ pub struct Settings {
     pub max_pixels: u64,
     pub stuck_after_ms: u64,
     pub lease_ms: u64,
-    pub retention_days: Option<u32>,
+    /// `RETENTION_DAYS`: `Ok(None)` when unset; an error (logged by the cron, retention
+    /// off) for a value below 1 or malformed.
+    pub retention_days: Result<Option<u32>, String>,
     /// Webhook deliveries: when to retry and when to give up.
     pub webhook_retry: RetryPolicy,
     /// The keys webhooks are signed with: `WEBHOOK_SECRET`, then `WEBHOOK_SECRET_PREVIOUS`.
@@ -105,7 +107,9 @@ impl Settings {
             max_pixels: vars.get(config::MAX_PIXELS),
             stuck_after_ms: ms(vars.get(config::STUCK_AFTER_SECONDS)),
             lease_ms: ms(vars.get(config::LEASE_SECONDS)).max(1000),
-            retention_days: vars.get_opt(config::RETENTION_DAYS),
+            retention_days: config::retention_days(
+                vars.raw(config::RETENTION_DAYS.name).as_deref(),
+            ),
             webhook_retry: RetryPolicy {
                 base_seconds: vars.get(config::WEBHOOK_RETRY_BASE_SECONDS).max(1),
                 give_up_after_ms: ms(vars.get(config::WEBHOOK_GIVE_UP_AFTER_SECONDS)),

@@ -161,12 +161,14 @@ impl Store {
         })
     }
 
-    /// Records a classification unless the image is done already (or gone).
+    /// Records a classification unless the image is done already (or gone), or another
+    /// delivery's lease is live; `lease` is the end of this delivery's own lease.
     pub async fn mark_done(
         &self,
         id: &ImageId,
         classified: &Classified,
         now: u64,
+        lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError> {
         let key = id.to_string();
         let done = self.statement(
@@ -178,6 +180,7 @@ impl Store {
                 s(&classified.model),
                 JsValue::from_f64(classified.min_score),
                 n(now),
+                lease.map_or(JsValue::NULL, n),
             ],
         )?;
         let event = Event::tagged(*id, classified.tags(), classified.labels.clone(), now);
@@ -187,12 +190,14 @@ impl Store {
             .await
     }
 
-    /// Records a permanent failure unless the image is done (or gone).
+    /// Records a permanent failure unless the image is done (or gone), or another
+    /// delivery's lease is live; `lease` is the end of this delivery's own lease, if any.
     pub async fn mark_failed(
         &self,
         id: &ImageId,
         error: &TagError,
         now: u64,
+        lease: Option<u64>,
     ) -> Result<Option<TagRecord>, TagError> {
         let failed = self.statement(
             images::MARK_FAILED,
@@ -201,6 +206,7 @@ impl Store {
                 s(error.code()),
                 s(&error.message()),
                 n(now),
+                lease.map_or(JsValue::NULL, n),
             ],
         )?;
         let event = Event::failed(*id, error.info(), now);
@@ -246,6 +252,28 @@ impl Store {
         .or_storage("D1 select overdue")
     }
 
+    /// Queued images whose message was never sent although their upload began before
+    /// `cutoff` (an upload worker stopped between its insert and its send), oldest first.
+    pub async fn unsent(&self, cutoff: u64, limit: u32) -> Result<Vec<ImageRow>, TagError> {
+        self.statement(images::SELECT_UNSENT, &[n(cutoff), n(u64::from(limit))])?
+            .all()
+            .await
+            .and_then(|r| r.results::<ImageRow>())
+            .or_storage("D1 select unsent")
+    }
+
+    /// Deletes up to `limit` Idempotency-Key reservations that expired before `now`;
+    /// returns how many.
+    pub async fn purge_keys(&self, now: u64, limit: u32) -> Result<u32, TagError> {
+        let result = self
+            .statement(images::PURGE_KEYS, &[n(now), n(u64::from(limit))])?
+            .run()
+            .await
+            .or_storage("D1 purge keys")?;
+        let changes = result.meta().ok().flatten().and_then(|m| m.changes);
+        Ok(changes.unwrap_or(0) as u32)
+    }
+
     /// Notes that an overdue image was enqueued again.
     pub async fn requeued(&self, id: &str, now: u64) -> Result<(), TagError> {
         self.statement(images::REQUEUED, &[s(id), n(now)])?
@@ -271,22 +299,15 @@ impl Store {
         Ok(())
     }
 
-    /// Removes the record of an image that is gone, if KV holds one: left by a delivery whose
+    /// Removes the record of an image that is gone: left by a delivery whose
     /// [`Store::publish`] raced the delete and could not remove it (KV takes one write a
-    /// second per key, so a delete right after the put can be refused).
+    /// second per key, so a delete right after the put can be refused). Never reads first:
+    /// a stale read (KV is eventually consistent) would skip the delete.
     pub async fn unpublish(&self, id: &ImageId) -> Result<(), TagError> {
-        let key = record_key(id);
-        if self
-            .kv
-            .get(&key)
-            .text()
+        self.kv
+            .delete(&record_key(id))
             .await
-            .or_storage("KV get")?
-            .is_some()
-        {
-            self.kv.delete(&key).await.or_storage("KV delete")?;
-        }
-        Ok(())
+            .or_storage("KV delete")
     }
 
     /// The record KV holds for an image, if any.

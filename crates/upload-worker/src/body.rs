@@ -19,9 +19,12 @@
 //! response, up to the size limit: a client still sending would otherwise often see its
 //! connection reset instead of the response.
 //!
-//! With [`BodyInfo::digest`], the SHA-256 of the whole body is computed on the way:
-//! `crypto.subtle.digest` of a buffered body, a `tee` into `crypto.DigestStream` for a piped
-//! one, and each chunk written to a `DigestStream` for a body read chunk by chunk.
+//! With [`BodyInfo::digest`], the SHA-256 that binds an `Idempotency-Key` to the body is
+//! computed on the way: `crypto.subtle.digest` of a buffered body, a `tee` into
+//! `crypto.DigestStream` for a piped one, and each chunk written to a `DigestStream` for a
+//! raw body read chunk by chunk. A form's digest covers only its file part's declared type
+//! and bytes ([`multipart::FORM_DIGEST_PREFIX`]), never the framing or the random boundary: a client
+//! that rebuilds the same form gets its first image.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -229,10 +232,26 @@ pub async fn read(req: &web_sys::Request, info: &BodyInfo<'_>) -> Result<Upload,
     }
 }
 
-/// Hashes the whole body (hex SHA-256), enforcing the size limit, and stores nothing: for a
-/// repeated `Idempotency-Key`, to compare with the first request's body.
+/// Hashes the body as [`read`] does (a raw body whole, a form's file part and its declared
+/// type), enforcing the size limit, and stores nothing: for a repeated `Idempotency-Key`, to
+/// compare with the first request's digest.
 pub async fn digest_only(req: &web_sys::Request, info: &BodyInfo<'_>) -> Result<String, ApiError> {
     let body = req.body().ok_or(ApiError::EmptyBody)?;
+    if multipart::is_multipart(info.content_type) {
+        let boundary = multipart::boundary(info.content_type.unwrap_or_default())?;
+        let form = Some(Box::new(Form::new(&boundary)));
+        let (mut rest, digest) = Rest::start(body, info, form)?;
+        let digest = digest.ok_or_else(|| ApiError::Internal("no digest asked for".into()))?;
+        // The file's views are dropped as they come: memory stays at one chunk.
+        loop {
+            rest.take_file_views().for_each(drop);
+            if rest.is_over() {
+                break;
+            }
+            rest.step().await?;
+        }
+        return digest.hex().await;
+    }
     let stream = digest_stream()?;
     let digest = Digest(stream.digest());
     if info.content_length.is_some() {
@@ -440,7 +459,8 @@ pub(crate) struct Rest {
     reader: Chunks,
     read: u64,
     limit: u64,
-    /// Writes every chunk into a `DigestStream`, when a digest was asked for.
+    /// Writes every chunk of a raw body into a `DigestStream`, when a digest was asked for
+    /// (a form's file hashes its own bytes: [`File::hasher`]).
     hasher: Option<WritableStreamDefaultWriter>,
     /// `None` for a raw body: all of it is the file.
     form: Option<Box<Form>>,
@@ -458,12 +478,18 @@ struct File {
     views: Vec<(Uint8Array, u32)>,
     /// All of the file's bytes are read.
     over: bool,
+    /// A form's digest: the file part's declared type and bytes go into a `DigestStream`.
+    hasher: Option<WritableStreamDefaultWriter>,
 }
 
 impl File {
     /// Takes the next view of the file; `bytes` are its bytes when already in wasm, else the
     /// head copies what it needs.
     fn push(&mut self, view: Uint8Array, len: u32, bytes: Option<&[u8]>) -> Result<(), ApiError> {
+        if let Some(hasher) = &self.hasher {
+            // Written in order; a failure shows in the digest.
+            let _ = hasher.write_with_chunk(&view);
+        }
         if self.head.decided().is_none() {
             match bytes {
                 Some(bytes) => {
@@ -476,6 +502,17 @@ impl File {
         }
         self.views.push((view, len));
         Ok(())
+    }
+
+    /// A form's file part begins, with its declared type (the part's `Content-Type`).
+    fn begin(&mut self, declared: Option<String>) {
+        if let Some(hasher) = &self.hasher {
+            let mut prefix = multipart::FORM_DIGEST_PREFIX.to_vec();
+            prefix.extend_from_slice(declared.as_deref().unwrap_or_default().as_bytes());
+            prefix.push(b'\n');
+            let _ = hasher.write_with_chunk(&Uint8Array::from(prefix.as_slice()));
+        }
+        self.declared = declared;
     }
 }
 
@@ -496,9 +533,9 @@ impl Rest {
         } else {
             (None, None)
         };
-        let declared = match form {
-            None => info.content_type.map(str::to_string),
-            Some(_) => None,
+        let (declared, hasher, file_hasher) = match form {
+            None => (info.content_type.map(str::to_string), hasher, None),
+            Some(_) => (None, None, hasher),
         };
         let rest = Self {
             reader: Chunks::new(&body),
@@ -511,6 +548,7 @@ impl Rest {
                 declared,
                 views: Vec::new(),
                 over: false,
+                hasher: file_hasher,
             },
             over: false,
         };
@@ -615,7 +653,7 @@ impl Rest {
             form.scanner.finish()?;
             form.picker.finish()?;
         }
-        if let Some(hasher) = self.hasher.take() {
+        if let Some(hasher) = self.hasher.take().or_else(|| self.file.hasher.take()) {
             let _ = hasher.close();
         }
         self.file.over = true;
@@ -697,7 +735,7 @@ impl Form {
                 self.in_file = self.picker.offer(&head.name, head.is_file())?;
                 if self.in_file {
                     // The part's own type is only a claim, checked like a raw body's.
-                    file.declared = head.content_type.filter(|t| !t.is_empty());
+                    file.begin(head.content_type.filter(|t| !t.is_empty()));
                 }
             }
             Event::Data { carried, range } if self.in_file => {

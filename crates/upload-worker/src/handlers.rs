@@ -243,6 +243,18 @@ async fn ingest(
         undo_key().await;
         return Err(e);
     }
+    // A stale pending key is taken over only while its image has no row: if another request
+    // took ours over before the insert above, it owns the key, and this upload stops here
+    // (the two never both make an image).
+    if let Some((scope, idem_key)) = &reservation {
+        let holder = store.key_holder(scope, idem_key).await;
+        if !matches!(&holder, Ok(Some(h)) if *h == id.to_string()) {
+            let _ = store.delete_unfinished(&id).await;
+            // Releases nothing unless the key still names this image.
+            undo_key().await;
+            return Err(holder.err().unwrap_or(ApiError::IdempotencyKeyInFlight));
+        }
+    }
     let bucket = env
         .bucket(binding::IMAGE_BUCKET)
         .map_err(|e| ApiError::Internal(format!("IMAGE_BUCKET binding: {e}")))?;
@@ -261,11 +273,20 @@ async fn ingest(
             return Err(e);
         }
     };
-    // A form's or a chunked body's size is only known now.
-    if stored.size != size_hint {
-        if let Err(e) = store.set_size(&id, stored.size).await {
-            log::warn("size_not_recorded", &e.to_string());
+    // The size (a form's or a chunked body's is only known now), and the check that the row
+    // still exists: a `DELETE` during the upload removed it, and maybe the object before the
+    // put wrote it. The object goes too, and nothing is left behind.
+    let kept = store.set_size(&id, stored.size).await;
+    if !matches!(kept, Ok(true)) {
+        if let Err(e) = r2::delete(&bucket, &key).await {
+            log::error("object_not_deleted", &format!("{key}: {e:?}"));
         }
+        let _ = store.delete_unfinished(&id).await;
+        undo_key().await;
+        return Err(match kept {
+            Err(e) => e,
+            Ok(_) => ApiError::ImageDeleted,
+        });
     }
     let message = ImageMessage {
         schema_version: SCHEMA_VERSION,
@@ -281,6 +302,12 @@ async fn ingest(
         let _ = store.delete_unfinished(&id).await;
         undo_key().await;
         return Err(e);
+    }
+    // Due from now on: the reconciler never takes an upload in progress for a lost message.
+    if let Err(e) = store.mark_sent(&id, now_ms()).await {
+        // The tagger's claim sets the due time too; a lost message is found past the
+        // give-up horizon (`SELECT_UNSENT`).
+        log::warn("image_not_marked_sent", &e.to_string());
     }
     if let Some((scope, key)) = &reservation {
         if let Some(digest) = &stored.sha256 {
@@ -306,9 +333,12 @@ async fn enqueue(env: &Env, message: &ImageMessage) -> Result<(), ApiError> {
         .or_unavailable("queue send")
 }
 
-/// The image's view: the finished record from KV (the fast path), else the system of record.
-/// For a client (`owner`), D1 first says whether the image is its own: another's is a `404`
-/// exactly as one that does not exist.
+/// The image's view: a done record from KV (the fast path), else the system of record.
+/// `done` is final, so KV's copy of it is right; `failed` is not (a redrive can still tag the
+/// image), so a failed record is always read from D1, and a KV write that failed after a
+/// redrive can never show `failed` for an image that is done. For a client (`owner`), D1
+/// also says whether the image is its own: another's is a `404` exactly as one that does
+/// not exist.
 async fn view(env: &Env, id: ImageId, owner: Option<&str>) -> Result<View, ApiError> {
     let store = Store::open(env)?;
     let published = store.published(&id).await?;
@@ -318,12 +348,12 @@ async fn view(env: &Env, id: ImageId, owner: Option<&str>) -> Result<View, ApiEr
             .await?
             .ok_or(ApiError::ImageNotFound)?;
         return match published {
-            Some(record) if record.is_terminal() => Ok(View::Finished(record)),
+            Some(record) if record.status == Status::Done => Ok(View::Finished(record)),
             _ => row.view().ok_or(ApiError::ImageNotFound),
         };
     }
     if let Some(record) = published {
-        if record.is_terminal() {
+        if record.status == Status::Done {
             return Ok(View::Finished(record));
         }
     }

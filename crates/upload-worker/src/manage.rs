@@ -224,14 +224,18 @@ pub async fn image_content(
 }
 
 /// `DELETE /images/{id}`: the bytes in R2, then the rows in D1 (tags, Idempotency-Keys, the
-/// image) in one transaction, then the record in KV; `204`, and `404` once gone.
+/// image) in one transaction, then the bytes in R2 again and the record in KV; `204`, and
+/// `404` once gone.
 ///
 /// The order keeps a tagger from bringing the image back: once the row is gone it cannot
 /// claim, mark or index it, and a record it writes to KV after it re-checks D1
-/// (`Store::publish`) or before our KV delete. A failure leaves a state that a retry of
-/// the delete finishes (R2 deletes are idempotent; a `404` still removes a KV record left
-/// behind). A client (`owner`) deletes only its own images: another's is a `404`, and its
-/// record is left alone.
+/// (`Store::publish`) or before our KV delete. An upload still streaming checks its row
+/// after its put and removes its object if the row is gone; the second R2 delete covers a
+/// put that ended between our first delete and the rows' removal. A failure leaves a state
+/// that a retry of the delete finishes (R2 deletes are idempotent; a `404` still removes a
+/// KV record left behind). KV is never read first: a stale read must not skip the delete.
+/// A client (`owner`) deletes only its own images: another's is a `404`, and its record is
+/// left alone.
 pub async fn delete(env: Env, id: ImageId, owner: Option<String>) -> Result<Response, ApiError> {
     let db = d1(&env)?;
     let kv = env
@@ -240,25 +244,20 @@ pub async fn delete(env: Env, id: ImageId, owner: Option<String>) -> Result<Resp
     let key = record_key(&id);
     let Some(row) = object_row(&db, &id, owner.as_deref()).await? else {
         // A record left behind is removed only once no owner has the image.
-        if (owner.is_none() || object_row(&db, &id, None).await?.is_none())
-            && kv
-                .get(&key)
-                .text()
-                .await
-                .or_unavailable("KV get")?
-                .is_some()
-        {
+        if owner.is_none() || object_row(&db, &id, None).await?.is_none() {
             kv.delete(&key).await.or_unavailable("KV delete")?;
         }
         return Err(ApiError::ImageNotFound);
     };
-    crate::r2::delete(&bucket(&env)?, &row.r2_key).await?;
+    let bucket = bucket(&env)?;
+    crate::r2::delete(&bucket, &row.r2_key).await?;
     let ids = JsValue::from_str(&sql::id_list(&[id.to_string()]));
     let batch = sql::DELETE_IMAGES
         .iter()
         .map(|s| one(s, ids.clone(), &db))
         .collect::<Result<Vec<_>, _>>()?;
     db.batch(batch).await.or_unavailable("D1 delete")?;
+    crate::r2::delete(&bucket, &row.r2_key).await?;
     kv.delete(&key).await.or_unavailable("KV delete")?;
     log::emit(
         &serde_json::json!({ "event": shared::wire::log_event::UPLOAD_DELETED, "imageId": id }),

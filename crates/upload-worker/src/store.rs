@@ -111,14 +111,36 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Sets the size of an image whose length was only known once stored.
-    pub async fn set_size(&self, id: &ImageId, size: u64) -> Result<(), ApiError> {
+    /// Records the size of an image whose bytes are stored; `false` when its row is gone (a
+    /// `DELETE` ran during the upload).
+    pub async fn set_size(&self, id: &ImageId, size: u64) -> Result<bool, ApiError> {
+        let result = self
+            .statement(images::SET_SIZE, &[s(&id.to_string()), n(size)])?
+            .run()
+            .await
+            .or_unavailable("D1 set size")?;
+        let changes = result.meta().ok().flatten().and_then(|m| m.changes);
+        Ok(changes.unwrap_or(0) > 0)
+    }
+
+    /// Makes the image due for the reconciler: its message was sent.
+    pub async fn mark_sent(&self, id: &ImageId, now: u64) -> Result<(), ApiError> {
         self.run(
-            "D1 set size",
-            images::SET_SIZE,
-            &[s(&id.to_string()), n(size)],
+            "D1 mark sent",
+            images::MARK_SENT,
+            &[s(&id.to_string()), n(now)],
         )
         .await
+    }
+
+    /// The image id an `Idempotency-Key` names now, if any.
+    pub async fn key_holder(&self, scope: &str, key: &str) -> Result<Option<String>, ApiError> {
+        Ok(self
+            .statement(images::SELECT_KEY, &[s(scope), s(key)])?
+            .first::<KeyRow>(None)
+            .await
+            .or_unavailable("D1 select key")?
+            .map(|row| row.image_id))
     }
 
     /// Removes an image whose upload did not complete.

@@ -26,6 +26,9 @@ pub enum ApiError {
     IdempotencyKeyInFlight,
     /// 422: the `Idempotency-Key` was used before with a different body.
     IdempotencyKeyReused,
+    /// 409: the image was deleted (`DELETE /images/{id}`) while its upload ran; nothing of
+    /// it was kept.
+    ImageDeleted,
     /// 400: no body.
     EmptyBody,
     /// 400: `Content-Length` is not a non-negative integer.
@@ -96,7 +99,7 @@ impl ApiError {
             | Self::InvalidCursor => 400,
             Self::RangeNotSatisfiable { .. } => 416,
             Self::PayloadTooLarge { .. } | Self::ImageTooLarge { .. } => 413,
-            Self::IdempotencyKeyInFlight => 409,
+            Self::IdempotencyKeyInFlight | Self::ImageDeleted => 409,
             Self::IdempotencyKeyReused => 422,
             Self::UnsupportedMediaType(_) => 415,
             Self::Unauthorized => 401,
@@ -120,6 +123,7 @@ impl ApiError {
             Self::ImageTooLarge { .. } => "image_too_large",
             Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::ImageDeleted => "image_deleted",
             Self::EmptyBody => "empty_body",
             Self::InvalidContentLength => "invalid_content_length",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -160,6 +164,9 @@ impl ApiError {
             }
             Self::IdempotencyKeyReused => {
                 "this Idempotency-Key was used with a different body".into()
+            }
+            Self::ImageDeleted => {
+                "the image was deleted while it was being uploaded; nothing was kept".into()
             }
             Self::EmptyBody => "the request has no body; send the image bytes".into(),
             Self::InvalidContentLength => "Content-Length must be a non-negative integer".into(),
@@ -237,6 +244,7 @@ impl ApiError {
             },
             Self::IdempotencyKeyInFlight,
             Self::IdempotencyKeyReused,
+            Self::ImageDeleted,
             Self::EmptyBody,
             Self::InvalidContentLength,
             Self::PayloadTooLarge { limit: 0 },

@@ -514,6 +514,13 @@ fn split_disposition(value: &str) -> (&str, Vec<(String, String)>) {
     (kind.trim(), params)
 }
 
+/// What the digest that binds an `Idempotency-Key` to a `multipart/form-data` body starts
+/// with: then the file part's declared type (empty if none), a newline, and the file's
+/// bytes. Nothing else of the form counts (not the boundary, the framing or other fields),
+/// so a client that rebuilds the same form gets its first image. A header value has no
+/// newline, so the type and the bytes cannot run together.
+pub const FORM_DIGEST_PREFIX: &[u8] = b"multipart/form-data file; type=";
+
 #[cfg(test)]
 mod tests {
     use super::*;

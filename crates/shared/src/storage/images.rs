@@ -13,16 +13,24 @@ use crate::wire::record::{ErrorInfo, QueuedView, Status, TagRecord};
 use crate::wire::time::format_ms;
 use crate::ImageId;
 
-/// Inserts a queued image. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now,
+/// Inserts a queued image, not due yet: `due_at` stays NULL while its upload runs, and is
+/// set by [`MARK_SENT`] once its message is sent, so the reconciler never takes an upload in
+/// progress for a lost message. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now,
 /// `?6` owner ([`crate::api::auth::Caller::owner`]).
 /// (Its webhook URL, if any, is set in the same batch: [`crate::storage::outbox::SET_CALLBACK`].)
 pub const INSERT_QUEUED: &str = "INSERT INTO images \
      (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at, owner) \
-     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
+     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, NULL, ?5, ?6)";
 
 /// Sets the size of an image once its bytes are stored (a streamed multipart or chunked
-/// body's length is only known then). `?1` id, `?2` size.
+/// body's length is only known then). `?1` id, `?2` size. It changes no row when the image
+/// was deleted during its upload: the upload then removes the object it stored.
 pub const SET_SIZE: &str = "UPDATE images SET size = ?2 WHERE id = ?1";
+
+/// Makes an image due once its message is sent: the reconciler counts from here. A tagger
+/// that claimed it first (its claim sets `due_at`) is left alone. `?1` id, `?2` now.
+pub const MARK_SENT: &str = "UPDATE images SET due_at = ?2 \
+     WHERE id = ?1 AND status = 'queued' AND due_at IS NULL";
 
 /// Removes an image whose upload did not complete. `?1` id.
 pub const DELETE_UNFINISHED: &str = "DELETE FROM images WHERE id = ?1 AND status = 'queued'";
@@ -40,13 +48,15 @@ pub const SELECT_IMAGE: &str = "SELECT * FROM images WHERE id = ?1";
 /// The full row of an image, if `?2` owns it. `?1` id, `?2` owner.
 pub const SELECT_OWNED_IMAGE: &str = "SELECT * FROM images WHERE id = ?1 AND owner = ?2";
 
-/// Records a classification. `?1` id, `?2` tags JSON, `?3` labels JSON, `?4` model,
-/// `?5` min score, `?6` now.
+/// Records a classification, unless the image is done or another delivery's lease is live
+/// (the caller's own lease is fine). `?1` id, `?2` tags JSON, `?3` labels JSON, `?4` model,
+/// `?5` min score, `?6` now, `?7` the caller's lease end, or NULL if it holds none.
 pub const MARK_DONE: &str = "UPDATE images \
      SET status = 'done', tags = ?2, labels = ?3, model = ?4, min_score = ?5, \
          processed_at = ?6, updated_at = ?6, lease_until = NULL, due_at = NULL, \
          error_code = NULL, error_message = NULL \
-     WHERE id = ?1 AND status != 'done'";
+     WHERE id = ?1 AND status != 'done' \
+       AND (lease_until IS NULL OR lease_until <= ?6 OR lease_until = ?7)";
 
 /// Adds a done image's tags to the search index (lower case), with its owner. `?1` id.
 pub const INDEX_TAGS: &str =
@@ -54,12 +64,15 @@ pub const INDEX_TAGS: &str =
      SELECT lower(j.value), i.uploaded_at, i.id, i.owner FROM images i, json_each(i.tags) j \
      WHERE i.id = ?1 AND i.status = 'done'";
 
-/// Records a permanent failure, unless the image is done. `?1` id, `?2` error code,
-/// `?3` error message, `?4` now.
+/// Records a permanent failure, unless the image is done or another delivery's lease is
+/// live (the caller's own lease is fine): a dead letter, or a delivery whose lease ran out,
+/// never fails an image that another delivery is tagging. `?1` id, `?2` error code,
+/// `?3` error message, `?4` now, `?5` the caller's lease end, or NULL if it holds none.
 pub const MARK_FAILED: &str = "UPDATE images \
      SET status = 'failed', error_code = ?2, error_message = ?3, processed_at = ?4, \
          updated_at = ?4, lease_until = NULL, due_at = NULL \
-     WHERE id = ?1 AND status != 'done'";
+     WHERE id = ?1 AND status != 'done' \
+       AND (lease_until IS NULL OR lease_until <= ?4 OR lease_until = ?5)";
 
 /// Records when an image will be tried next, and releases the caller's lease (but
 /// never another delivery's). `?1` id, `?2` next attempt, `?3` now, `?4` the caller's lease
@@ -76,6 +89,13 @@ pub const SELECT_OVERDUE: &str = "SELECT * FROM images \
      WHERE status = 'queued' AND due_at < ?2 AND (lease_until IS NULL OR lease_until <= ?1) \
      ORDER BY due_at LIMIT ?3";
 
+/// Queued images whose message was never sent (`due_at` NULL) although their upload began
+/// before `?1`: an upload worker stopped between its insert and its send. `?2` limit.
+/// `?1` is the give-up horizon ago, far beyond any upload still running.
+pub const SELECT_UNSENT: &str = "SELECT * FROM images \
+     WHERE status = 'queued' AND due_at IS NULL AND uploaded_at < ?1 \
+     ORDER BY uploaded_at LIMIT ?2";
+
 /// Marks an overdue image as re-enqueued. `?1` id, `?2` now.
 pub const REQUEUED: &str =
     "UPDATE images SET due_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'queued'";
@@ -84,15 +104,18 @@ pub const REQUEUED: &str =
 pub const EXISTS: &str = "SELECT 1 AS present FROM images WHERE id = ?1";
 
 /// Reserves an `Idempotency-Key` for a new image, unless a live reservation holds it. An
-/// expired key, or one whose first request never finished (pending past `?6`), is taken
-/// over. `?1` scope, `?2` key, `?3` image id, `?4` now, `?5` expiry, `?6` stale-pending
-/// cutoff. Returns the image id the key now names.
+/// expired key, or one whose first request never finished (pending past `?6`, and its image
+/// never recorded or removed again), is taken over: a pending key whose image row exists is
+/// never taken over, so a slow first request and a retry never make two images. `?1` scope,
+/// `?2` key, `?3` image id, `?4` now, `?5` expiry, `?6` stale-pending cutoff. Returns the
+/// image id the key now names.
 pub const RESERVE_KEY: &str = "INSERT INTO idempotency_keys \
      (scope, key, image_id, body_sha256, created_at, expires_at) VALUES (?1, ?2, ?3, NULL, ?4, ?5) \
      ON CONFLICT (scope, key) DO UPDATE SET image_id = excluded.image_id, body_sha256 = NULL, \
          created_at = excluded.created_at, expires_at = excluded.expires_at \
      WHERE idempotency_keys.expires_at <= ?4 \
-        OR (idempotency_keys.body_sha256 IS NULL AND idempotency_keys.created_at <= ?6) \
+        OR (idempotency_keys.body_sha256 IS NULL AND idempotency_keys.created_at <= ?6 \
+            AND NOT EXISTS (SELECT 1 FROM images WHERE images.id = idempotency_keys.image_id)) \
      RETURNING image_id";
 
 /// The reservation behind a key. `?1` scope, `?2` key.
@@ -107,6 +130,11 @@ pub const COMPLETE_KEY: &str = "UPDATE idempotency_keys SET body_sha256 = ?4 \
 /// Drops a reservation whose request failed. `?1` scope, `?2` key, `?3` image id.
 pub const RELEASE_KEY: &str =
     "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND image_id = ?3";
+
+/// Deletes up to `?2` expired `Idempotency-Key` reservations (expired before `?1`), oldest
+/// first: the reconciler's purge.
+pub const PURGE_KEYS: &str = "DELETE FROM idempotency_keys WHERE rowid IN \
+     (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)";
 
 /// A row of `images`, as D1 returns it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -240,10 +268,15 @@ mod tests {
     }
 
     fn done(conn: &Connection, id: &str, now: u64) -> usize {
+        done_leased(conn, id, now, None)
+    }
+
+    /// `MARK_DONE` by a delivery holding the lease that ends at `lease` (or none).
+    fn done_leased(conn: &Connection, id: &str, now: u64, lease: Option<u64>) -> usize {
         let changed = conn
             .execute(
                 MARK_DONE,
-                params![id, r#"["TABBY","Tiger Cat"]"#, "[]", "m", 0.8, now],
+                params![id, r#"["TABBY","Tiger Cat"]"#, "[]", "m", 0.8, now, lease],
             )
             .unwrap();
         conn.execute(INDEX_TAGS, [id]).unwrap();
@@ -251,7 +284,11 @@ mod tests {
     }
 
     fn failed(conn: &Connection, id: &str, now: u64) -> usize {
-        conn.execute(MARK_FAILED, params![id, "invalid_image", "x", now])
+        failed_leased(conn, id, now, None)
+    }
+
+    fn failed_leased(conn: &Connection, id: &str, now: u64, lease: Option<u64>) -> usize {
+        conn.execute(MARK_FAILED, params![id, "invalid_image", "x", now, lease])
             .unwrap()
     }
 
@@ -262,7 +299,7 @@ mod tests {
         assert!(claim(&conn, ID, 2000, 9000));
         assert!(!claim(&conn, ID, 3000, 10_000), "the lease is live");
         assert!(claim(&conn, ID, 9000, 16_000), "the lease ran out");
-        assert_eq!(done(&conn, ID, 10_000), 1);
+        assert_eq!(done_leased(&conn, ID, 10_000, Some(16_000)), 1);
         assert!(!claim(&conn, ID, 20_000, 30_000), "done is final");
         assert!(
             !claim(&conn, "4f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f", 2000, 3000),
@@ -294,7 +331,7 @@ mod tests {
         insert(&conn, ID, 1000);
         assert_eq!(failed(&conn, ID, 2000), 1);
         assert!(claim(&conn, ID, 3000, 9000));
-        assert_eq!(done(&conn, ID, 4000), 1);
+        assert_eq!(done_leased(&conn, ID, 4000, Some(9000)), 1);
         let row: ImageRow = row(&conn, ID);
         assert_eq!(row.error_code, None, "the old error is cleared");
         assert_eq!(row.attempts, 1);
@@ -397,6 +434,8 @@ mod tests {
     fn rows_become_views() {
         let conn = db();
         insert(&conn, ID, 1_764_417_600_000);
+        conn.execute(MARK_SENT, params![ID, 1_764_417_600_000u64])
+            .unwrap();
         let View::Queued(q) = row(&conn, ID).view().unwrap() else {
             panic!("queued")
         };
@@ -411,6 +450,120 @@ mod tests {
         assert_eq!(r.status, Status::Done);
         assert_eq!(r.tags, ["TABBY", "Tiger Cat"]);
         assert_eq!(r.error, None);
+    }
+
+    #[test]
+    fn final_transitions_wait_for_another_deliverys_lease() {
+        let conn = db();
+        insert(&conn, ID, 1000);
+        assert!(claim(&conn, ID, 2000, 9000), "delivery A tags it");
+        // A dead letter (no lease) cannot fail it while A's lease is live...
+        assert_eq!(failed(&conn, ID, 3000), 0);
+        assert_eq!(status(&conn, ID).as_deref(), Some("queued"));
+        // ...nor can a delivery whose own lease was another one.
+        assert_eq!(done_leased(&conn, ID, 3000, Some(4000)), 0);
+        // A finishes with its own lease.
+        assert_eq!(done_leased(&conn, ID, 4000, Some(9000)), 1);
+        assert_eq!(status(&conn, ID).as_deref(), Some("done"));
+
+        // A's lease ran out and B took the image: A can no longer finish it, B can.
+        let other = "4f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
+        insert(&conn, other, 1000);
+        assert!(claim(&conn, other, 2000, 9000));
+        assert!(claim(&conn, other, 9500, 16_000));
+        assert_eq!(failed_leased(&conn, other, 10_000, Some(9000)), 0);
+        assert_eq!(done_leased(&conn, other, 10_000, Some(9000)), 0);
+        assert_eq!(failed_leased(&conn, other, 10_000, Some(16_000)), 1);
+        // Once no lease is live, a dead letter can fail it again (a redrive that crashed).
+        assert!(claim(&conn, other, 17_000, 20_000));
+        assert_eq!(failed(&conn, other, 21_000), 1, "the lease ran out");
+    }
+
+    #[test]
+    fn an_image_is_due_only_once_its_message_was_sent() {
+        let conn = db();
+        insert(&conn, ID, 1000);
+        let ids = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> Vec<String> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map(params, |r| r.get("id"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        // Long after the stuck threshold, an upload still running is not overdue...
+        assert!(ids(SELECT_OVERDUE, &[&1_000_000, &999_000, &10]).is_empty());
+        // ...and only counts as abandoned past the give-up horizon.
+        assert!(ids(SELECT_UNSENT, &[&1000, &10]).is_empty());
+        assert_eq!(ids(SELECT_UNSENT, &[&1001, &10]), [ID]);
+        // Once sent, it is due from the send.
+        assert_eq!(conn.execute(MARK_SENT, params![ID, 5000]).unwrap(), 1);
+        assert!(ids(SELECT_UNSENT, &[&1_000_000, &10]).is_empty());
+        assert!(ids(SELECT_OVERDUE, &[&6000, &5000, &10]).is_empty());
+        assert_eq!(ids(SELECT_OVERDUE, &[&6000, &5001, &10]), [ID]);
+        // A tagger that claimed it before the send was recorded keeps its due time.
+        let other = "4f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f";
+        insert(&conn, other, 1000);
+        assert!(claim(&conn, other, 2000, 9000));
+        assert_eq!(conn.execute(MARK_SENT, params![other, 2500]).unwrap(), 0);
+        assert_eq!(row(&conn, other).due_at, Some(9000));
+    }
+
+    #[test]
+    fn a_pending_key_is_never_taken_over_while_its_image_exists() {
+        let conn = db();
+        let reserve = |image: &str, now: u64| -> Option<String> {
+            conn.query_row(
+                RESERVE_KEY,
+                params![
+                    "anon",
+                    "k",
+                    image,
+                    now,
+                    now + 100_000,
+                    now.saturating_sub(300)
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap()
+        };
+        assert_eq!(reserve(ID, 100).as_deref(), Some(ID));
+        insert(&conn, ID, 150);
+        // The first request is slow (its body still streams): its key stays pending.
+        assert_eq!(
+            reserve("b", 10_000),
+            None,
+            "its image exists: no second image"
+        );
+        // Its upload failed and removed its row: the key may be taken over.
+        conn.execute(DELETE_UNFINISHED, [ID]).unwrap();
+        assert_eq!(reserve("c", 10_000).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn the_purge_removes_expired_keys_only_in_bounded_batches() {
+        let conn = db();
+        for (key, expires) in [("a", 100), ("b", 200), ("c", 300), ("live", 10_000)] {
+            conn.execute(
+                "INSERT INTO idempotency_keys (scope, key, image_id, body_sha256, created_at, expires_at) \
+                 VALUES ('anon', ?1, 'x', 'ff', 0, ?2)",
+                params![key, expires],
+            )
+            .unwrap();
+        }
+        let keys = || -> Vec<String> {
+            conn.prepare("SELECT key FROM idempotency_keys ORDER BY key")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(conn.execute(PURGE_KEYS, params![5000, 2]).unwrap(), 2);
+        assert_eq!(keys(), ["c", "live"], "oldest first, at most the limit");
+        assert_eq!(conn.execute(PURGE_KEYS, params![5000, 2]).unwrap(), 1);
+        assert_eq!(keys(), ["live"]);
     }
 
     #[derive(Clone, Copy, Debug)]
@@ -433,12 +586,13 @@ mod tests {
             let mut now = 1;
             let mut done_count = 0;
             let mut was_done = false;
+            let mut lease = None;
             for (op, step) in ops {
                 now += step;
                 let before = status(&conn, ID);
                 match op {
-                    Op::Claim => { claim(&conn, ID, now, now + 20); }
-                    Op::Done => done_count += done(&conn, ID, now),
+                    Op::Claim => { if claim(&conn, ID, now, now + 20) { lease = Some(now + 20); } }
+                    Op::Done => done_count += done_leased(&conn, ID, now, lease),
                     Op::Fail => { failed(&conn, ID, now); }
                     Op::Defer => { conn.execute(DEFER, params![ID, now + 5, now, None::<u64>]).unwrap(); }
                 }

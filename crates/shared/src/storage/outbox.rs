@@ -170,7 +170,10 @@ mod tests {
     fn done(conn: &mut Connection, now: u64) -> usize {
         let tx = conn.transaction().unwrap();
         let changed = tx
-            .execute(MARK_DONE, params![ID, "[]", "[]", "m", 0.8, now])
+            .execute(
+                MARK_DONE,
+                params![ID, "[]", "[]", "m", 0.8, now, None::<u64>],
+            )
             .unwrap();
         tx.execute(
             INSERT_EVENT,
@@ -184,7 +187,10 @@ mod tests {
     fn failed(conn: &mut Connection, now: u64, payload: &str) -> usize {
         let tx = conn.transaction().unwrap();
         let changed = tx
-            .execute(MARK_FAILED, params![ID, "invalid_image", "x", now])
+            .execute(
+                MARK_FAILED,
+                params![ID, "invalid_image", "x", now, None::<u64>],
+            )
             .unwrap();
         tx.execute(
             INSERT_EVENT,

@@ -1,6 +1,7 @@
-//! A semaphore on bytes: a tagger batch never holds more than `BYTES_IN_FLIGHT` bytes of
-//! images at once, however many messages it works on concurrently. Runtime-free: any
-//! single-threaded executor (a Worker's, or a test's) drives it.
+//! A semaphore on bytes: a tagger isolate never holds more than `BYTES_IN_FLIGHT` bytes of
+//! images at once, however many messages it works on concurrently, in however many batches
+//! (the tagger keeps one budget per isolate, as memory is limited per isolate). Runtime-free:
+//! any single-threaded executor (a Worker's, or a test's) drives it.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

@@ -126,10 +126,10 @@ vars! {
     AI_COOLDOWN_MAX_SECONDS: u64 = Some(30), "Longest fleet-wide pause of AI calls after the AI refuses one.";
     AI_DAILY_BUDGET: u64 = None, "Most Workers AI calls per UTC day; unset means no limit.";
     AI_INPUT_EDGE: u32 = Some(512), "The image sent to the model has its shorter side at most this, in pixels.";
-    BYTES_IN_FLIGHT: u64 = Some(16 * 1024 * 1024), "Most image bytes one tagger invocation reads and shrinks at once.";
-    STUCK_AFTER_SECONDS: u64 = Some(15 * 60), "The reconciler re-enqueues images overdue by this long.";
+    BYTES_IN_FLIGHT: u64 = Some(16 * 1024 * 1024), "Most image bytes one tagger isolate reads and shrinks at once, shared by every batch it runs.";
+    STUCK_AFTER_SECONDS: u64 = Some(15 * 60), "The reconciler re-enqueues images overdue by this long (counted from when their message was sent).";
     LEASE_SECONDS: u64 = Some(120), "How long a tagger holds an image it is working on.";
-    RETENTION_DAYS: u32 = None, "When set, images older than this many days are deleted by the reconciler.";
+    RETENTION_DAYS: u32 = None, "When set (from 1), finished images older than this many days are deleted by the reconciler; below 1 it is a logged configuration error and retention stays off.";
     CURSOR_SECRET: &str = None, "Secret: the HMAC key of search cursors; unset, it is derived from `API_TOKEN` (or public on an open API).";
     WEBHOOK_URL: &str = None, "Upload worker: the callback URL of uploads without a `Callback-Url` header; unset: none.";
     ALLOW_INSECURE_CALLBACKS: bool = Some(false), "Upload worker, local runs only: `true` accepts plain-http callbacks to `localhost` and `127.0.0.1`.";
@@ -160,9 +160,38 @@ pub fn min_score(raw: Option<&str>) -> f64 {
     }
 }
 
+/// `RETENTION_DAYS`, checked: unset or empty is `Ok(None)` (retention is off); a whole
+/// number of days from 1 is `Ok(Some(days))`. Anything else (`0`, a negative or fractional
+/// number, text) is a configuration error, never a default: retention then stays off, and
+/// the reconciler logs the error on every run. (`0` would delete every finished image.)
+pub fn retention_days(raw: Option<&str>) -> Result<Option<u32>, String> {
+    let Some(value) = raw.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match value.parse::<u32>() {
+        Ok(days) if days >= 1 => Ok(Some(days)),
+        _ => Err(format!(
+            "{} must be a whole number of days from 1, not {value:?}; retention is off",
+            RETENTION_DAYS.name
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_days_below_one_are_a_configuration_error() {
+        assert_eq!(retention_days(None), Ok(None));
+        assert_eq!(retention_days(Some(" ")), Ok(None));
+        assert_eq!(retention_days(Some("1")), Ok(Some(1)));
+        assert_eq!(retention_days(Some(" 30 ")), Ok(Some(30)));
+        for bad in ["0", "-1", "1.5", "seven", "99999999999"] {
+            let error = retention_days(Some(bad)).unwrap_err();
+            assert!(error.contains("RETENTION_DAYS"), "{error}");
+        }
+    }
 
     #[test]
     fn vars_fall_back_to_defaults() {

@@ -120,9 +120,11 @@ fn contract() -> Value {
             "reconcileNotification": event::RECONCILE_NOTIFICATION,
             "aiUsage": event::AI_USAGE,
             "uploadProblem": event::UPLOAD_PROBLEM,
+            "configInvalid": event::CONFIG_INVALID,
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,
+            "markSent": db::MARK_SENT,
             "claim": db::CLAIM,
             "selectKey": db::SELECT_KEY,
             "selectImage": db::SELECT_IMAGE,
@@ -145,6 +147,9 @@ fn contract() -> Value {
             "timeoutMs": webhook::retry::TIMEOUT_MS,
             "maxResponseBytes": webhook::retry::MAX_RESPONSE_BYTES,
             "message": { "schemaVersion": webhook::NOTIFY_SCHEMA_VERSION },
+        },
+        "idempotency": {
+            "formDigestPrefix": String::from_utf8_lossy(crate::api::multipart::FORM_DIGEST_PREFIX),
         },
         "vars": vars,
         "auth": {

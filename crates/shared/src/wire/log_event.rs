@@ -20,3 +20,5 @@ pub const AI_USAGE: &str = "tagger.ai_usage";
 pub const UPLOAD_PROBLEM: &str = "upload.problem";
 /// The tagger: what became of one message of `notification-queue`.
 pub const NOTIFY: &str = "tagger.notify";
+/// The tagger's cron: a var is set to a value it refuses (the feature stays off).
+pub const CONFIG_INVALID: &str = "tagger.config_invalid";

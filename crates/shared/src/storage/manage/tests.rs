@@ -126,7 +126,7 @@ fn seed_with(conn: &Connection, rng: &mut Rng, n: usize, legacy: bool) -> Vec<Im
             let json = serde_json::to_string(&names).unwrap();
             conn.execute(
                 MARK_DONE,
-                params![id, json, "[]", "m", 0.8, uploaded_at + 5],
+                params![id, json, "[]", "m", 0.8, uploaded_at + 5, None::<u64>],
             )
             .unwrap();
             let index = if legacy { LEGACY_INDEX } else { INDEX_TAGS };
@@ -137,7 +137,7 @@ fn seed_with(conn: &Connection, rng: &mut Rng, n: usize, legacy: bool) -> Vec<Im
         } else {
             conn.execute(
                 MARK_FAILED,
-                params![id, "invalid_image", "x", uploaded_at + 5],
+                params![id, "invalid_image", "x", uploaded_at + 5, None::<u64>],
             )
             .unwrap();
             "failed"
@@ -363,6 +363,11 @@ fn other_statements_search_indexes() {
             vec![text(id), text(OWNERS[0])],
         ),
         (SELECT_EXPIRED, vec![int(5), int(100)]),
+        (
+            crate::storage::images::SELECT_UNSENT,
+            vec![int(5), int(100)],
+        ),
+        (crate::storage::images::PURGE_KEYS, vec![int(5), int(1000)]),
         (DELETE_IMAGES[0], vec![text(&ids)]),
         (DELETE_IMAGES[1], vec![text(&ids)]),
         (DELETE_IMAGES[2], vec![text(&ids)]),
@@ -618,14 +623,20 @@ fn a_deleted_image_is_gone_everywhere_and_no_tagger_statement_brings_it_back() {
         assert_eq!(claimed, 0);
         // ... and a delivery that claimed before the delete writes nothing back.
         assert_eq!(
-            conn.execute(MARK_DONE, params![id, "[\"Tabby\"]", "[]", "m", 0.8, 6000])
-                .unwrap(),
+            conn.execute(
+                MARK_DONE,
+                params![id, "[\"Tabby\"]", "[]", "m", 0.8, 6000, None::<u64>]
+            )
+            .unwrap(),
             0
         );
         assert_eq!(conn.execute(INDEX_TAGS, [id]).unwrap(), 0);
         assert_eq!(
-            conn.execute(MARK_FAILED, params![id, "object_missing", "x", 6000])
-                .unwrap(),
+            conn.execute(
+                MARK_FAILED,
+                params![id, "object_missing", "x", 6000, None::<u64>]
+            )
+            .unwrap(),
             0
         );
         // `Store::publish` re-checks this after writing KV, and removes the record.
@@ -659,7 +670,11 @@ fn expired_images_come_oldest_first_in_bounded_batches() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let mut older: Vec<&Img> = images.iter().filter(|i| i.uploaded_at < cutoff).collect();
+    // Only finished images: a queued one may be uploading or being tagged.
+    let mut older: Vec<&Img> = images
+        .iter()
+        .filter(|i| i.uploaded_at < cutoff && i.status != "queued")
+        .collect();
     older.sort_by(|a, b| (a.uploaded_at, &a.id).cmp(&(b.uploaded_at, &b.id)));
     let expected: Vec<String> = older.iter().take(5).map(|i| i.id.clone()).collect();
     assert_eq!(expired, expected);
@@ -721,8 +736,11 @@ fn query_timings() {
             params![id, "k", "image/jpeg", 1, at, "operator"],
         )
         .unwrap();
-        tx.execute(MARK_DONE, params![id, json, "[]", "m", 0.8, at + 1])
-            .unwrap();
+        tx.execute(
+            MARK_DONE,
+            params![id, json, "[]", "m", 0.8, at + 1, None::<u64>],
+        )
+        .unwrap();
         tx.execute(INDEX_TAGS, [&id]).unwrap();
         images.push((id, tags));
     }
