@@ -2,11 +2,13 @@
 // while one batch of N 4000×3000 JPEGs (about 7 MiB each) is tagged. One command:
 //
 //   node bench/photos.mjs [--counts 1,5] [--reps 3] [--interval-ms 10] [--var NAME=VALUE]...
-//                         [--warmup 640x480]
+//                         [--warmup 640x480] [--photo 4000x3000] [--quality 92] [--impls rust,ts]
 //
 // `--var` sets a var of the Rust tagger (e.g. BYTES_IN_FLIGHT) to try a setting, `--warmup`
-// another warm-up photo; such a trial writes bench/.build/photos-results.trial.json instead
-// of bench/photos-results.json.
+// another warm-up photo, `--photo` and `--quality` other photos (`--photo 8640x5760` is the
+// largest MAX_PIXELS admits), `--impls rust` leaves out the TS reference (it cannot hold
+// photos that large); such a trial writes bench/.build/photos-results.trial.json instead of
+// bench/photos-results.json.
 //
 // Each run starts a fresh workerd (the launcher, local/pipeline.mjs) with one tagger only:
 // the Rust tagger from wrangler.tagger.toml (with its D1, KV, R2, queues and AI pacer), or
@@ -48,6 +50,11 @@ const REPS = Number(arg("--reps", 3));
 const INTERVAL_MS = Number(arg("--interval-ms", 10));
 /** The warm-up photo's size: 640×480 is sent on as it is; a larger one is decoded too. */
 const [WARM_W, WARM_H] = arg("--warmup", "640x480").split("x").map(Number);
+/** The measured photos: size and JPEG quality. */
+const [PHOTO_W, PHOTO_H] = arg("--photo", "4000x3000").split("x").map(Number);
+const QUALITY = Number(arg("--quality", 92));
+/** Which taggers run (the Rust one, the TS reference or both). */
+const RUN_IMPLS = arg("--impls", IMPLS.join(",")).split(",").filter((impl) => IMPLS.includes(impl));
 /** `--var NAME=VALUE` (repeatable): a var of the Rust tagger over its config's, to try a setting. */
 const VARS = Object.fromEntries(
   argv.flatMap((a, i) => (a === "--var" ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])),
@@ -170,7 +177,11 @@ async function run(impl, photos, warmup) {
         const kv = await p.mf.getKVNamespace(bindings.resultsKv, NAMES[impl].tagger);
         const records = await Promise.all(batchMessages.map((m) => kv.get(keys.record(m.imageId), "json")));
         const done = records.filter((r) => r?.status === status.done).length;
-        if (done !== n) throw new Error(`${impl}: ${done} of ${n} images done: ${JSON.stringify(records.map((r) => r?.status))}`);
+        if (done !== n) {
+          const ids = new Set(batchMessages.map((m) => m.imageId));
+          const lines = impl === RUST ? p.outcomes().filter((o) => ids.has(o.imageId)) : [];
+          throw new Error(`${impl}: ${done} of ${n} images done: ${JSON.stringify(records.map((r) => r?.status))} ${JSON.stringify(lines)}`);
+        }
         const ai = { ...p.ai.stats };
         if (ai.calls !== n || ai.badCalls) throw new Error(`${impl}: ${ai.calls} AI calls (${ai.badCalls} bad) for ${n} photos`);
         return {
@@ -228,10 +239,10 @@ const results = {
     miniflare: packageVersion("miniflare"),
     loadAverageAtStart: os.loadavg(),
   },
-  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, warmup: `${WARM_W}x${WARM_H}`, photo: "4000x3000 JPEG, quality 92 (local/photos.mjs)" },
+  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, warmup: `${WARM_W}x${WARM_H}`, photo: `${PHOTO_W}x${PHOTO_H} JPEG, quality ${QUALITY} (local/photos.mjs)`, impls: RUN_IMPLS },
   cells: [],
 };
-const photos = await Promise.all(Array.from({ length: 2 * Math.max(...COUNTS) }, (_, i) => largeJpeg({ seed: i + 1 })));
+const photos = await Promise.all(Array.from({ length: 2 * Math.max(...COUNTS) }, (_, i) => largeJpeg({ width: PHOTO_W, height: PHOTO_H, quality: QUALITY, seed: i + 1 })));
 const warmup = await largeJpeg({ width: WARM_W, height: WARM_H, seed: 99 });
 log(`photos: ${photos.map((p) => mib(p.length)).join(", ")} MiB; warm-up photo ${fmt(warmup.length / 1024, 0)} KiB`);
 const started = performance.now();
@@ -241,7 +252,7 @@ const BATCHES = ["first", "next"];
 for (const [c, n] of COUNTS.entries()) {
   const runs = { [RUST]: [], [TS]: [] };
   for (let rep = 0; rep < REPS; rep++) {
-    for (const impl of (rep + c) % 2 === 0 ? [RUST, TS] : [TS, RUST]) {
+    for (const impl of ((rep + c) % 2 === 0 ? [RUST, TS] : [TS, RUST]).filter((x) => RUN_IMPLS.includes(x))) {
       const r = await run(impl, [...photos.slice(0, n), ...photos.slice(n, 2 * n)], warmup);
       runs[impl].push(r);
       for (const which of BATCHES) {
@@ -256,7 +267,7 @@ for (const [c, n] of COUNTS.entries()) {
     }
   }
   const summary = {};
-  for (const impl of IMPLS) {
+  for (const impl of RUN_IMPLS) {
     summary[impl] = {};
     for (const which of BATCHES) {
       const list = runs[impl].map((r) => r[which]);
@@ -270,9 +281,9 @@ results.durationSeconds = (performance.now() - started) / 1000;
 
 const rows = results.cells.flatMap((cell) =>
   BATCHES.flatMap((which) =>
-    IMPLS.map((impl) => {
+    RUN_IMPLS.map((impl) => {
       const s = cell.median[impl][which];
-      const ts = cell.median[TS][which];
+      const ts = cell.median[TS]?.[which] ?? { cpuMsPerPhoto: NaN };
       return [
         cell.photos,
         which,
@@ -302,7 +313,8 @@ const text = [
 ].join("\n");
 console.log("\n" + text);
 results.table = text;
-const trial = Object.keys(VARS).length || WARM_W !== 640 || WARM_H !== 480;
+const trial =
+  Object.keys(VARS).length || WARM_W !== 640 || WARM_H !== 480 || PHOTO_W !== 4000 || PHOTO_H !== 3000 || QUALITY !== 92 || RUN_IMPLS.length !== IMPLS.length;
 const file = trial ? path.join(BENCH, ".build", "photos-results.trial.json") : path.join(BENCH, "photos-results.json");
 writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
 log(`\nwrote ${path.relative(ROOT, file)} (${fmt(results.durationSeconds, 0)} s)`);

@@ -94,6 +94,68 @@ export const TABLES = [
       ].join("\n");
     },
   },
+  {
+    name: "real-photos",
+    source: "bench/real-photos-results.json",
+    command: "bench/real-photos.py",
+    render(json) {
+      const pct = (k, n) => `${k} (${Math.round((100 * k) / n)}%)`;
+      const count = (photos, f) => photos.filter(f).length;
+      const summary = json.runs.map(({ minScore, photos }) => {
+        const subject = photos.filter((p) => p.shows.length);
+        const wrong = photos.filter((p) => p.wrong.length);
+        const which = wrong.map((p) => `${p.photo}: ${p.wrong.join(", ")}`).join("; ");
+        return (
+          `| ${minScore} | ${pct(count(photos, (p) => p.tags.length), photos.length)} | ` +
+          `${pct(count(photos, (p) => p.tags.length || p.categories.length), photos.length)} | ` +
+          `${pct(count(photos, (p) => p.right), photos.length)} | ${pct(count(subject, (p) => p.right), subject.length)} | ` +
+          `${wrong.length ? `${pct(wrong.length, photos.length)}: ${which}` : "0"} |`
+        );
+      });
+      const first = json.runs[0];
+      const verdict = (p) => (p.wrong.length ? `wrong: ${p.wrong.join(", ")}` : p.right ? "right" : p.shows.length ? "none" : "none (right)");
+      const rows = first.photos.map(
+        (p) =>
+          `| ${p.photo} | ${p.top ? `${p.top.label} ${p.top.score.toFixed(2)}` : "-"} | ${p.tags.join(", ")} | ` +
+          `${p.categories.map((c) => `${c.name} ${c.score.toFixed(2)}`).join(", ")} | ` +
+          `${p.shows.length ? p.shows.join(", ") : "(no ImageNet subject)"} | ${verdict(p)} |`,
+      );
+      return [
+        provenance(this.source, json, this.command),
+        `${first.photos.length} photos from ${json.sources.join(", ")}.`,
+        "",
+        "| `MIN_SCORE` | ≥ 1 tag (before) | ≥ 1 tag or category (after) | a right category | of the photos with an ImageNet subject | a wrong category |",
+        "| ---: | ---: | ---: | ---: | ---: | --- |",
+        ...summary,
+        "",
+        `Each photo at \`MIN_SCORE\` ${first.minScore}:`,
+        "",
+        "| photo | top label | tags | categories | shows | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+        ...rows,
+      ].join("\n");
+    },
+  },
+  {
+    name: "cpu limit",
+    source: "bench/cpu-limit-results.json",
+    command: "node bench/cpu-limit.mjs",
+    render(json) {
+      const n = (x) => Math.round(x).toLocaleString("en");
+      const rows = Object.values(json.formats).map((f) => {
+        const of = (which) => f.runs.map((r) => r[which].cpuMs);
+        return `| ${f.what} | ${f.mibEach.toFixed(1)} MiB | ${spread(of("first"), n)} ms | ${spread(of("next"), n)} ms | ${n(median(of("first")) / json.batch)} ms |`;
+      });
+      return [
+        provenance(this.source, json, this.command),
+        `workerd's CPU per batch of ${json.batch}: the median of ${Object.values(json.formats)[0].runs.length} runs, the lowest and highest in brackets.`,
+        "",
+        `| photos, ${json.batch} per batch | each | first batch of an isolate | next batch | per photo (first) |`,
+        "| --- | ---: | ---: | ---: | ---: |",
+        ...rows,
+      ].join("\n");
+    },
+  },
 ];
 
 /**

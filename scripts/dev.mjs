@@ -99,6 +99,8 @@ async function report(line) {
   }
   const tags = record.tags.map((t) => t.label ?? t).join(", ");
   console.log(`✓ ${record.imageId} done in ${Math.round(event.durationMs)} ms; tagged: ${tags || "(none above MIN_SCORE)"}`);
+  const categories = (record.categories ?? []).map((c) => `${c.name} ${c.score.toFixed(3)}`).join(", ");
+  console.log(`    categories: ${categories || "(none above MIN_SCORE)"}`);
   for (const l of record.labels) {
     console.log(`    ${mark(l.score, record.minScore)} ${l.score.toFixed(3)}  ${l.label}`);
   }

@@ -109,6 +109,10 @@ test("the gallery shows thumbnails, filters by tag and deletes after asking", as
   const harbour = encodePng(60, 40, (x, y) => [30 + y, 90, 200 - x]);
   p.ai.script(meadow, answer([{ label: "Meadow", score: 0.95 }, { label: "Sheep", score: 0.9 }]));
   p.ai.script(harbour, answer([{ label: "Harbour", score: 0.97 }, { label: "Boat", score: 0.85 }]));
+  // Two retrievers: no tag, but the category `dog` (0.9).
+  const puppy = encodePng(60, 40, (x, y) => [200 - y, 150, 40 + x]);
+  p.ai.script(puppy, answer([{ label: "GOLDEN RETRIEVER", score: 0.5 }, { label: "LABRADOR RETRIEVER", score: 0.4 }]));
+  const puppyId = await uploadThroughPage(page, "puppy.png", puppy);
   const meadowId = await uploadThroughPage(page, "meadow.png", meadow);
   const harbourId = await uploadThroughPage(page, "harbour.png", harbour);
 
@@ -128,6 +132,13 @@ test("the gallery shows thumbnails, filters by tag and deletes after asking", as
   await page.waitForFunction(() => document.querySelectorAll("#grid > li.item").length === 1);
   assert.deepEqual(await idsShown(page), [harbourId]);
   assert.equal(await page.inputValue("#q"), "boat");
+  // Categories are offered as filters too (dashed chips): `dog` finds the retrievers.
+  await page.locator("#cloud button.category", { hasText: /^dog\d+$/ }).click();
+  await page.waitForFunction((id) => {
+    const items = [...document.querySelectorAll("#grid > li.item")];
+    return items.length === 1 && items[0].dataset.id === id;
+  }, puppyId);
+  assert.equal(await page.locator(`#grid > li[data-id="${puppyId}"] .chips button.category`, { hasText: /^retriever$/ }).count(), 1);
   // The search box takes tags, and finds the images with all of them, in any case.
   await page.fill("#q", "MEADOW, sheep");
   await page.press("#q", "Enter");
@@ -183,9 +194,10 @@ test("the gallery works from the keyboard", async () => {
   await page.keyboard.type("keyboard cat");
   await page.keyboard.press("Enter");
   await page.waitForFunction(() => document.querySelectorAll("#grid > li.item").length === 1);
-  // Tab from the search box reaches the card's tag chip, then its delete button.
+  // Tab from the search box reaches the card's tag chip, then its delete button (past the
+  // cloud's chips: categories first, then tags).
   const reached = [];
-  for (let i = 0; i < 12; i++) {
+  for (let i = 0; i < 40; i++) {
     await page.keyboard.press("Tab");
     reached.push(await page.evaluate(() => document.activeElement?.className + ":" + document.activeElement?.textContent));
     if (reached.at(-1).startsWith("btn danger delete")) break;

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { ROOT, WORKERS, readWorkerConfig, startPipeline, workerOptions } from "../local/pipeline.mjs";
-import { bindings, contract, databaseName, keys, model, queues, varName, varNames } from "../local/contract.mjs";
+import { bindings, contract, databaseName, keys, model, queues, varDefault, varName, varNames } from "../local/contract.mjs";
 
 const tagger = workerOptions("tagger");
 const upload = workerOptions("upload");
@@ -170,4 +170,16 @@ test("the README's configuration table lists every var the code reads, with its 
     "one row per var of the contract, and no other",
   );
   for (const v of contract.vars) assert.equal(rows.get(v.name), documented(v), `default of ${v.name}`);
+});
+
+test("the image queue's retry_delay covers LEASE_SECONDS, and the tagger sets its CPU limit", () => {
+  const config = readWorkerConfig("tagger");
+  const consumer = config.queues.consumers.find((c) => c.queue === queues.images);
+  const lease = Number(config.vars.LEASE_SECONDS ?? varDefault("LEASE_SECONDS"));
+  // A crashed invocation's messages come back after the leases it left behind have expired,
+  // instead of each spending an attempt on waiting for one.
+  assert.ok(consumer.retry_delay >= lease, `retry_delay ${consumer.retry_delay} s < LEASE_SECONDS ${lease} s`);
+  assert.equal(tagger.queueConsumers[queues.images].retryDelay, consumer.retry_delay, "the launcher passes it on");
+  // Workers Paid allows 30 s by default and at most 5 minutes (BENCHMARKS.md, "CPU limit").
+  assert.ok(config.limits?.cpu_ms > 0 && config.limits.cpu_ms <= 300_000, `cpu_ms ${config.limits?.cpu_ms}`);
 });

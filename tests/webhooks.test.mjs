@@ -188,6 +188,7 @@ test("a tagged image delivers one verified image.tagged event", async () => {
   // (Built field by field: tests/config.test.mjs allows the KV key prefix only in the contract.)
   const data = { imageId: id, status: status.done };
   data.tags = record.tags;
+  data.categories = record.categories;
   data.labels = record.labels;
   data.statusUrl = `/images/${id}`;
   assert.deepEqual(d.payload, { type: TAGGED, timestamp: record.processedAt, data });

@@ -43,12 +43,13 @@ type Job = Group<ImageId, (QueueMessage, ImageMessage)>;
 /// on its own.
 pub async fn consume(batch: QueueBatch, env: &Env) {
     let name = batch.queue();
-    let kind = match name.as_str() {
-        queue::IMAGES => QueueKind::Images,
-        queue::IMAGES_DEAD_LETTER => QueueKind::DeadLetter,
-        queue::NOTIFICATIONS => return crate::notify::consume(batch, env).await,
-        other => {
-            worker::console_error!("tagger: no handler for queue {other}; retrying its batch");
+    // A staging deployment's queues carry its suffix (`image-processing-queue-staging`).
+    let kind = match queue::of_deployed(&name) {
+        Some(queue::IMAGES) => QueueKind::Images,
+        Some(queue::IMAGES_DEAD_LETTER) => QueueKind::DeadLetter,
+        Some(queue::NOTIFICATIONS) => return crate::notify::consume(batch, env).await,
+        _ => {
+            worker::console_error!("tagger: no handler for queue {name}; retrying its batch");
             batch.messages().iter().for_each(|m| m.retry_after(60));
             return;
         }

@@ -181,9 +181,16 @@ impl Store {
                 JsValue::from_f64(classified.min_score),
                 n(now),
                 lease.map_or(JsValue::NULL, n),
+                s(&json(&classified.categories())),
             ],
         )?;
-        let event = Event::tagged(*id, classified.tags(), classified.labels.clone(), now);
+        let event = Event::tagged(
+            *id,
+            classified.tags(),
+            classified.categories(),
+            classified.labels.clone(),
+            now,
+        );
         let notify = self.event_statement(id, &event, EventType::Tagged, now)?;
         let index = self.statement(images::INDEX_TAGS, &[s(&key)])?;
         self.transition(id, vec![done, notify, index], EventType::Tagged)

@@ -113,11 +113,14 @@ pub async fn tags(req: &Request, env: &Env, owner: Option<&str>) -> Result<Respo
             .bind(&[JsValue::from(query.limit), JsValue::from_str(owner)])
             .or_unavailable("D1 bind")?,
     };
-    let tags = statement
+    let mut tags = statement
         .all()
         .await
         .and_then(|r| r.results::<TagCount>())
         .or_unavailable("D1 tag cloud")?;
+    for t in &mut tags {
+        t.category = shared::tagging::categories::is_category(&t.tag);
+    }
     Ok(http::json(200, &TagCloud { tags }, Headers::new()))
 }
 

@@ -819,7 +819,16 @@ mod tests {
             Just(b"-".to_vec()),
             (0..B.len()).prop_map(|n| format!("\r\n--{}", &B[..n]).into_bytes()),
         ];
-        proptest::collection::vec(piece, 0..max).prop_map(|v| v.concat())
+        // A part's data never holds the whole delimiter (the pieces above can still build
+        // one, a byte at a time): such a form is not the form the tests mean.
+        let delimiter = format!("\r\n--{B}").into_bytes();
+        proptest::collection::vec(piece, 0..max)
+            .prop_map(|v| v.concat())
+            .prop_filter("data holds the delimiter", move |data| {
+                !data
+                    .windows(delimiter.len())
+                    .any(|w| w == delimiter.as_slice())
+            })
     }
 
     fn any_part() -> impl Strategy<Value = (PartHead, Vec<u8>)> {

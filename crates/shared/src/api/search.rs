@@ -381,6 +381,8 @@ pub struct ListItem {
     pub status: Status,
     /// The tags as the tagger wrote them (empty until done).
     pub tags: Vec<String>,
+    /// The names of the image's categories, best first (empty until done).
+    pub categories: Vec<String>,
     /// RFC 3339.
     pub uploaded_at: String,
     pub content_type: String,
@@ -404,6 +406,9 @@ pub struct SearchPage {
 pub struct TagCount {
     pub tag: String,
     pub count: u64,
+    /// Whether the name is a category ([`crate::tagging::categories`]) rather than only a label.
+    #[serde(default)]
+    pub category: bool,
 }
 
 /// The body of `GET /tags`.

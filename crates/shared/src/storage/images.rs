@@ -50,19 +50,24 @@ pub const SELECT_OWNED_IMAGE: &str = "SELECT * FROM images WHERE id = ?1 AND own
 
 /// Records a classification, unless the image is done or another delivery's lease is live
 /// (the caller's own lease is fine). `?1` id, `?2` tags JSON, `?3` labels JSON, `?4` model,
-/// `?5` min score, `?6` now, `?7` the caller's lease end, or NULL if it holds none.
+/// `?5` min score, `?6` now, `?7` the caller's lease end, or NULL if it holds none, `?8`
+/// categories JSON (`[{name, score}]`).
 pub const MARK_DONE: &str = "UPDATE images \
      SET status = 'done', tags = ?2, labels = ?3, model = ?4, min_score = ?5, \
-         processed_at = ?6, updated_at = ?6, lease_until = NULL, due_at = NULL, \
+         categories = ?8, processed_at = ?6, updated_at = ?6, lease_until = NULL, due_at = NULL, \
          error_code = NULL, error_message = NULL \
      WHERE id = ?1 AND status != 'done' \
        AND (lease_until IS NULL OR lease_until <= ?6 OR lease_until = ?7)";
 
-/// Adds a done image's tags to the search index (lower case), with its owner. `?1` id.
+/// Adds a done image's tags and category names to the search index (lower case; a name that
+/// is both counts once), with the image's owner. `?1` id.
 pub const INDEX_TAGS: &str =
     "INSERT OR IGNORE INTO image_tags (tag, uploaded_at, image_id, owner) \
      SELECT lower(j.value), i.uploaded_at, i.id, i.owner FROM images i, json_each(i.tags) j \
-     WHERE i.id = ?1 AND i.status = 'done'";
+     WHERE i.id = ?1 AND i.status = 'done' \
+     UNION ALL SELECT lower(json_extract(c.value, '$.name')), i.uploaded_at, i.id, i.owner \
+     FROM images i, json_each(i.categories) c \
+     WHERE i.id = ?1 AND i.status = 'done' AND json_extract(c.value, '$.name') IS NOT NULL";
 
 /// Records a permanent failure, unless the image is done or another delivery's lease is
 /// live (the caller's own lease is fine): a dead letter, or a delivery whose lease ran out,
@@ -159,6 +164,9 @@ pub struct ImageRow {
     /// Where to send the image's webhooks (`migrations/0003_notifications.sql`).
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// Done: JSON array of `{name, score}` (`migrations/0004_categories.sql`).
+    #[serde(default)]
+    pub categories: Option<String>,
 }
 
 /// What `GET /images/{id}` shows of an image.
@@ -203,6 +211,7 @@ impl ImageRow {
             image_id,
             status,
             tags,
+            categories: parse_json(&self.categories),
             labels,
             model: self.model.clone().unwrap_or_default(),
             min_score: self.min_score.unwrap_or_default(),
@@ -276,7 +285,16 @@ mod tests {
         let changed = conn
             .execute(
                 MARK_DONE,
-                params![id, r#"["TABBY","Tiger Cat"]"#, "[]", "m", 0.8, now, lease],
+                params![
+                    id,
+                    r#"["TABBY","Tiger Cat"]"#,
+                    "[]",
+                    "m",
+                    0.8,
+                    now,
+                    lease,
+                    r#"[{"name":"cat","score":0.9},{"name":"Tabby","score":0.85}]"#
+                ],
             )
             .unwrap();
         conn.execute(INDEX_TAGS, [id]).unwrap();
@@ -322,7 +340,11 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(tags, ["tabby", "tiger cat"], "indexed once, in lower case");
+        assert_eq!(
+            tags,
+            ["cat", "tabby", "tiger cat"],
+            "tags and categories, indexed once, in lower case"
+        );
     }
 
     #[test]
@@ -425,6 +447,7 @@ mod tests {
                 processed_at: r.get("processed_at")?,
                 updated_at: r.get("updated_at")?,
                 callback_url: r.get("callback_url")?,
+                categories: r.get("categories")?,
             })
         })
         .unwrap()
@@ -449,6 +472,8 @@ mod tests {
         };
         assert_eq!(r.status, Status::Done);
         assert_eq!(r.tags, ["TABBY", "Tiger Cat"]);
+        assert_eq!(r.categories[0].name, "cat");
+        assert_eq!(r.categories[0].score, 0.9);
         assert_eq!(r.error, None);
     }
 

@@ -38,8 +38,8 @@ impl Statement {
 }
 
 /// The columns a list item needs (not the labels: they can be large).
-const COLUMNS: &str =
-    "i.id, i.status, i.tags, i.content_type, i.size, i.uploaded_at, i.processed_at";
+const COLUMNS: &str = "i.id, i.status, i.tags, i.categories, i.content_type, i.size, \
+     i.uploaded_at, i.processed_at";
 
 /// One page of `GET /images` over every image (the operator's search), newest first, with
 /// one row more than `limit` to tell whether there is a next page. `cursor` is the verified
@@ -160,6 +160,9 @@ pub struct SearchRow {
     pub id: String,
     pub status: String,
     pub tags: Option<String>,
+    /// JSON array of `{name, score}`.
+    #[serde(default)]
+    pub categories: Option<String>,
     pub content_type: String,
     pub size: u64,
     pub uploaded_at: u64,
@@ -181,6 +184,14 @@ impl SearchRow {
                 .as_deref()
                 .and_then(|t| serde_json::from_str(t).ok())
                 .unwrap_or_default(),
+            categories: self
+                .categories
+                .as_deref()
+                .and_then(|c| serde_json::from_str::<Vec<crate::wire::record::Category>>(c).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.name)
+                .collect(),
             uploaded_at: format_ms(self.uploaded_at),
             content_type: self.content_type.clone(),
             size: self.size,

@@ -172,7 +172,7 @@ mod tests {
         let changed = tx
             .execute(
                 MARK_DONE,
-                params![ID, "[]", "[]", "m", 0.8, now, None::<u64>],
+                params![ID, "[]", "[]", "m", 0.8, now, None::<u64>, "[]"],
             )
             .unwrap();
         tx.execute(

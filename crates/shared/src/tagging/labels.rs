@@ -1,5 +1,6 @@
 //! Classifier labels and the threshold that turns them into tags.
 
+use crate::tagging::categories::{categorise, Category};
 pub use crate::wire::record::Label;
 
 /// The labels that become tags: those scoring strictly above `min_score`, best first.
@@ -28,6 +29,11 @@ impl Classified {
             .into_iter()
             .map(|l| l.label)
             .collect()
+    }
+
+    /// The categories scoring strictly above `min_score`, best first.
+    pub fn categories(&self) -> Vec<Category> {
+        categorise(&self.labels, self.min_score)
     }
 }
 
@@ -72,5 +78,7 @@ mod tests {
             min_score: 0.8,
         };
         assert_eq!(c.tags(), ["TABBY", "TIGER CAT"]);
+        let cat = c.categories().into_iter().find(|c| c.name == "cat");
+        assert_eq!(cat.map(|c| c.score), Some(1.0), "2.51, capped");
     }
 }

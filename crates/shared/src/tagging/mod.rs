@@ -1,8 +1,9 @@
 //! The tagger's logic: its errors and their classes ([`error`]), the retry policy
 //! ([`retry`]), the daily AI pacer ([`pacer`]), what became of a message ([`outcome`]), the
-//! labels that become tags ([`labels`]) and the byte budget of images in memory
-//! ([`memory`]).
+//! labels that become tags ([`labels`]), the categories they add up to ([`categories`]) and
+//! the byte budget of images in memory ([`memory`]).
 
+pub mod categories;
 pub mod error;
 pub mod labels;
 pub mod memory;

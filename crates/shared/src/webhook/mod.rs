@@ -16,7 +16,7 @@ pub mod url;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::record::{status_url, ErrorInfo, Label};
+use crate::wire::record::{status_url, Category, ErrorInfo, Label};
 use crate::wire::time::format_ms;
 use crate::{ImageId, Status};
 
@@ -107,6 +107,9 @@ pub struct EventData {
     pub status: Status,
     /// The tags (empty for a failed image).
     pub tags: Vec<String>,
+    /// `image.tagged`: the categories above the threshold, with their scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<Category>>,
     /// `image.tagged`: every label with its score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<Label>>,
@@ -118,16 +121,24 @@ pub struct EventData {
 }
 
 impl Event {
-    /// `image.tagged`, at `now_ms`.
-    pub fn tagged(image_id: ImageId, tags: Vec<String>, labels: Vec<Label>, now_ms: u64) -> Self {
-        Self::new(
+    /// `image.tagged`, at `now_ms`, with the image's categories.
+    pub fn tagged(
+        image_id: ImageId,
+        tags: Vec<String>,
+        categories: Vec<Category>,
+        labels: Vec<Label>,
+        now_ms: u64,
+    ) -> Self {
+        let mut event = Self::new(
             EventType::Tagged,
             image_id,
             tags,
             Some(labels),
             None,
             now_ms,
-        )
+        );
+        event.data.categories = Some(categories);
+        event
     }
 
     /// `image.failed`, at `now_ms`.
@@ -157,6 +168,7 @@ impl Event {
                 image_id,
                 status: event.status(),
                 tags,
+                categories: None,
                 labels,
                 error,
                 status_url: status_url(&image_id),
@@ -280,7 +292,17 @@ mod tests {
             label: "TABBY".into(),
             score: 0.9,
         };
-        let tagged = Event::tagged(id, vec!["TABBY".into()], vec![label], 1_764_417_600_000);
+        let cat = Category {
+            name: "cat".into(),
+            score: 0.9,
+        };
+        let tagged = Event::tagged(
+            id,
+            vec!["TABBY".into()],
+            vec![cat],
+            vec![label],
+            1_764_417_600_000,
+        );
         let json: serde_json::Value = serde_json::from_str(&tagged.to_json()).unwrap();
         assert_eq!(
             json,
@@ -289,6 +311,7 @@ mod tests {
                 "timestamp": "2025-11-29T12:00:00.000Z",
                 "data": {
                     "imageId": ID, "status": "done", "tags": ["TABBY"],
+                    "categories": [{"name": "cat", "score": 0.9}],
                     "labels": [{"label": "TABBY", "score": 0.9}],
                     "statusUrl": format!("/images/{ID}"),
                 }

@@ -30,6 +30,38 @@ pub mod queue {
     pub const IMAGES_DEAD_LETTER: &str = "image-processing-dlq";
     /// Webhook deliveries waiting to be sent.
     pub const NOTIFICATIONS: &str = "notification-queue";
+
+    /// The queue of this list that a deployed queue is: one named exactly so, or so plus an
+    /// environment's suffix (`image-processing-queue-staging`: scripts/deploy.mjs names
+    /// every resource of a non-production deployment that way). `None` for any other name.
+    pub fn of_deployed(name: &str) -> Option<&'static str> {
+        [IMAGES, IMAGES_DEAD_LETTER, NOTIFICATIONS]
+            .into_iter()
+            .filter(|q| {
+                name.strip_prefix(q)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+            })
+            .max_by_key(|q| q.len())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn deployed_names_map_to_their_queue() {
+            assert_eq!(of_deployed(IMAGES), Some(IMAGES));
+            assert_eq!(of_deployed("image-processing-queue-staging"), Some(IMAGES));
+            assert_eq!(
+                of_deployed("image-processing-dlq-staging"),
+                Some(IMAGES_DEAD_LETTER)
+            );
+            assert_eq!(of_deployed("notification-queue-pr-12"), Some(NOTIFICATIONS));
+            assert_eq!(of_deployed("image-processing-queuex"), None);
+            assert_eq!(of_deployed("other-queue"), None);
+            assert_eq!(of_deployed(""), None);
+        }
+    }
 }
 
 /// The D1 database's name (`database_name` in both wrangler configs).

@@ -32,6 +32,10 @@ pub struct TagRecord {
     pub status: Status,
     /// Names of the labels scoring above `minScore`, best first.
     pub tags: Vec<String>,
+    /// The categories scoring above `minScore` (the sum of their labels' scores), best
+    /// first (`tagging::categories`). Empty in records written before categories.
+    #[serde(default)]
+    pub categories: Vec<Category>,
     /// Every label the model returned, with its score.
     pub labels: Vec<Label>,
     pub model: String,
@@ -127,6 +131,14 @@ impl PoisonRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Label {
     pub label: String,
+    pub score: f64,
+}
+
+/// A category of an image (`crate::tagging::categories`), with the sum of the scores of the
+/// image's labels under it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Category {
+    pub name: String,
     pub score: f64,
 }
 
@@ -236,6 +248,10 @@ mod tests {
             image_id: ImageId::parse("3f2b8c1e-9d4a-4b7e-8c2d-1a2b3c4d5e6f").unwrap(),
             status: Status::Done,
             tags: vec!["TABBY".into()],
+            categories: vec![Category {
+                name: "cat".into(),
+                score: 0.9,
+            }],
             labels: vec![label("TABBY", 0.9)],
             model: "m".into(),
             min_score: 0.8,
@@ -250,8 +266,20 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["tags"], serde_json::json!(["TABBY"]));
         assert_eq!(json["minScore"], 0.8);
+        assert_eq!(
+            json["categories"],
+            serde_json::json!([{"name": "cat", "score": 0.9}])
+        );
         assert!(json.get("error").is_none());
-        assert_eq!(serde_json::from_value::<TagRecord>(json).unwrap(), r);
+        assert_eq!(
+            serde_json::from_value::<TagRecord>(json.clone()).unwrap(),
+            r
+        );
+        // A record written before categories reads with none.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("categories");
+        let old: TagRecord = serde_json::from_value(old).unwrap();
+        assert!(old.categories.is_empty());
     }
 
     #[test]

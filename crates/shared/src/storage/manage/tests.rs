@@ -114,19 +114,34 @@ fn seed_with(conn: &Connection, rng: &mut Rng, n: usize, legacy: bool) -> Vec<Im
         let roll = rng.below(10);
         let mut tags = BTreeSet::new();
         let status = if roll < 7 {
-            let mut names = Vec::new();
+            // Some names are labels, some categories: search finds both.
+            let (mut names, mut categories) = (Vec::new(), Vec::new());
             for _ in 0..=rng.below(4) {
                 // Skewed: the square of a uniform index favours the first names.
                 let r = rng.below(NAMES.len() as u64);
                 let name = NAMES[(r * r / NAMES.len() as u64) as usize];
                 if tags.insert(name.to_ascii_lowercase()) {
-                    names.push(name);
+                    if rng.below(3) == 0 {
+                        categories.push(serde_json::json!({"name": name, "score": 0.9}));
+                    } else {
+                        names.push(name);
+                    }
                 }
             }
             let json = serde_json::to_string(&names).unwrap();
+            let categories = serde_json::to_string(&categories).unwrap();
             conn.execute(
                 MARK_DONE,
-                params![id, json, "[]", "m", 0.8, uploaded_at + 5, None::<u64>],
+                params![
+                    id,
+                    json,
+                    "[]",
+                    "m",
+                    0.8,
+                    uploaded_at + 5,
+                    None::<u64>,
+                    categories
+                ],
             )
             .unwrap();
             let index = if legacy { LEGACY_INDEX } else { INDEX_TAGS };
@@ -168,6 +183,7 @@ fn run(conn: &Connection, st: &Statement) -> Vec<SearchRow> {
                 id: r.get("id")?,
                 status: r.get("status")?,
                 tags: r.get("tags")?,
+                categories: r.get("categories")?,
                 content_type: r.get("content_type")?,
                 size: r.get("size")?,
                 uploaded_at: r.get("uploaded_at")?,
@@ -560,20 +576,50 @@ proptest! {
 #[test]
 fn the_migration_counts_tags_indexed_before_it() {
     let conn = Connection::open_in_memory().unwrap();
-    let files = migrations();
-    let first = std::fs::read_to_string(&files[0]).unwrap();
-    conn.execute_batch(&first).unwrap();
-    seed_with(&conn, &mut Rng(11), 80, true);
-    let before = recount(&conn);
-    for file in &files[1..] {
+    // Every migration but the tag counts' (today's statements need the later columns), then
+    // images, then the tag counts.
+    let (counting, others): (Vec<_>, Vec<_>) = migrations()
+        .into_iter()
+        .partition(|f| f.ends_with("0002_tag_counts.sql"));
+    for file in &others {
         conn.execute_batch(&std::fs::read_to_string(file).unwrap())
             .unwrap();
     }
+    seed(&conn, &mut Rng(11), 80);
+    let before = recount(&conn);
+    assert_eq!(counting.len(), 1);
+    conn.execute_batch(&std::fs::read_to_string(&counting[0]).unwrap())
+        .unwrap();
     assert!(!before.is_empty());
     assert_eq!(counts(&conn), before);
-    // Images from before owners are the anonymous client's, and counted as such.
+}
+
+#[test]
+fn images_from_before_owners_are_the_anonymous_clients_and_counted_as_such() {
+    let conn = Connection::open_in_memory().unwrap();
+    let (owners, others): (Vec<_>, Vec<_>) = migrations()
+        .into_iter()
+        .partition(|f| f.ends_with("0005_api_keys.sql"));
+    for file in &others {
+        conn.execute_batch(&std::fs::read_to_string(file).unwrap())
+            .unwrap();
+    }
+    seed_with(&conn, &mut Rng(11), 80, true);
+    let before = recount(&conn);
+    assert_eq!(owners.len(), 1);
+    conn.execute_batch(&std::fs::read_to_string(&owners[0]).unwrap())
+        .unwrap();
+    assert!(!before.is_empty());
     assert_eq!(owner_counts(&conn, "anonymous"), before);
     assert!(owner_counts(&conn, OWNERS[0]).is_empty());
+    let owned: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM images WHERE owner = 'anonymous'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(owned, 80);
 }
 
 #[test]
@@ -625,7 +671,7 @@ fn a_deleted_image_is_gone_everywhere_and_no_tagger_statement_brings_it_back() {
         assert_eq!(
             conn.execute(
                 MARK_DONE,
-                params![id, "[\"Tabby\"]", "[]", "m", 0.8, 6000, None::<u64>]
+                params![id, "[\"Tabby\"]", "[]", "m", 0.8, 6000, None::<u64>, "[]"]
             )
             .unwrap(),
             0
@@ -738,7 +784,7 @@ fn query_timings() {
         .unwrap();
         tx.execute(
             MARK_DONE,
-            params![id, json, "[]", "m", 0.8, at + 1, None::<u64>],
+            params![id, json, "[]", "m", 0.8, at + 1, None::<u64>, "[]"],
         )
         .unwrap();
         tx.execute(INDEX_TAGS, [&id]).unwrap();
