@@ -153,8 +153,9 @@ test("B never sees A's image through any route or webhook; A and the operator do
   const searchB = await call("GET", "/images?limit=100", { headers: asB });
   assert.deepEqual(searchB.json.images.map((i) => i.imageId), [idB]);
   assert.deepEqual((await call("GET", "/images?tag=secret+ocelot+a", { headers: asB })).json.images, []);
+  const counted = (tags) => tags.map(({ tag, count }) => ({ tag, count }));
   const tagsB = (await call("GET", "/tags?limit=1000", { headers: asB })).json.tags;
-  assert.deepEqual(tagsB, [{ tag: "open beagle b", count: 1 }]);
+  assert.deepEqual(counted(tagsB), [{ tag: "open beagle b", count: 1 }]);
 
   // A sees its image everywhere, and the operator sees both.
   const asA = bearer(a);
@@ -163,7 +164,7 @@ test("B never sees A's image through any route or webhook; A and the operator do
   const content = await p.fetch(`/images/${idA}/content`, { headers: asA });
   assert.deepEqual(Buffer.from(await content.arrayBuffer()), imageA);
   assert.deepEqual((await call("GET", "/images?tag=secret+ocelot+a", { headers: asA })).json.images.map((i) => i.imageId), [idA]);
-  assert.deepEqual((await call("GET", "/tags", { headers: asA })).json.tags, [{ tag: "secret ocelot a", count: 1 }]);
+  assert.deepEqual(counted((await call("GET", "/tags", { headers: asA })).json.tags), [{ tag: "secret ocelot a", count: 1 }]);
   const all = (await call("GET", "/images?limit=100", { headers: OP })).json.images.map((i) => i.imageId);
   assert.ok(all.includes(idA) && all.includes(idB));
   const cloud = (await call("GET", "/tags?limit=1000", { headers: OP })).json.tags.map((t) => t.tag);
