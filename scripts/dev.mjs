@@ -126,7 +126,8 @@ try {
     vars: callback
       ? {
           upload: { WEBHOOK_URL: callback, ALLOW_INSECURE_CALLBACKS: "true" },
-          tagger: { WEBHOOK_SECRET: webhookSecret },
+          // The tagger checks the stored URL again before each delivery, with the same policy.
+          tagger: { WEBHOOK_SECRET: webhookSecret, ALLOW_INSECURE_CALLBACKS: "true" },
         }
       : {},
     onLine(line) {

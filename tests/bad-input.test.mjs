@@ -44,6 +44,13 @@ const ALLOW = {
 const UPLOAD_EVERY = 8;
 
 const text = (s) => Buffer.from(s, "utf8");
+/** A 16×16 greyscale progressive JPEG header (SOF2) followed by `n` tiny scans, then EOI. */
+const manyScans = (n) =>
+  Buffer.concat([
+    Buffer.from([0xff, 0xd8, 0xff, 0xc2, 0, 11, 8, 0, 16, 0, 16, 1, 1, 0x11, 0]),
+    ...Array(n).fill(Buffer.from([0xff, 0xda, 0, 8, 1, 1, 0, 0, 63, 0, 0x12, 0x34])),
+    Buffer.from([0xff, 0xd9]),
+  ]);
 const mp = (parts, options) => multipartBody(BOUNDARY, parts, options);
 const filePart = (name, body, type = "image/png", filename = "photo.png") => ({ name, filename, type, body });
 const post = (body, headers = {}, path = "/images") => ({ method: "POST", path, headers, body });
@@ -322,6 +329,11 @@ const CASES = [
     code: apiError.invalid_idempotency_key,
   },
   { name: "raw non-ASCII Idempotency-Key", raw: { head: "POST /images HTTP/1.1\r\nContent-Length: 100\r\nIdempotency-Key: cl\u00e9", body: png(100) }, status: 400, code: apiError.invalid_idempotency_key },
+
+  // A JPEG whose head shows more scans than any encoder writes (64 progressive): each would
+  // cost the decoder a walk over every block. tests/hostile-input.test.mjs has the real bomb.
+  { name: "a progressive JPEG with 65 scans", req: post(manyScans(65), { "content-type": "image/jpeg" }), status: 422, code: apiError.invalid_image },
+  { name: "a progressive JPEG with 64 scans", req: post(manyScans(64), { "content-type": "image/jpeg" }), status: 202, stored: { type: "image/jpeg", size: manyScans(64).length }, undecodable: true },
 
   // Callback-Url (webhooks): refused before anything is stored. tests/webhooks.test.mjs has
   // the rest of the rules; crates/shared/src/webhook/url.rs all of them.

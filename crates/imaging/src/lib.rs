@@ -245,6 +245,9 @@ fn run(r: &mut dyn Input, len: u64, limits: &Limits) -> Result<Normalised, Image
     if let Some(d) = details {
         header::check_pixels(d.width, d.height, limits.max_pixels)?;
     }
+    if format == ImageType::Jpeg {
+        check_jpeg_scans(r)?;
+    }
     let (source, image) = match format {
         // jpeg-decoder reads a byte at a time: a buffer saves a virtual call for each.
         ImageType::Jpeg => decode_jpeg::decode(
@@ -298,6 +301,29 @@ fn read_header(r: &mut dyn Input) -> Result<(ImageType, Option<Details>), ImageE
     r.seek(SeekFrom::Start(0))
         .map_err(|e| ImageError::Invalid(format!("rewinding: {e}")))?;
     Ok((format, details))
+}
+
+/// Walks a whole JPEG once, counting its scans ([`header::JpegScans`]), and rewinds:
+/// a file with more scans than its frame type allows fails as `invalid_image` before the
+/// decoder spends a block walk on each of them.
+fn check_jpeg_scans(r: &mut dyn Input) -> Result<(), ImageError> {
+    let mut scans = header::JpegScans::new();
+    loop {
+        let buf = r
+            .fill_buf()
+            .map_err(|e| ImageError::Invalid(format!("reading: {e}")))?;
+        if buf.is_empty() || scans.ended() {
+            break;
+        }
+        let n = buf.len();
+        scans
+            .feed(buf)
+            .map_err(|reason| ImageError::Invalid(reason.into()))?;
+        r.consume(n);
+    }
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| ImageError::Invalid(format!("rewinding: {e}")))?;
+    Ok(())
 }
 
 /// The checks and the output size of an image, decided from its header.
@@ -435,3 +461,6 @@ impl<R: Seek> Seek for Tracked<R> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hostile;

@@ -22,13 +22,6 @@ pub enum ModelInput {
     Normalised(Vec<u8>),
 }
 
-/// Bytes an image of `size` bytes may hold while it is prepared: the file itself (in JS
-/// memory) and the decoder's working set, which bounded decoding keeps near the size of the
-/// downscaled output whatever the photo's resolution.
-pub fn working_bytes(size: u64) -> u64 {
-    size + 1024 * 1024
-}
-
 /// Decides what to send the model: the original if it is a small JPEG or PNG within the edge,
 /// else a downscaled JPEG. Decoding reads the object from JS memory a window at a time, checks
 /// the pixel count from the header first, and never holds a full-size copy of a large photo.

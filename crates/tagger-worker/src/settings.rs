@@ -7,6 +7,7 @@ use shared::tagging::pacer::PacerConfig;
 use shared::tagging::retry::{Backoff, Policy};
 use shared::webhook::retry::RetryPolicy;
 use shared::webhook::sign::parse_secret;
+use shared::webhook::url::CallbackPolicy;
 use shared::wire::config::{self, Vars};
 use worker::Env;
 
@@ -29,6 +30,9 @@ pub struct Settings {
     pub webhook_retry: RetryPolicy,
     /// The keys webhooks are signed with: `WEBHOOK_SECRET`, then `WEBHOOK_SECRET_PREVIOUS`.
     pub webhook_keys: WebhookKeys,
+    /// The callback policy of now (`ALLOW_INSECURE_CALLBACKS`, `WEBHOOK_ALLOWED_HOSTS`), which
+    /// every stored URL is checked against again before each delivery.
+    pub callback_policy: CallbackPolicy,
 }
 
 /// The webhook signing keys, or why there are none. Never printed.
@@ -115,6 +119,10 @@ impl Settings {
                 give_up_after_ms: ms(vars.get(config::WEBHOOK_GIVE_UP_AFTER_SECONDS)),
             },
             webhook_keys: WebhookKeys::read(&vars),
+            callback_policy: CallbackPolicy::new(
+                config::flag(vars.raw(config::ALLOW_INSECURE_CALLBACKS.name).as_deref()),
+                &vars.text(config::WEBHOOK_ALLOWED_HOSTS),
+            ),
         }
     }
 }

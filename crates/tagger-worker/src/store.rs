@@ -211,7 +211,8 @@ impl Store {
             &[
                 s(&id.to_string()),
                 s(error.code()),
-                s(&error.message()),
+                // What clients are shown; the detail is in the log.
+                s(&error.public_message()),
                 n(now),
                 lease.map_or(JsValue::NULL, n),
             ],

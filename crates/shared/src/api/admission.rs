@@ -6,6 +6,11 @@
 //! JPEG with more than 256 KiB of segments before its frame header), or whose header
 //! [`crate::image::header`] finds malformed, is accepted: sniffing only promises the type, and
 //! the tagger measures the image again before decoding it.
+//!
+//! A JPEG's head goes on past its frame header, up to [`HEAD_CAP`] or the image's end, counting
+//! its scans ([`header::JpegScans`]): one with more scans than any encoder writes is
+//! refused as `422 invalid_image`. Scans that start beyond the head are not seen here; the
+//! tagger counts every scan of the file before decoding it.
 
 use crate::api::ApiError;
 use crate::image::format::{check_type, ImageType, SNIFF_LEN};
@@ -114,7 +119,16 @@ impl Head {
         let accept = match header::parse(&self.bytes) {
             Header::Known { width, height, .. } => {
                 check_pixels(width, height, self.max_pixels)?;
-                true
+                // A JPEG's scans follow its frame header: the head reads on, up to its cap
+                // or the image's end, to count them.
+                match image_type {
+                    ImageType::Jpeg => {
+                        let scans = header::jpeg_scans(&self.bytes)
+                            .map_err(|why| ApiError::InvalidImage(why.into()))?;
+                        scans.ended() || last
+                    }
+                    _ => true,
+                }
             }
             // The tagger's decoder has the last word on a malformed header.
             Header::Invalid(_) => true,
@@ -241,5 +255,26 @@ mod tests {
             let file = png(width, height);
             prop_assert_eq!(run(&file, step.min(30), None).0, run(&file, file.len(), None).0);
         }
+    }
+
+    #[test]
+    fn a_jpeg_with_more_scans_than_encoders_write_is_refused() {
+        use crate::image::header::tests::jpeg_with_scans;
+        use crate::image::header::MAX_PROGRESSIVE_SCANS;
+        let max = MAX_PROGRESSIVE_SCANS as usize;
+        for step in [1, 7, 4096, 1 << 20] {
+            let (v, _) = run(&jpeg_with_scans(true, max), step, None);
+            assert_eq!(v, Ok(ImageType::Jpeg), "{step}");
+            let (v, used) = run(&jpeg_with_scans(true, max + 1), step, None);
+            let e = v.unwrap_err();
+            assert_eq!((e.status(), e.code()), (422, "invalid_image"), "{step}");
+            assert!(e.message().contains("more scans"), "{e}");
+            assert!(used <= jpeg_with_scans(true, max + 1).len());
+        }
+        // Scans past the head's cap are the tagger's to count.
+        let mut far = jpeg(HEAD_CAP, 100, 100);
+        far.truncate(far.len() - 2);
+        far.extend_from_slice(&jpeg_with_scans(true, max + 1)[2..]);
+        assert_eq!(run(&far, 65536, None).0, Ok(ImageType::Jpeg));
     }
 }

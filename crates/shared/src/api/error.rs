@@ -69,6 +69,9 @@ pub enum ApiError {
     KeyNotFound,
     /// 400: a `POST /admin/keys` body that is not a valid key request; says why.
     InvalidKeyRequest(String),
+    /// 422: the head of the image shows it cannot be decoded within the CPU bound (a JPEG with
+    /// more scans than any encoder writes); says why.
+    InvalidImage(String),
 }
 
 #[derive(Serialize)]
@@ -100,7 +103,7 @@ impl ApiError {
             Self::RangeNotSatisfiable { .. } => 416,
             Self::PayloadTooLarge { .. } | Self::ImageTooLarge { .. } => 413,
             Self::IdempotencyKeyInFlight | Self::ImageDeleted => 409,
-            Self::IdempotencyKeyReused => 422,
+            Self::IdempotencyKeyReused | Self::InvalidImage(_) => 422,
             Self::UnsupportedMediaType(_) => 415,
             Self::Unauthorized => 401,
             Self::Internal(_) => 500,
@@ -144,6 +147,7 @@ impl ApiError {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::KeyNotFound => "key_not_found",
             Self::InvalidKeyRequest(_) => "invalid_key_request",
+            Self::InvalidImage(_) => "invalid_image",
         }
     }
 
@@ -204,6 +208,7 @@ impl ApiError {
             ),
             Self::KeyNotFound => "no key with this id".into(),
             Self::InvalidKeyRequest(why) => why.clone(),
+            Self::InvalidImage(why) => why.clone(),
         }
     }
 
@@ -268,6 +273,7 @@ impl ApiError {
             },
             Self::KeyNotFound,
             Self::InvalidKeyRequest(s()),
+            Self::InvalidImage(s()),
         ]
     }
 }

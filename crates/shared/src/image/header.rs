@@ -396,6 +396,193 @@ fn webp(b: &[u8]) -> Parsed<(u32, u32)> {
     Ok((width, height))
 }
 
+/// The most scans a progressive JPEG may have. Real encoders write far fewer: libjpeg's
+/// default progressive script has 10 scans for colour (6 for grey), mozjpeg's optimised
+/// scripts have at most about a dozen, and even a script splitting every component's
+/// coefficients into single-band scans stays below 64. A decoder walks every block of a
+/// component once per scan, whatever the scan's size, so a file that repeats a scan header
+/// costs CPU in proportion to the repeats times the pixels: 64 bounds that factor.
+pub const MAX_PROGRESSIVE_SCANS: u32 = 64;
+
+/// The most scans a sequential (baseline or extended) JPEG may have: each component is coded
+/// in exactly one scan (ITU T.81, 4.10), and a frame has at most 4 components.
+pub const MAX_SEQUENTIAL_SCANS: u32 = 4;
+
+/// Where [`JpegScans`] is in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Walk {
+    /// Between segments, looking for a marker's `0xFF`; other bytes are skipped, as decoders
+    /// do (libjpeg and `jpeg-decoder` both tolerate them).
+    Seek,
+    /// After `0xFF`, outside entropy-coded data.
+    Marker,
+    /// A segment's length, first byte; the marker.
+    LenHi(u8),
+    /// A segment's length, second byte; the marker and the first byte.
+    LenLo(u8, u8),
+    /// Inside a segment, this many bytes left; entropy-coded data follows when it is a scan
+    /// header.
+    Skip(u16, bool),
+    /// Entropy-coded data: everything up to a marker other than a stuffed byte or RSTn.
+    Entropy,
+    /// After `0xFF` in entropy-coded data.
+    EntropyFf,
+    /// After EOI: decoders stop there, and so does the count.
+    End,
+}
+
+/// Counts a JPEG's scans (SOS markers outside segments and entropy-coded data) in one pass,
+/// fed its bytes in pieces of any size, with no allocation. Refuses a file with more scans
+/// than its frame type allows ([`MAX_PROGRESSIVE_SCANS`], [`MAX_SEQUENTIAL_SCANS`]) as soon
+/// as the scan header past the limit is seen, so before a decoder spends anything on it. Its
+/// work is linear in the bytes fed (each byte is looked at once at most), and its answer for a
+/// prefix holds for every longer one: a refusal stays a refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JpegScans {
+    walk: Walk,
+    scans: u32,
+    /// From the frame header; `None` before it (a scan there is refused by decoders anyway:
+    /// counted against the smaller limit).
+    progressive: Option<bool>,
+    bytes: u64,
+}
+
+impl Default for JpegScans {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JpegScans {
+    /// Ready for the file's first byte (its SOI marker).
+    pub const fn new() -> Self {
+        Self {
+            walk: Walk::Seek,
+            scans: 0,
+            progressive: None,
+            bytes: 0,
+        }
+    }
+
+    /// Scan headers seen so far.
+    pub fn scans(&self) -> u32 {
+        self.scans
+    }
+
+    /// Bytes fed so far (the work done: each is looked at once at most).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Whether EOI was seen: later bytes cannot add scans.
+    pub fn ended(&self) -> bool {
+        self.walk == Walk::End
+    }
+
+    /// The most scans the frame seen so far allows.
+    pub fn limit(&self) -> u32 {
+        match self.progressive {
+            Some(true) => MAX_PROGRESSIVE_SCANS,
+            _ => MAX_SEQUENTIAL_SCANS,
+        }
+    }
+
+    /// Walks the next bytes of the file; fails once it has more scans than allowed (and
+    /// keeps failing for any further bytes).
+    pub fn feed(&mut self, mut b: &[u8]) -> Result<(), &'static str> {
+        if self.scans > self.limit() {
+            return Err(TOO_MANY_SCANS);
+        }
+        self.bytes += b.len() as u64;
+        while let Some((&first, rest)) = b.split_first() {
+            match self.walk {
+                Walk::End => return Ok(()),
+                Walk::Seek | Walk::Entropy => {
+                    // The next 0xFF; everything before it is skipped.
+                    match b.iter().position(|&x| x == 0xFF) {
+                        Some(at) => {
+                            self.walk = match self.walk {
+                                Walk::Seek => Walk::Marker,
+                                _ => Walk::EntropyFf,
+                            };
+                            b = &b[at + 1..];
+                        }
+                        None => return Ok(()),
+                    }
+                    continue;
+                }
+                Walk::Skip(left, scan) => {
+                    let n = usize::from(left).min(b.len());
+                    b = &b[n..];
+                    let left = left - n as u16;
+                    self.walk = match (left, scan) {
+                        (0, true) => Walk::Entropy,
+                        (0, false) => Walk::Seek,
+                        _ => Walk::Skip(left, scan),
+                    };
+                    continue;
+                }
+                Walk::Marker => match first {
+                    0xFF => {}
+                    // A stuffed byte outside a scan: skipped, as decoders do.
+                    0x00 => self.walk = Walk::Seek,
+                    m => self.marker(m),
+                },
+                Walk::EntropyFf => match first {
+                    0xFF => {}
+                    0x00 | 0xD0..=0xD7 => self.walk = Walk::Entropy,
+                    m => self.marker(m),
+                },
+                Walk::LenHi(m) => self.walk = Walk::LenLo(m, first),
+                Walk::LenLo(m, hi) => {
+                    let len = u16::from_be_bytes([hi, first]);
+                    let is_scan = m == 0xDA;
+                    if is_scan {
+                        self.scans += 1;
+                        if self.scans > self.limit() {
+                            return Err(TOO_MANY_SCANS);
+                        }
+                    }
+                    // A length below 2 is malformed (decoders fail on it): walk on.
+                    self.walk = Walk::Skip(len.saturating_sub(2), is_scan);
+                    if len <= 2 && !is_scan {
+                        self.walk = Walk::Seek;
+                    }
+                }
+            }
+            b = rest;
+        }
+        Ok(())
+    }
+
+    /// A marker outside entropy-coded data.
+    fn marker(&mut self, m: u8) {
+        self.walk = match m {
+            0xD9 => Walk::End,
+            // Markers without a length: SOI, TEM, RSTn.
+            0xD8 | 0x01 | 0xD0..=0xD7 => Walk::Seek,
+            _ => {
+                if (0xC0..=0xCF).contains(&m) && !matches!(m, 0xC4 | 0xC8 | 0xCC) {
+                    // A second frame header keeps the first's type (decoders refuse it).
+                    self.progressive
+                        .get_or_insert(matches!(m, 0xC2 | 0xC6 | 0xCA | 0xCE));
+                }
+                Walk::LenHi(m)
+            }
+        };
+    }
+}
+
+/// Why [`JpegScans`] refuses a file.
+const TOO_MANY_SCANS: &str = "JPEG: more scans than any encoder writes";
+
+/// Counts the scans of a whole JPEG file, or of a prefix of it, with [`JpegScans`].
+pub fn jpeg_scans(bytes: &[u8]) -> Result<JpegScans, &'static str> {
+    let mut walk = JpegScans::new();
+    walk.feed(bytes)?;
+    Ok(walk)
+}
+
 /// `jpeg` with `app_bytes` of APP1 and APP2 segments (as EXIF and ICC data) after SOI, which
 /// pushes the frame header far into the file: for the tests of this module and of the
 /// `imaging` crate. Anything shorter than SOI comes back as it is.
@@ -419,7 +606,7 @@ pub fn with_app_segments(jpeg: &[u8], app_bytes: usize) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::image::format::sniff;
     use proptest::prelude::*;
@@ -687,6 +874,89 @@ mod tests {
             let spoiled = parse(&spoiled);
             if got == known(t, w, h) {
                 prop_assert_eq!(spoiled, got);
+            }
+        }
+    }
+
+    /// SOI, a frame header (SOF2 when `progressive`), then `scans` scans of a few entropy
+    /// bytes (with a stuffed byte and a restart marker), then EOI.
+    pub fn jpeg_with_scans(progressive: bool, scans: usize) -> Vec<u8> {
+        let mut b = vec![0xFF, 0xD8];
+        // An APP1 holding a whole thumbnail's markers, scans included: never counted.
+        b.extend_from_slice(&[
+            0xFF, 0xE1, 0x00, 0x0A, 0xFF, 0xD8, 0xFF, 0xDA, 0xFF, 0xDA, 0xFF, 0xD9,
+        ]);
+        b.extend_from_slice(&[0xFF, if progressive { 0xC2 } else { 0xC0 }, 0, 11, 8]);
+        b.extend_from_slice(&[0, 16, 0, 16, 1, 1, 0x11, 0]);
+        for _ in 0..scans {
+            b.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 63, 0]);
+            b.extend_from_slice(&[
+                0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0xC4, 0, 2,
+            ]);
+        }
+        b.extend_from_slice(&[0xFF, 0xD9]);
+        b
+    }
+
+    #[test]
+    fn jpeg_scans_are_counted_outside_segments_and_entropy_data() {
+        for (progressive, limit) in [(true, MAX_PROGRESSIVE_SCANS), (false, MAX_SEQUENTIAL_SCANS)] {
+            let limit = limit as usize;
+            let ok = jpeg_scans(&jpeg_with_scans(progressive, limit)).unwrap();
+            assert_eq!(ok.scans() as usize, limit);
+            assert!(ok.ended());
+            assert_eq!(
+                ok.bytes() as usize,
+                jpeg_with_scans(progressive, limit).len()
+            );
+            assert_eq!(
+                jpeg_scans(&jpeg_with_scans(progressive, limit + 1)),
+                Err(TOO_MANY_SCANS)
+            );
+        }
+        // After EOI nothing counts.
+        let mut tail = jpeg_with_scans(true, 3);
+        tail.extend_from_slice(&jpeg_with_scans(true, 100));
+        assert_eq!(jpeg_scans(&tail).unwrap().scans(), 3);
+        // Real files of the image crate (baseline): one scan.
+        let real = encoded(image::ImageFormat::Jpeg, 64, 48);
+        let walk = jpeg_scans(&real).unwrap();
+        assert_eq!((walk.scans(), walk.ended()), (1, true));
+    }
+
+    proptest! {
+        /// The walk gives the same answer whatever the pieces, and a refusal of a prefix is a
+        /// refusal of the whole.
+        #[test]
+        fn jpeg_scans_do_not_depend_on_the_pieces(
+            progressive in any::<bool>(),
+            scans in 0usize..80,
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+            prefix in any::<prop::sample::Index>(),
+        ) {
+            let file = jpeg_with_scans(progressive, scans);
+            let whole = jpeg_scans(&file);
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(file.len() + 1)).collect();
+            at.sort_unstable();
+            let mut walk = JpegScans::new();
+            let mut from = 0;
+            let mut pieces = Ok(());
+            for to in at.into_iter().chain([file.len()]) {
+                pieces = pieces.and_then(|()| walk.feed(&file[from..to]));
+                from = to;
+            }
+            prop_assert_eq!(pieces.map(|()| walk), whole);
+            let part = jpeg_scans(&file[..prefix.index(file.len() + 1)]);
+            if part.is_err() {
+                prop_assert_eq!(part, whole);
+            }
+        }
+
+        /// Any bytes: the walk never panics and counts at most one scan per 4 bytes.
+        #[test]
+        fn jpeg_scans_of_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(walk) = jpeg_scans(&bytes) {
+                prop_assert!(walk.scans() as usize <= bytes.len() / 4);
             }
         }
     }

@@ -222,11 +222,12 @@ impl TagError {
         }
     }
 
-    /// Code and message, as stored in a record.
+    /// Code and the fixed text of [`TagError::public_message`], as stored in a record and
+    /// sent in webhooks: what a client sees. The detail ([`TagError::message`]) is logged.
     pub fn info(&self) -> ErrorInfo {
         ErrorInfo {
             code: self.code().into(),
-            message: self.message(),
+            message: self.public_message(),
         }
     }
 
@@ -316,6 +317,46 @@ fn is_error_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+impl TagError {
+    /// The text a client is shown for this error: fixed per code, never the platform's or a
+    /// dependency's error text (Workers AI, R2, D1, a decoder), which goes to the logs only
+    /// ([`TagError::message`]). `timed_out` names the code of the error that kept failing.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::ObjectMissing => "the uploaded object is no longer in R2".into(),
+            Self::InvalidImage(_) => {
+                "not a usable image: it does not decode within the limits, or the model \
+                 refused it"
+                    .into()
+            }
+            Self::ImageTooLarge(_) => {
+                "the image is too large: more pixels than MAX_PIXELS, more memory than \
+                 decoding allows, or more than the model accepts"
+                    .into()
+            }
+            Self::MalformedMessage(_) => "malformed queue message".into(),
+            Self::UnsupportedSchema(v) => format!("unsupported message schema version {v}"),
+            Self::RetriesExhausted => "gave up after the queue's retries".into(),
+            Self::TimedOut(last) => {
+                // `policy::decide` writes `code: message`; only a known code is shown.
+                let code = last.split(':').next().unwrap_or_default();
+                let known = Self::samples().iter().any(|e| e.code() == code);
+                match known {
+                    true => format!("gave up after the retry horizon; last error: {code}"),
+                    false => "gave up after the retry horizon".into(),
+                }
+            }
+            Self::AiBusy(_) | Self::AiUnavailable(_) | Self::AiQuota(_) => {
+                "Workers AI failed; the image is retried".into()
+            }
+            Self::AiMisconfigured(_) => "Workers AI refuses this account or model".into(),
+            Self::Storage(_) => "a storage service failed; the image is retried".into(),
+            // These carry no outside text.
+            Self::Paced | Self::BudgetSpent | Self::Leased | Self::NewerSchema(_) => self.message(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +401,55 @@ mod tests {
         for (message, code) in cases {
             assert_eq!(TagError::from_ai_error(message).code(), code, "{message:?}");
         }
+    }
+
+    #[test]
+    fn clients_never_see_outside_text() {
+        const SECRET: &str = "internal-host-10.0.0.7 /etc/passwd";
+        let with = |e: TagError| match e {
+            TagError::InvalidImage(_) => TagError::InvalidImage(SECRET.into()),
+            TagError::ImageTooLarge(_) => TagError::ImageTooLarge(SECRET.into()),
+            TagError::MalformedMessage(_) => TagError::MalformedMessage(SECRET.into()),
+            TagError::TimedOut(_) => TagError::TimedOut(format!("ai_busy: {SECRET}")),
+            TagError::AiBusy(_) => TagError::AiBusy(SECRET.into()),
+            TagError::AiUnavailable(_) => TagError::AiUnavailable(SECRET.into()),
+            TagError::AiQuota(_) => TagError::AiQuota(SECRET.into()),
+            TagError::AiMisconfigured(_) => TagError::AiMisconfigured(SECRET.into()),
+            TagError::Storage(_) => TagError::Storage(SECRET.into()),
+            other => other,
+        };
+        for error in TagError::samples().into_iter().map(with) {
+            let info = error.info();
+            assert_eq!(info.code, error.code());
+            assert!(
+                !info.message.contains("10.0.0.7"),
+                "{error:?}: {}",
+                info.message
+            );
+            assert!(!info.message.is_empty());
+            // The detail is still there for the logs.
+            if !matches!(
+                error,
+                TagError::ObjectMissing
+                    | TagError::UnsupportedSchema(_)
+                    | TagError::RetriesExhausted
+                    | TagError::Paced
+                    | TagError::BudgetSpent
+                    | TagError::Leased
+                    | TagError::NewerSchema(_)
+            ) {
+                assert!(error.message().contains("10.0.0.7"), "{error:?}");
+            }
+        }
+        let timed_out = TagError::TimedOut(format!("ai_busy: {SECRET}"))
+            .info()
+            .message;
+        assert!(timed_out.ends_with("last error: ai_busy"), "{timed_out}");
+        let odd = TagError::TimedOut(SECRET.into()).info().message;
+        assert_eq!(odd, "gave up after the retry horizon");
+        let ai = TagError::from_ai_error(&format!("InferenceUpstreamError: 3010: {SECRET}"));
+        assert_eq!(ai.code(), "invalid_image");
+        assert!(!ai.info().message.contains(SECRET));
     }
 
     #[test]

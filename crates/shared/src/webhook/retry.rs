@@ -6,14 +6,16 @@
 //!   that doubles per attempt (with jitter, capped at [`RETRY_MAX_SECONDS`]), or after the
 //!   receiver's `Retry-After` when that is longer, until `WEBHOOK_GIVE_UP_AFTER_SECONDS`
 //!   after the event. The last wait is cut so that the last attempt happens at that horizon.
-//! - Anything else (other `4xx`, `3xx`: redirects are not followed) gives up at once.
+//! - Anything else (other `4xx`, `3xx`: redirects are not followed), and a stored URL that
+//!   the current callback policy refuses, gives up at once.
+//!
+//! What is kept of an attempt ([`description`]) is the receiver's status and a fixed text per
+//! outcome: never the receiver's body, nor the platform's error text (that goes to the logs).
 
 use crate::tagging::retry::{Backoff, MAX_DELAY_SECONDS};
 
-/// How long one attempt may take, response body included.
+/// How long one attempt may take (the response body is never read).
 pub const TIMEOUT_MS: u64 = 10_000;
-/// How much of a response body is read (and kept as the last error).
-pub const MAX_RESPONSE_BYTES: usize = 1024;
 /// Cap of the backoff between attempts.
 pub const RETRY_MAX_SECONDS: u32 = 3600;
 /// How long one delivery holds an event (longer than an attempt can take).
@@ -33,6 +35,9 @@ pub enum Attempt {
     Unreachable,
     /// Not sent: something on our side is missing (a secret), which an operator can fix.
     NotSent,
+    /// Not sent: the stored URL is refused by the callback policy of the moment (the
+    /// deployment's allow-list or rules changed since the upload). Permanent.
+    Refused,
 }
 
 /// The settings [`decide`] reads.
@@ -65,6 +70,25 @@ pub fn retryable(attempt: Attempt) -> bool {
             status == 408 || status == 429 || (500..=599).contains(&status)
         }
         Attempt::TimedOut | Attempt::Unreachable | Attempt::NotSent => true,
+        Attempt::Refused => false,
+    }
+}
+
+/// What a delivery keeps of an attempt as its last error (`notification.lastError`, shown to
+/// the uploader): `None` for a `2xx`, else the status or a fixed text per outcome. Nothing the
+/// receiver sent (its body could be an internal page) and no platform error text.
+pub fn description(attempt: Attempt) -> Option<String> {
+    match attempt {
+        Attempt::Answered { status, .. } if (200..=299).contains(&status) => None,
+        Attempt::Answered { status, .. } => Some(format!("HTTP {status}")),
+        Attempt::TimedOut => Some(format!("no answer within {} s", TIMEOUT_MS / 1000)),
+        Attempt::Unreachable => Some("could not connect to the receiver".into()),
+        Attempt::NotSent => {
+            Some("not sent: the webhook signing secret is missing or invalid".into())
+        }
+        Attempt::Refused => {
+            Some("not sent: the callback URL is refused by the current callback policy".into())
+        }
     }
 }
 
@@ -138,6 +162,25 @@ mod tests {
 
     fn decide_at(outcome: Attempt, attempt: u32, now: u64) -> Decision {
         decide(outcome, attempt, EVENT, now, 0, &POLICY)
+    }
+
+    #[test]
+    fn a_refused_url_gives_up_at_once_with_a_fixed_text() {
+        assert_eq!(
+            decide_at(Attempt::Refused, 1, EVENT),
+            Decision::GiveUp { expired: false }
+        );
+        assert_eq!(description(answered(204)), None);
+        assert_eq!(description(answered(503)).as_deref(), Some("HTTP 503"));
+        for outcome in [
+            Attempt::TimedOut,
+            Attempt::Unreachable,
+            Attempt::NotSent,
+            Attempt::Refused,
+        ] {
+            let text = description(outcome).unwrap();
+            assert!(!text.is_empty() && text.len() < 100, "{text}");
+        }
     }
 
     #[test]

@@ -13,7 +13,17 @@
 //! - IP-literal hosts in every spelling a URL parser reads as an address: dotted, decimal,
 //!   octal and hex IPv4 (`2130706433`, `0177.1`, `0x7f.0.0.1`), with a trailing dot, and
 //!   bracketed IPv6;
+//! - names that are not public: `localhost` and every name under `.localhost`, single-label
+//!   hosts (`intranet`), and the special-use suffixes `.local`, `.internal`, `.home.arpa` and
+//!   `.test` (the plain-http exception for local runs aside);
+//! - https ports other than 443, unless `WEBHOOK_ALLOWED_HOSTS` names the host with that port
+//!   (`hooks.example.com:8443`);
 //! - with an allow-list configured, every host not on it.
+//!
+//! What a name resolves to is not known here: a public name whose DNS answer is a private
+//! address is stopped only by Cloudflare's egress (Workers cannot reach private networks) or
+//! by an allow-list. The tagger checks the stored URL again before each delivery, against
+//! the policy of that moment ([`CallbackUrl::parse`] with the same vars).
 //!
 //! Hosts must be DNS names: letters, digits and hyphens in dot-separated labels
 //! (internationalised names in their `xn--` form). Whether an `xn--` label is valid
@@ -40,6 +50,10 @@ pub enum UrlError {
     IpLiteral,
     /// A host that `WEBHOOK_ALLOWED_HOSTS` does not list.
     HostNotAllowed,
+    /// `localhost`, a single-label host, or a special-use domain: not a public name.
+    NotPublic,
+    /// An https port other than 443 that `WEBHOOK_ALLOWED_HOSTS` does not name.
+    Port,
 }
 
 impl std::fmt::Display for UrlError {
@@ -55,6 +69,16 @@ impl std::fmt::Display for UrlError {
             Self::Credentials => write!(f, "the callback URL must not contain credentials"),
             Self::IpLiteral => write!(f, "the callback URL must name a host, not an IP address"),
             Self::HostNotAllowed => write!(f, "the callback URL's host is not on the allow-list"),
+            Self::NotPublic => write!(
+                f,
+                "the callback URL must name a public host (not localhost, a single-label name, \
+                 or a .local, .internal, .home.arpa, .test or .localhost name)"
+            ),
+            Self::Port => write!(
+                f,
+                "the callback URL must use port 443 (another port only when WEBHOOK_ALLOWED_HOSTS \
+                 lists the host with it)"
+            ),
         }
     }
 }
@@ -86,22 +110,28 @@ impl HostPattern {
 pub struct CallbackPolicy {
     /// Accept `http://localhost` and `http://127.0.0.1` (local runs only).
     pub allow_insecure: bool,
-    /// Empty: any host (that passes the other checks).
-    allowed_hosts: Vec<HostPattern>,
+    /// Empty: any host (that passes the other checks). Each with the port it allows: `None`
+    /// for the scheme's default only.
+    allowed_hosts: Vec<(HostPattern, Option<u16>)>,
 }
 
 impl CallbackPolicy {
     /// The policy from the vars: `allowed_hosts` is a comma- or space-separated list of
-    /// hosts and `*.domain` patterns; empty allows every host.
+    /// hosts and `*.domain` patterns, each optionally with `:port` (the only way to allow an
+    /// https port other than 443); empty allows every host, on port 443.
     pub fn new(allow_insecure: bool, allowed_hosts: &str) -> Self {
         let allowed_hosts = allowed_hosts
             .split(|c: char| c == ',' || c.is_ascii_whitespace())
             .map(|h| h.trim().to_ascii_lowercase())
-            .map(|h| h.strip_suffix('.').map(str::to_string).unwrap_or(h))
             .filter(|h| !h.is_empty())
-            .map(|h| match h.strip_prefix("*.") {
-                Some(domain) => HostPattern::SubdomainsOf(format!(".{domain}")),
-                None => HostPattern::Exact(h),
+            .map(|h| match h.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), parse_port(port).ok()),
+                None => (h, None),
+            })
+            .map(|(h, port)| (h.strip_suffix('.').map(str::to_string).unwrap_or(h), port))
+            .map(|(h, port)| match h.strip_prefix("*.") {
+                Some(domain) => (HostPattern::SubdomainsOf(format!(".{domain}")), port),
+                None => (HostPattern::Exact(h), port),
             })
             .collect();
         Self {
@@ -115,8 +145,29 @@ impl CallbackPolicy {
         !self.allowed_hosts.is_empty()
     }
 
-    fn allows_host(&self, host: &str) -> bool {
-        self.allowed_hosts.is_empty() || self.allowed_hosts.iter().any(|p| p.matches(host))
+    /// Whether `host` may be called on `port`: with no list, any host on the default port;
+    /// with one, a listed host, on the default port or on a port one of its entries names. `any_port`
+    /// (plain http to localhost in local runs) skips the port rule.
+    fn allows(&self, host: &str, port: Option<u16>, any_port: bool) -> Result<(), UrlError> {
+        let port_ok = |listed: Option<u16>| any_port || port.is_none() || listed == port;
+        if self.allowed_hosts.is_empty() {
+            return if port_ok(None) {
+                Ok(())
+            } else {
+                Err(UrlError::Port)
+            };
+        }
+        let mut entries = self.allowed_hosts.iter().filter(|(p, _)| p.matches(host));
+        match entries.next() {
+            None => Err(UrlError::HostNotAllowed),
+            Some(first) => match std::iter::once(first)
+                .chain(entries)
+                .any(|&(_, listed)| port_ok(listed))
+            {
+                true => Ok(()),
+                false => Err(UrlError::Port),
+            },
+        }
     }
 }
 
@@ -192,15 +243,18 @@ impl CallbackUrl {
         if !local_ip {
             check_host(&host)?;
         }
-        if !policy.allows_host(&host) {
-            return Err(UrlError::HostNotAllowed);
+        // Past the scheme check, plain http is the local-run exception (localhost, 127.0.0.1).
+        if secure {
+            check_public(&host)?;
         }
+        let default_port = if secure { 443 } else { 80 };
+        let port = port.filter(|&p| p != default_port);
+        policy.allows(&host, port, !secure)?;
         check_path(tail)?;
         let scheme = if secure { "https" } else { "http" };
-        let default_port = if secure { 443 } else { 80 };
         let port = match port {
-            Some(p) if p != default_port => format!(":{p}"),
-            _ => String::new(),
+            Some(p) => format!(":{p}"),
+            None => String::new(),
         };
         let path = if tail.starts_with('/') { "" } else { "/" };
         let url = format!("{scheme}://{host}{port}{path}{tail}");
@@ -279,6 +333,25 @@ fn check_host(host: &str) -> Result<(), UrlError> {
     Ok(())
 }
 
+/// Special-use domain suffixes (RFC 6761, RFC 6762, RFC 8375, ICANN's `.internal`) that never
+/// name a public receiver.
+const SPECIAL_USE: [&str; 5] = ["localhost", "local", "internal", "home.arpa", "test"];
+
+/// A name that could be public: not `localhost` or under a special-use domain, and with at
+/// least two labels. `host` is lower case, without a trailing dot, and passed [`check_host`].
+fn check_public(host: &str) -> Result<(), UrlError> {
+    let special = SPECIAL_USE.iter().any(|suffix| {
+        host == *suffix
+            || host
+                .strip_suffix(suffix)
+                .is_some_and(|rest| rest.ends_with('.'))
+    });
+    if special || !host.contains('.') {
+        return Err(UrlError::NotPublic);
+    }
+    Ok(())
+}
+
 /// Path and query: percent signs must start an escape.
 fn check_path(tail: &str) -> Result<(), UrlError> {
     let b = tail.as_bytes();
@@ -326,8 +399,8 @@ mod tests {
             Ok("https://example.com/?a")
         );
         assert_eq!(
-            check("https://example.com:8443/p%20q").as_deref(),
-            Ok("https://example.com:8443/p%20q")
+            check("https://example.com/p%20q").as_deref(),
+            Ok("https://example.com/p%20q")
         );
         assert_eq!(
             check("https://xn--bcher-kva.example/").as_deref(),
@@ -452,7 +525,7 @@ mod tests {
         // Numbers elsewhere in a name are fine.
         assert!(check("https://1.example.com/").is_ok());
         assert!(check("https://0x10.example.com/").is_ok());
-        assert!(check("https://123abc/").is_ok());
+        assert!(check("https://123abc.example/").is_ok());
     }
 
     #[test]
@@ -525,14 +598,109 @@ mod tests {
         assert!(!CallbackPolicy::new(false, " , ").has_allow_list());
     }
 
+    #[test]
+    fn local_and_special_use_names_are_refused() {
+        for raw in [
+            "https://localhost/",
+            "https://LOCALHOST/",
+            "https://LocalHost./",
+            "https://localhost:6379/",
+            "https://localhost:443/",
+            "https://a.localhost/",
+            "https://redis.LOCALHOST./",
+            "https://intranet/",
+            "https://intranet./",
+            "https://printer.local/",
+            "https://db.internal/",
+            "https://nas.home.arpa/",
+            "https://home.arpa/",
+            "https://hooks.test/",
+            "https://x.y.TEST./",
+        ] {
+            assert_eq!(check(raw), Err(UrlError::NotPublic), "{raw}");
+            // An allow-list does not make them public either.
+            let host = raw[8..].trim_end_matches('/').to_ascii_lowercase();
+            let listed = CallbackPolicy::new(false, &host);
+            assert_eq!(
+                CallbackUrl::parse(raw, &listed),
+                Err(UrlError::NotPublic),
+                "{raw}"
+            );
+        }
+        // Look-alikes that are ordinary public names.
+        for raw in [
+            "https://localhost.example.com/",
+            "https://mylocalhost.com/",
+            "https://local.example/",
+            "https://internal.example.com/",
+            "https://test.example.com/",
+            "https://notatest.com/",
+            "https://home.arpa.example/",
+        ] {
+            assert!(check(raw).is_ok(), "{raw}");
+        }
+        // Local runs keep plain http to localhost (and only that).
+        assert!(CallbackUrl::parse("http://localhost:9000/", &local()).is_ok());
+        assert_eq!(
+            CallbackUrl::parse("https://localhost:9000/", &local()),
+            Err(UrlError::NotPublic)
+        );
+    }
+
+    #[test]
+    fn ports_other_than_443_need_the_allow_list() {
+        for raw in [
+            "https://example.com:8443/",
+            "https://example.com:80/",
+            "https://example.com:6379/",
+            "https://example.com:1/",
+        ] {
+            assert_eq!(check(raw), Err(UrlError::Port), "{raw}");
+        }
+        assert!(check("https://example.com:443/").is_ok());
+        let policy = CallbackPolicy::new(false, "hooks.example.com:8443, *.partner.example:9443");
+        let check = |raw: &str| CallbackUrl::parse(raw, &policy).map(|u| u.as_str().to_string());
+        assert_eq!(
+            check("https://hooks.example.com:8443/x").as_deref(),
+            Ok("https://hooks.example.com:8443/x")
+        );
+        assert_eq!(
+            check("https://a.partner.example:9443/").as_deref(),
+            Ok("https://a.partner.example:9443/")
+        );
+        assert_eq!(
+            check("https://hooks.example.com:8444/"),
+            Err(UrlError::Port)
+        );
+        // Port 443 is always fine for a listed host.
+        assert!(check("https://hooks.example.com/").is_ok());
+        assert_eq!(
+            check("https://a.partner.example:8443/"),
+            Err(UrlError::Port)
+        );
+        assert_eq!(
+            check("https://other.example:8443/"),
+            Err(UrlError::HostNotAllowed)
+        );
+        // A host listed both ways takes 443 and the named port.
+        let both = CallbackPolicy::new(false, "hooks.example.com hooks.example.com:8443");
+        assert!(CallbackUrl::parse("https://hooks.example.com/", &both).is_ok());
+        assert!(CallbackUrl::parse("https://hooks.example.com:8443/", &both).is_ok());
+        assert_eq!(
+            CallbackUrl::parse("https://hooks.example.com:9/", &both),
+            Err(UrlError::Port)
+        );
+    }
+
     fn label() -> impl Strategy<Value = String> {
         "[a-z]([a-z0-9-]{0,10}[a-z0-9])?"
     }
 
     fn host() -> impl Strategy<Value = String> {
-        proptest::collection::vec(label(), 1..4)
+        proptest::collection::vec(label(), 2..4)
             .prop_map(|labels| labels.join("."))
             .prop_filter("not numeric", |h| check_host(h).is_ok())
+            .prop_filter("public", |h| check_public(h).is_ok())
     }
 
     /// An IPv4 address spelled in one of the ways URL parsers accept.
@@ -617,9 +785,13 @@ mod tests {
                 Some(p) => format!("https://{host}:{p}{path}"),
                 None => format!("https://{host}{path}"),
             };
-            let url = CallbackUrl::parse(&raw, &open()).unwrap();
+            let policy = match port {
+                Some(p) if p != 443 => CallbackPolicy::new(false, &format!("{host}:{p}")),
+                _ => open(),
+            };
+            let url = CallbackUrl::parse(&raw, &policy).unwrap();
             prop_assert_eq!(url.host(), host.as_str());
-            let again = CallbackUrl::parse(url.as_str(), &open()).unwrap();
+            let again = CallbackUrl::parse(url.as_str(), &policy).unwrap();
             prop_assert_eq!(again.as_str(), url.as_str());
         }
 

@@ -164,8 +164,8 @@ vars! {
     RETENTION_DAYS: u32 = None, "When set (from 1), finished images older than this many days are deleted by the reconciler; below 1 it is a logged configuration error and retention stays off.";
     CURSOR_SECRET: &str = None, "Secret: the HMAC key of search cursors; unset, it is derived from `API_TOKEN` (or public on an open API).";
     WEBHOOK_URL: &str = None, "Upload worker: the callback URL of uploads without a `Callback-Url` header; unset: none.";
-    ALLOW_INSECURE_CALLBACKS: bool = Some(false), "Upload worker, local runs only: `true` accepts plain-http callbacks to `localhost` and `127.0.0.1`.";
-    WEBHOOK_ALLOWED_HOSTS: &str = Some(""), "Upload worker: when set, the only hosts callbacks may name, comma-separated (`*.example.com` for subdomains).";
+    ALLOW_INSECURE_CALLBACKS: bool = Some(false), "Both workers (same value), local runs only: `true` accepts plain-http callbacks to `localhost` and `127.0.0.1`.";
+    WEBHOOK_ALLOWED_HOSTS: &str = Some(""), "Both workers (same value; the tagger checks each stored URL again before delivering): when set, the only hosts callbacks may name, comma-separated (`*.example.com` for subdomains, `host:port` for an https port other than 443).";
     WEBHOOK_SECRET: &str = None, "Tagger secret, `whsec_` + base64: the key webhooks are signed with. Without it deliveries wait and retry.";
     WEBHOOK_SECRET_PREVIOUS: &str = None, "Tagger secret, during a rotation only: the previous key; deliveries then carry both signatures.";
     WEBHOOK_RETRY_BASE_SECONDS: u32 = Some(30), "First wait after a failed webhook delivery; it doubles per attempt (with jitter), up to 1 h.";

@@ -145,7 +145,6 @@ fn contract() -> Value {
             "callbackHeader": "Callback-Url",
             "maxUrlLength": webhook::url::MAX_LEN,
             "timeoutMs": webhook::retry::TIMEOUT_MS,
-            "maxResponseBytes": webhook::retry::MAX_RESPONSE_BYTES,
             "message": { "schemaVersion": webhook::NOTIFY_SCHEMA_VERSION },
         },
         "idempotency": {

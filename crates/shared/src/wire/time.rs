@@ -16,7 +16,9 @@ pub fn format_ms(ms: u64) -> String {
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (the form [`format_ms`] and JavaScript write) to ms
-/// since the epoch. Anything else, and times before 1970, give `None`.
+/// since the epoch. Anything else gives `None`: times before 1970, and impossible dates and
+/// times (`2025-02-31`, February 29 of a common year, month 13, hour 24, second 60: JavaScript
+/// never writes a leap second), which would otherwise be read as a later valid date.
 pub fn parse_ms(text: &str) -> Option<u64> {
     let b = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<i64> {
@@ -49,12 +51,27 @@ pub fn parse_ms(text: &str) -> Option<u64> {
         }
         _ => return None,
     };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
+    if !(1..=12).contains(&m)
+        || !(1..=days_in_month(y, m)).contains(&d)
+        || h > 23
+        || min > 59
+        || s > 59
+    {
         return None;
     }
     let days = days_from_civil(y, m, d);
     let ms = days * DAY_MS + h * 3_600_000 + min * 60_000 + s * 1000 + milli;
     u64::try_from(ms).ok()
+}
+
+/// Days in month `m` (1 to 12) of year `y` (Gregorian leap years).
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Howard Hinnant's `civil_from_days`: (year, month, day) of a day number.
@@ -86,6 +103,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Days since 1970-01-01 of a date, counting month by month; `None` if there is no such
+    /// day.
+    fn naive_day(y: i64, m: i64, d: i64) -> Option<u64> {
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let month_len = |y: i64, m: i64| match m {
+            2 => 28 + u64::from(leap(y)),
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        if !(1..=12).contains(&m) || d < 1 || d as u64 > month_len(y, m) {
+            return None;
+        }
+        let mut days = 0;
+        for year in 1970..y {
+            days += 365 + u64::from(leap(year));
+        }
+        for month in 1..m {
+            days += month_len(y, month);
+        }
+        Some(days + d as u64 - 1)
+    }
+
     #[test]
     fn known_dates() {
         assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
@@ -108,6 +147,17 @@ mod tests {
             "x025-11-29T12:00:00Z",
             "2025-11-29T12:00:00.Z",
             "2025-11-29T12:00:00+01:00",
+            // Impossible dates and times, which must not roll over into valid ones.
+            "2025-02-31T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2025-04-31T00:00:00Z",
+            "2025-00-10T00:00:00Z",
+            "2025-01-00T00:00:00Z",
+            "2025-01-32T00:00:00Z",
+            "2025-11-29T24:00:00Z",
+            "2025-11-29T12:60:00Z",
+            "2025-11-29T12:00:60Z",
         ] {
             assert_eq!(parse_ms(bad), None, "{bad}");
         }
@@ -117,6 +167,14 @@ mod tests {
         #[test]
         fn round_trips(ms in 0u64..253_402_300_799_999) {
             prop_assert_eq!(parse_ms(&format_ms(ms)), Some(ms));
+        }
+
+        /// Every `YYYY-MM-DD` with fields in 0..=99 parses exactly when a naive calendar (days
+        /// counted one by one from 1970, no formula shared with the parser) has that date.
+        #[test]
+        fn dates_agree_with_a_naive_calendar(y in 1970i64..2400, m in 0i64..14, d in 0i64..33) {
+            let text = format!("{y:04}-{m:02}-{d:02}T00:00:00Z");
+            prop_assert_eq!(parse_ms(&text), naive_day(y, m, d).map(|days| days * DAY_MS as u64));
         }
 
         #[test]

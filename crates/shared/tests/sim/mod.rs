@@ -1,42 +1,59 @@
-//! A discrete-event simulation of the tagger under Cloudflare Queues' semantics, running the
-//! real policy code of this crate: [`Pacer`] (held by one serialized "Durable Object"),
-//! [`decide`], [`Backoff`] (through `decide`), [`jitter_seed`] and [`group`].
+//! A discrete-event simulation of the tagger under Cloudflare Queues' semantics. Each consumer
+//! invocation runs the production batch code, [`shared::tagging::batch::consume`] (the
+//! function the tagger worker calls), on a small deterministic single-threaded executor with
+//! virtual time: an event heap of timers and wakers, each invocation's future polled when one
+//! of its timers fires. The simulation implements the batch's I/O trait ([`batch::Io`]) with
+//! the models below; it has no copy of the orchestration.
 //!
-//! What is simulated, and how (times are drawn uniformly from the ranges in [`Latencies`]):
+//! What is modelled (times drawn uniformly from the ranges in [`Latencies`]):
 //! - **Queue**: messages become visible when sent or when their delay ends; a batch of up
 //!   to `batch_size` starts when that many are visible, or when the oldest visible one has
-//!   waited `batch_timeout_ms`; at most `max_concurrency` invocations run at once (scaling up
-//!   is instant). A batch's acks and retries take effect when its invocation ends; a retry of
-//!   a message on delivery `max_retries + 1` moves it to the dead letter queue, whose
-//!   consumer fails the image.
-//! - **Consumer**: the batch algorithm of `tagger-worker/src/consumer.rs`, step for step: one
-//!   `acquire(n)`; the first `granted` jobs run `concurrency` at a time (D1 claim, R2 read,
-//!   prepare, wall check, AI call, D1 + KV write); a refused call raises the wall, and jobs
-//!   that reach their call after it are not called; then `settle(unused, answered)` and one
-//!   `refused(walled)` whose slots go to the walled messages; then `decide` for each message
-//!   left (walled first, then denied), `concurrency` at a time: a D1 write, then
-//!   `retry(delaySeconds)`, or an ack and a re-send of a new message.
-//! - **Pacer**: one object; calls reach it after a one-way latency, are served one at a
-//!   time in arrival order (`pacer_service_us` each), and answer after another one-way
-//!   latency. It answers through `Pacer::answer`, as the `AiPacer` object does.
-//! - **AI**: a limiter, by default a fixed window per wall-clock second (the strict reading
-//!   of "50 requests a second"), or a token bucket (see [`AiLimit`]); calls over it, and
-//!   every call during an outage, are refused (3040) after `ai_refused_ms`; refused calls
-//!   do not count against the limit. Accepted calls answer after `ai_ok_ms`. The limiter
-//!   sees a call when the consumer makes it, not when the pacer granted it.
-//! - Not simulated: duplicates and redeliveries of the same message, storage failures,
-//!   invalid images, CPU contention inside an isolate, the byte budget, D1 write limits,
-//!   the queue's own throughput limit. A run stops a week after the bound; images left
-//!   then count as unfinished.
+//!   waited `batch_timeout_ms`; at most `max_concurrency` invocations run at once. With
+//!   `scale_up`, the consumer starts at one invocation and, as Cloudflare documents it,
+//!   adjusts after each batch: one more while a full batch is waiting, one fewer when the
+//!   queue is empty. A batch's acks and retries take effect when its invocation ends; a retry
+//!   of a message on delivery `max_retries + 1` moves it to the dead letter queue, whose
+//!   consumer (the same batch code, `QueueKind::DeadLetter`) fails the image.
+//! - **Consumer**: `batch::consume`, with D1 and KV writes taking `d1_ms`/`kv_ms`, an R2 read
+//!   `r2_ms`, preparation `prepare_ms` of CPU (serialized within an invocation: one isolate,
+//!   one thread), and the isolate's byte budget (one isolate per invocation here) over images
+//!   of `image_bytes`. Each invocation's clock is off the pacer's by a skew drawn from
+//!   `±clock_skew_ms`.
+//! - **Pacer**: one object. Calls reach it after a one-way latency, are served one at a
+//!   time in arrival order (`pacer_service_us` each), and answer after another; it answers
+//!   through `Pacer::answer`, as the `AiPacer` object does, on its own (true) clock.
+//! - **AI**: its limit ([`AiLimit`]) is its own and unknown to the pacer: a fixed window
+//!   (per second or per minute, aligned on the AI's clock, offset by a random phase), or a
+//!   token bucket. A call reaches the AI's counter `ai_delay_ms` after the consumer makes
+//!   it; calls over the limit, and every call during an outage, are refused (3040, through
+//!   the real error table) after `ai_refused_ms`; refused calls do not count. Accepted calls
+//!   answer after `ai_ok_ms`.
+//! - Not modelled: duplicates and redeliveries of the same message (so leases never
+//!   contend), storage failures, invalid images, webhooks, D1 write limits, the queue's own
+//!   throughput limit. A run stops a week after the bound; images left then count as
+//!   unfinished.
 
+use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
+use shared::tagging::batch::{self, Claim, ClaimedImage, Delivered, ImageState, Io, Line, Note};
 use shared::tagging::error::TagError;
-use shared::tagging::pacer::{Ask, Denial, Grant, Pacer, PacerConfig};
-use shared::tagging::retry::{
-    decide, group, jitter_seed, Backoff, Delivery, Policy, QueueKind, Verdict,
-};
+use shared::tagging::labels::Classified;
+use shared::tagging::memory::ByteBudget;
+use shared::tagging::pacer::{Ask, Grant, Pacer, PacerConfig};
+use shared::tagging::retry::{Backoff, Policy, QueueKind};
+use shared::wire::config::{self, Vars};
+use shared::wire::keys::object_key;
+use shared::wire::message::SCHEMA_VERSION;
+use shared::wire::record::TagRecord;
+use shared::wire::time::format_ms;
+use shared::{ImageId, ImageMessage, Label, Status};
 
 /// Simulated time, in microseconds from the start.
 type Us = u64;
@@ -70,6 +87,11 @@ impl Rng {
     fn ms(&mut self, (lo, hi): (u64, u64)) -> Us {
         lo * MS + self.next() % ((hi - lo) * MS + 1)
     }
+
+    /// Uniform in `[-max, max]`.
+    fn signed(&mut self, max: u64) -> i64 {
+        (self.next() % (2 * max + 1)) as i64 - max as i64
+    }
 }
 
 /// How uploads arrive.
@@ -81,13 +103,16 @@ pub enum Load {
     Steady { per_second: f64, seconds: u64 },
 }
 
-/// The image queue's consumer settings (`[[queues.consumers]]`).
-#[derive(Clone, Copy, Debug)]
+/// The image queue's consumer settings (`[[queues.consumers]]`), and how it scales.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QueueSettings {
     pub batch_size: usize,
     pub batch_timeout_ms: u64,
     pub max_retries: u32,
     pub max_concurrency: usize,
+    /// Start at one invocation and scale after each batch (Cloudflare's documented
+    /// behaviour); otherwise `max_concurrency` at once.
+    pub scale_up: bool,
 }
 
 /// How the AI limits calls.
@@ -95,7 +120,8 @@ pub struct QueueSettings {
 pub enum AiLimit {
     /// A token bucket: `per_second`, holding at most `burst`.
     TokenBucket { per_second: f64, burst: f64 },
-    /// At most `calls` in each fixed window of `window_ms` (aligned to multiples of it).
+    /// At most `calls` in each fixed window of `window_ms` (aligned to multiples of it on
+    /// the AI's clock).
     Window { calls: u32, window_ms: u64 },
 }
 
@@ -108,29 +134,53 @@ pub struct Latencies {
     pub pacer_one_way_ms: (u64, u64),
     /// The object's time per call; calls are served one at a time.
     pub pacer_service_us: u64,
-    /// D1 claim + R2 read + decode and resize, before the AI call.
-    pub before_call_ms: (u64, u64),
+    /// One D1 statement (claim, mark, defer).
+    pub d1_ms: (u64, u64),
+    /// One KV read or write.
+    pub kv_ms: (u64, u64),
+    /// Reading the object from R2.
+    pub r2_ms: (u64, u64),
+    /// Decoding and shrinking it for the model: CPU, one at a time per invocation.
+    pub prepare_ms: (u64, u64),
+    /// From the consumer's call to the AI's limiter counting it.
+    pub ai_delay_ms: (u64, u64),
+    /// From the limiter to the answer of an accepted call, and of a refused one.
     pub ai_ok_ms: (u64, u64),
     pub ai_refused_ms: (u64, u64),
-    /// D1 + KV writes of a finished or failed image.
-    pub finish_ms: (u64, u64),
-    /// D1 write of a deferral.
-    pub defer_ms: (u64, u64),
     /// A queue send (a re-send).
     pub send_ms: (u64, u64),
+    /// Each invocation's clock is off the pacer's by up to this much, either way.
+    pub clock_skew_ms: u64,
 }
 
 impl Latencies {
+    /// The defaults, from measurements where there are any: preparation is the photo
+    /// benchmark's tagger CPU per 4000×3000 JPEG (BENCHMARKS.md, "Large photos": 210 ms
+    /// warm to 570 ms for a fresh isolate's first). The network delay to the AI's counter
+    /// and the clock skew are assumptions (no measurement): 10-60 ms and ±10 ms.
     pub const CLOUD: Self = Self {
         dispatch_ms: (5, 20),
         pacer_one_way_ms: (1, 5),
         pacer_service_us: 200,
-        before_call_ms: (20, 60),
+        d1_ms: (5, 15),
+        kv_ms: (5, 15),
+        r2_ms: (10, 30),
+        prepare_ms: (210, 570),
+        ai_delay_ms: (10, 60),
         ai_ok_ms: (100, 300),
         ai_refused_ms: (10, 30),
-        finish_ms: (10, 30),
-        defer_ms: (5, 15),
         send_ms: (5, 15),
+        clock_skew_ms: 10,
+    };
+
+    /// The assumptions of the simulation before issue 21: claim, read and prepare in
+    /// 20-60 ms, the AI counting each call the instant it is made, no skew.
+    pub const BEFORE: Self = Self {
+        r2_ms: (5, 15),
+        prepare_ms: (10, 30),
+        ai_delay_ms: (0, 0),
+        clock_skew_ms: 0,
+        ..Self::CLOUD
     };
 }
 
@@ -148,68 +198,220 @@ pub struct Scenario {
     pub ai_limit: AiLimit,
     /// Windows `[from, to)` in seconds from the start during which every call is refused.
     pub outages: Vec<(u64, u64)>,
-    /// The share of calls the AI refuses at random, whatever the load (capacity errors of
-    /// a shared pool); 0 for none.
+    /// The share of calls the AI refuses at random, whatever the load; 0 for none.
     pub sporadic_refusals: f64,
     pub latency: Latencies,
+    /// `BYTES_IN_FLIGHT`.
+    pub bytes_in_flight: u64,
+    /// `LEASE_SECONDS`, in ms.
+    pub lease_ms: u64,
+    /// The size of every upload.
+    pub image_bytes: u64,
+}
+
+/// The deployed configuration, read from `wrangler.tagger.toml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub queue: QueueSettings,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Reads the image queue's consumer and the vars of `wrangler.tagger.toml` (a small
+    /// parse of the few forms the file uses: sections, `key = value`, comments).
+    pub fn tagger() -> Self {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wrangler.tagger.toml");
+        let text = std::fs::read_to_string(path).expect("wrangler.tagger.toml");
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let mut section = String::new();
+        let mut consumers: Vec<BTreeMap<String, String>> = Vec::new();
+        let mut vars = BTreeMap::new();
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.starts_with('[') {
+                section = line.trim_matches(|c| c == '[' || c == ']').to_string();
+                if section == "queues.consumers" {
+                    consumers.push(BTreeMap::new());
+                }
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let (key, value) = (key.trim().to_string(), value.trim().trim_matches('"'));
+            match section.as_str() {
+                "vars" => {
+                    vars.insert(key, value.to_string());
+                }
+                "queues.consumers" => {
+                    if let Some(c) = consumers.last_mut() {
+                        c.insert(key, value.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let images = consumers
+            .iter()
+            .find(|c| c.get("queue").map(String::as_str) == Some("image-processing-queue"))
+            .expect("the image queue's consumer");
+        let get = |key: &str| -> u64 { images[key].parse().expect(key) };
+        Self {
+            queue: QueueSettings {
+                batch_size: get("max_batch_size") as usize,
+                batch_timeout_ms: get("max_batch_timeout") * 1000,
+                max_retries: get("max_retries") as u32,
+                max_concurrency: get("max_concurrency") as usize,
+                scale_up: true,
+            },
+            vars,
+        }
+    }
+}
+
+/// The config's vars, read as the worker reads its own (defaults for unset ones).
+impl Vars for Config {
+    fn raw(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+}
+
+/// The integration tests' own settings that differ from the config; `tests/simulation.rs`
+/// checks each against the test file it comes from.
+pub mod miniflare {
+    /// `FAST_QUEUES` in `tests/support/helpers.mjs`: `maxBatchTimeout: 1`.
+    pub const BATCH_TIMEOUT_S: u64 = 1;
+    /// The burst of `tests/ai-limits.test.mjs`: `N` uploads against `RATE` calls a second
+    /// (the stub's token bucket, and `AI_REQUESTS_PER_SECOND`).
+    pub const BURST_N: u32 = 150;
+    pub const BURST_RATE: u32 = 5;
+    /// The outage of `tests/ai-limits.test.mjs`: `N` uploads, `OUTAGE_MS`, and
+    /// `AI_COOLDOWN_MAX_SECONDS`.
+    pub const OUTAGE_N: u32 = 10;
+    pub const OUTAGE_MS: u64 = 20_000;
+    pub const OUTAGE_COOLDOWN_MAX_S: u64 = 4;
 }
 
 impl Scenario {
-    /// `wrangler.tagger.toml` as deployed, against an AI allowing 50 calls in each second.
+    /// `wrangler.tagger.toml` as deployed, against an AI allowing 3,000 calls a minute (the
+    /// documented limit of image classification), with the models' defaults.
     pub fn production(name: &str, load: Load) -> Self {
+        let c = Config::tagger();
+        let rate = c.get(config::AI_REQUESTS_PER_SECOND);
         Self {
             name: name.into(),
             seed: 1,
             load,
-            queue: QueueSettings {
-                batch_size: 10,
-                batch_timeout_ms: 5_000,
-                max_retries: 10,
-                max_concurrency: 10,
-            },
-            concurrency: 10,
+            queue: c.queue,
+            concurrency: c.get(config::CONCURRENCY).max(1),
             policy: Policy {
                 backoff: Backoff {
-                    base_seconds: 2,
-                    max_seconds: 300,
+                    base_seconds: c.get(config::RETRY_BASE_SECONDS),
+                    max_seconds: c.get(config::RETRY_MAX_SECONDS),
                 },
-                max_retries: 10,
-                give_up_after_ms: 86_400_000,
+                max_retries: c.get(config::MAX_RETRIES),
+                give_up_after_ms: c.get(config::GIVE_UP_AFTER_SECONDS) * 1000,
             },
-            pacer: PacerConfig::new(50.0, None, 30_000),
+            pacer: PacerConfig::new(rate, None, c.get(config::AI_COOLDOWN_MAX_SECONDS) * 1000),
             ai_limit: AiLimit::Window {
-                calls: 50,
-                window_ms: 1_000,
+                calls: 3_000,
+                window_ms: 60_000,
             },
             outages: Vec::new(),
             sporadic_refusals: 0.0,
             latency: Latencies::CLOUD,
+            bytes_in_flight: c.get(config::BYTES_IN_FLIGHT),
+            lease_ms: c.get(config::LEASE_SECONDS).max(1) * 1000,
+            // A 4000×3000 JPEG of the photo benchmark.
+            image_bytes: 6_815_744,
         }
     }
 
-    /// The integration tests' Miniflare set-up: one batch at a time, batches of 5 after at
-    /// most 1 s, 3 retries (`MAX_RETRIES` set to match), `RETRY_BASE_SECONDS=1`, and an AI
-    /// stub allowing `per_second` calls in each second, with the pacer set to that rate.
-    pub fn miniflare(name: &str, load: Load, per_second: f64) -> Self {
-        let mut s = Self::production(name, load);
-        s.queue = QueueSettings {
-            batch_size: 5,
-            batch_timeout_ms: 1_000,
-            max_retries: 3,
-            max_concurrency: 1,
-        };
-        s.policy.backoff.base_seconds = 1;
-        s.policy.max_retries = 3;
-        s.pacer = PacerConfig::new(per_second, None, 30_000);
-        s.ai_limit = AiLimit::Window {
-            calls: per_second as u32,
+    /// The simulation's conditions before issue 21: an AI limited per second at the pacer's
+    /// rate, counting calls when made, no skew, fast preparation of small images, all
+    /// invocations at once, and the `max_concurrency` of the time (10).
+    pub fn before(mut self) -> Self {
+        self.queue.max_concurrency = 10;
+        let rate = self.pacer.rate_per_second as u32;
+        self.ai_limit = AiLimit::Window {
+            calls: rate,
             window_ms: 1_000,
         };
+        self.latency = Latencies::BEFORE;
+        self.queue.scale_up = false;
+        self.image_bytes = 100 * 1024;
+        self.name = format!("{} [before]", self.name);
+        self
+    }
+
+    /// The pacer set to `factor` times the AI's real limit (which it does not know).
+    pub fn pacer_at(mut self, factor: f64) -> Self {
+        let rate = self.ai_rate() * factor;
+        self.pacer = PacerConfig::new(rate, None, self.pacer.cooldown_max_ms);
+        self.name = format!("{} [pacer {:+.0} %]", self.name, (factor - 1.0) * 100.0);
+        self
+    }
+
+    /// The integration tests' Miniflare set-up: the config, with the tests' batch timeout,
+    /// one batch at a time (Miniflare's queue), small PNGs, and an AI stub allowing `rate`
+    /// calls a second (a token bucket holding `rate`) or none if `None`, with the pacer at
+    /// `rate` or the config's.
+    fn miniflare(name: &str, load: Load, rate: Option<u32>) -> Self {
+        let mut s = Self::production(name, load);
+        s.queue.batch_timeout_ms = miniflare::BATCH_TIMEOUT_S * 1000;
+        s.queue.max_concurrency = 1;
+        s.queue.scale_up = false;
+        s.latency = Latencies::BEFORE;
+        s.image_bytes = 1024;
+        match rate {
+            Some(rate) => {
+                s.pacer = PacerConfig::new(f64::from(rate), None, s.pacer.cooldown_max_ms);
+                s.ai_limit = AiLimit::TokenBucket {
+                    per_second: f64::from(rate),
+                    burst: f64::from(rate),
+                };
+            }
+            None => {
+                s.ai_limit = AiLimit::TokenBucket {
+                    per_second: 1e6,
+                    burst: 1e6,
+                }
+            }
+        }
+        s
+    }
+
+    /// `tests/ai-limits.test.mjs`'s burst: 150 uploads against 5 calls a second.
+    pub fn miniflare_burst() -> Self {
+        Self::miniflare(
+            &format!(
+                "Miniflare: {} at {}/s",
+                miniflare::BURST_N,
+                miniflare::BURST_RATE
+            ),
+            Load::Burst(miniflare::BURST_N),
+            Some(miniflare::BURST_RATE),
+        )
+    }
+
+    /// `tests/ai-limits.test.mjs`'s outage: 10 uploads at the start of a 20 s outage.
+    pub fn miniflare_outage() -> Self {
+        let outage_s = miniflare::OUTAGE_MS / 1000;
+        let mut s = Self::miniflare(
+            &format!("Miniflare: {}, AI down 0-{outage_s} s", miniflare::OUTAGE_N),
+            Load::Burst(miniflare::OUTAGE_N),
+            None,
+        );
+        s.pacer.cooldown_max_ms = miniflare::OUTAGE_COOLDOWN_MAX_S * 1000;
+        s.outages = vec![(0, outage_s)];
         s
     }
 
     /// The AI's sustained rate.
-    fn ai_rate(&self) -> f64 {
+    pub fn ai_rate(&self) -> f64 {
         match self.ai_limit {
             AiLimit::TokenBucket { per_second, .. } => per_second,
             AiLimit::Window { calls, window_ms } => f64::from(calls) * 1000.0 / window_ms as f64,
@@ -219,7 +421,7 @@ impl Scenario {
     /// When a perfect server at the AI's rate (none during outages), fed the same uploads,
     /// would finish the last one, in seconds: the fluid bound.
     pub fn bound_s(&self) -> f64 {
-        let rate = self.ai_rate();
+        let rate = self.ai_rate().min(1e4);
         let (mut backlog, arrival, until) = match self.load {
             Load::Burst(n) => (f64::from(n), 0.0, 0.0),
             Load::Steady {
@@ -243,6 +445,16 @@ impl Scenario {
             t += step;
         }
         t
+    }
+
+    fn batch_settings(&self) -> batch::Settings {
+        batch::Settings {
+            policy: self.policy,
+            concurrency: self.concurrency,
+            lease_ms: self.lease_ms,
+            min_score: 0.1,
+            daily_budget: self.pacer.daily_budget.is_some(),
+        }
     }
 }
 
@@ -276,6 +488,10 @@ pub struct Report {
     /// Busiest second: messages delivered, and calls to the pacer object.
     pub peak_reads_per_s: u32,
     pub peak_pacer_calls_per_s: u32,
+    /// Most invocations running at once.
+    pub peak_invocations: usize,
+    /// The batch code's log lines: each outcome, and each note, by name.
+    pub outcomes: BTreeMap<String, u64>,
     pub events: u64,
 }
 
@@ -320,45 +536,89 @@ impl Report {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The executor: virtual time, an event heap of timers (wakers) and queue events.
+
+/// Queue events, handled by the world itself.
 #[derive(Debug)]
 enum Ev {
     /// The next steady upload.
     Upload,
     Visible(usize),
     BatchTimer,
-    Start(usize),
-    PacerIn(usize, Ask),
-    PacerOut(usize, Grant),
-    /// A job reached its wall check and AI call.
-    Call(usize, usize),
-    AiDone(usize, usize, bool),
-    JobDone(usize, usize),
-    AgainDone(usize),
 }
 
-struct Entry {
+enum Fire {
+    Wake(Waker),
+    Event(Ev),
+}
+
+struct Timer {
     at: Us,
     seq: u64,
-    ev: Ev,
+    fire: Fire,
 }
 
-impl PartialEq for Entry {
+impl PartialEq for Timer {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
+impl Eq for Timer {}
+impl PartialOrd for Timer {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Entry {
+impl Ord for Timer {
     /// Reversed: the heap pops the earliest.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.seq).cmp(&(self.at, self.seq))
     }
 }
+
+/// A task's waker: puts the task back on the ready queue.
+struct TaskWaker {
+    id: usize,
+    ready: Arc<Mutex<VecDeque<usize>>>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.lock().expect("one thread").push_back(self.id);
+    }
+}
+
+type Task<'s> = Pin<Box<dyn Future<Output = ()> + 's>>;
+
+/// Waits until a virtual time.
+struct Sleep<'a, 's> {
+    w: &'a World<'s>,
+    until: Us,
+    armed: bool,
+}
+
+impl Future for Sleep<'_, '_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.w.now.get() >= self.until {
+            return Poll::Ready(());
+        }
+        if !self.armed {
+            self.armed = true;
+            self.w.at(self.until, Fire::Wake(cx.waker().clone()));
+        }
+        Poll::Pending
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The world: queue, images, pacer, AI.
 
 struct Msg {
     image: u32,
@@ -374,248 +634,107 @@ struct Image {
     deliveries: u32,
 }
 
-/// A message to be tried again, once the batch knows when (`Later` in consumer.rs).
-struct Later {
-    msg: usize,
-    error: TagError,
-    not_before: Option<u64>,
-    walled: bool,
-}
-
+#[derive(Clone, Copy)]
 enum Settle {
     Ack,
     Retry(u32),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Acquire,
-    Refund,
-    Refused,
-}
-
-/// One consumer invocation.
-struct Inv {
-    msgs: Vec<usize>,
-    step: Step,
-    granted: usize,
-    next_job: usize,
-    in_flight: usize,
-    unused: u32,
-    /// When each granted call may start (ms since the epoch), from the pacer.
-    start_at: Vec<u64>,
-    /// Calls the AI answered (not refused).
-    answered: u32,
-    wall: bool,
-    later: Vec<Later>,
-    denied: Vec<Later>,
-    again: VecDeque<Later>,
-    again_in_flight: usize,
-    settles: Vec<(usize, Settle)>,
-}
-
-struct Sim<'a> {
-    s: &'a Scenario,
+struct State {
     rng: Rng,
-    now: Us,
-    seq: u64,
-    heap: BinaryHeap<Entry>,
     msgs: Vec<Msg>,
     images: Vec<Image>,
     visible: VecDeque<(usize, Us)>,
     timer: Option<Us>,
+    /// Image-queue invocations running, and how many may run (the consumer's scale).
     running: usize,
-    invs: Vec<Option<Inv>>,
-    free_invs: Vec<usize>,
+    scale: usize,
     pacer: Pacer,
     pacer_free: Us,
     ai_tokens: f64,
     ai_at: Us,
     ai_window: (u64, u32),
+    /// The AI clock's phase against the windows, in µs.
+    ai_phase: Us,
     /// Per second of simulated time: messages delivered, pacer calls.
     per_second: Vec<(u32, u32)>,
     r: Report,
 }
 
-/// Runs a scenario to the end (every image done or failed).
-pub fn run(s: &Scenario) -> Report {
-    let mut sim = Sim {
-        s,
-        rng: Rng::new(s.seed),
-        now: 0,
-        seq: 0,
-        heap: BinaryHeap::new(),
-        msgs: Vec::new(),
-        images: Vec::new(),
-        visible: VecDeque::new(),
-        timer: None,
-        running: 0,
-        invs: Vec::new(),
-        free_invs: Vec::new(),
-        pacer: Pacer::new(&s.pacer, EPOCH_MS),
-        pacer_free: 0,
-        ai_tokens: match s.ai_limit {
-            AiLimit::TokenBucket { burst, .. } => burst,
-            AiLimit::Window { .. } => 0.0,
-        },
-        ai_at: 0,
-        ai_window: (0, 0),
-        per_second: Vec::new(),
-        r: Report {
-            name: s.name.clone(),
-            images: 0,
-            done: 0,
-            failed: 0,
-            unfinished: 0,
-            drain_s: 0.0,
-            bound_s: s.bound_s(),
-            ai_calls: 0,
-            refused_calls: 0,
-            queue_writes: 0,
-            queue_reads: 0,
-            queue_deletes: 0,
-            resends: 0,
-            pacer_calls: 0,
-            max_deliveries: 0,
-            latency_p50_s: 0.0,
-            latency_p99_s: 0.0,
-            latency_max_s: 0.0,
-            done_after_outage_s: None,
-            peak_reads_per_s: 0,
-            peak_pacer_calls_per_s: 0,
-            events: 0,
-        },
-    };
-    match s.load {
-        Load::Burst(n) => {
-            for _ in 0..n {
-                sim.upload();
-            }
-        }
-        Load::Steady { .. } => sim.at(0, Ev::Upload),
-    }
-    sim.pump();
-    // A policy that never lets some message through must not hang the test.
-    let give_up = (s.bound_s() * 20.0) as Us * SECOND + 7 * 86_400 * SECOND;
-    while let Some(Entry { at, ev, .. }) = sim.heap.pop() {
-        if at > give_up {
-            break;
-        }
-        sim.now = at;
-        sim.r.events += 1;
-        sim.handle(ev);
-    }
-    sim.finish()
+struct World<'s> {
+    s: &'s Scenario,
+    settings: batch::Settings,
+    now: Cell<Us>,
+    seq: Cell<u64>,
+    timers: RefCell<BinaryHeap<Timer>>,
+    spawned: RefCell<Vec<Task<'s>>>,
+    st: RefCell<State>,
 }
 
-impl Sim<'_> {
-    fn at(&mut self, at: Us, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Entry {
+impl<'s> World<'s> {
+    fn at(&self, at: Us, fire: Fire) {
+        self.seq.set(self.seq.get() + 1);
+        self.timers.borrow_mut().push(Timer {
             at,
-            seq: self.seq,
-            ev,
+            seq: self.seq.get(),
+            fire,
         });
     }
 
-    fn after(&mut self, range_ms: (u64, u64), ev: Ev) {
-        let at = self.now + self.rng.ms(range_ms);
-        self.at(at, ev);
+    fn sleep_until(&self, until: Us) -> Sleep<'_, 's> {
+        Sleep {
+            w: self,
+            until,
+            armed: false,
+        }
     }
 
-    /// This second's counters.
-    fn second(&mut self) -> &mut (u32, u32) {
-        let i = (self.now / SECOND) as usize;
-        if self.per_second.len() <= i {
-            self.per_second.resize(i + 1, (0, 0));
-        }
-        &mut self.per_second[i]
+    /// Sleeps for a duration drawn from `range`.
+    fn sleep_ms(&self, range: (u64, u64)) -> Sleep<'_, 's> {
+        let d = self.st.borrow_mut().rng.ms(range);
+        self.sleep_until(self.now.get() + d)
     }
 
     fn now_ms(&self) -> u64 {
-        EPOCH_MS + self.now / MS
+        EPOCH_MS + self.now.get() / MS
     }
 
     /// Sends a new message about `image`, visible from `visible_at`.
-    fn send(&mut self, image: u32, visible_at: Us) {
-        let id = self.msgs.len();
-        self.msgs.push(Msg {
+    fn send(&self, image: u32, visible_at: Us) {
+        let now = self.now.get();
+        let mut st = self.st.borrow_mut();
+        let id = st.msgs.len();
+        let text = format!("{:032x}", st.rng.next());
+        st.msgs.push(Msg {
             image,
             attempt: 1,
-            id: format!("{:032x}", self.rng.next()),
+            id: text,
         });
-        self.r.queue_writes += 1;
-        if visible_at <= self.now {
-            self.visible.push_back((id, self.now));
+        st.r.queue_writes += 1;
+        if visible_at <= now {
+            st.visible.push_back((id, now));
         } else {
-            self.at(visible_at, Ev::Visible(id));
+            drop(st);
+            self.at(visible_at, Fire::Event(Ev::Visible(id)));
         }
     }
 
-    fn upload(&mut self) {
-        let image = self.images.len() as u32;
-        self.images.push(Image {
-            uploaded: self.now,
-            done: None,
-            failed: false,
-            deliveries: 0,
-        });
-        self.send(image, self.now);
+    fn upload(&self) {
+        let image = {
+            let mut st = self.st.borrow_mut();
+            let image = st.images.len() as u32;
+            st.images.push(Image {
+                uploaded: self.now.get(),
+                done: None,
+                failed: false,
+                deliveries: 0,
+            });
+            image
+        };
+        self.send(image, self.now.get());
     }
 
-    /// Starts the batches the queue would deliver now, or arms the batch timer.
-    fn pump(&mut self) {
-        let q = self.s.queue;
-        while self.running < q.max_concurrency {
-            let Some(&(_, since)) = self.visible.front() else {
-                return;
-            };
-            let due = since + q.batch_timeout_ms * MS;
-            if self.visible.len() < q.batch_size && due > self.now {
-                if self.timer.is_none() {
-                    self.timer = Some(due);
-                    self.at(due, Ev::BatchTimer);
-                }
-                return;
-            }
-            let take = self.visible.len().min(q.batch_size);
-            let msgs: Vec<usize> = self.visible.drain(..take).map(|(m, _)| m).collect();
-            let inv = Inv {
-                msgs,
-                step: Step::Acquire,
-                granted: 0,
-                next_job: 0,
-                in_flight: 0,
-                unused: 0,
-                start_at: Vec::new(),
-                answered: 0,
-                wall: false,
-                later: Vec::new(),
-                denied: Vec::new(),
-                again: VecDeque::new(),
-                again_in_flight: 0,
-                settles: Vec::new(),
-            };
-            let id = match self.free_invs.pop() {
-                Some(id) => {
-                    self.invs[id] = Some(inv);
-                    id
-                }
-                None => {
-                    self.invs.push(Some(inv));
-                    self.invs.len() - 1
-                }
-            };
-            self.running += 1;
-            self.after(self.s.latency.dispatch_ms, Ev::Start(id));
-        }
-    }
-
-    fn inv(&mut self, id: usize) -> &mut Inv {
-        self.invs[id].as_mut().expect("a running invocation")
-    }
-
-    fn handle(&mut self, ev: Ev) {
+    fn handle(self: &Rc<Self>, ev: Ev) {
         match ev {
             Ev::Upload => {
                 self.upload();
@@ -625,196 +744,182 @@ impl Sim<'_> {
                     seconds,
                 } = self.s.load
                 {
-                    let gap = -(1.0 - self.rng.unit()).ln() / per_second;
-                    let next = self.now + (gap * SECOND as f64) as Us;
+                    let u = self.st.borrow_mut().rng.unit();
+                    let gap = -(1.0 - u).ln() / per_second;
+                    let next = self.now.get() + (gap * SECOND as f64) as Us;
                     if next < seconds * SECOND {
-                        self.at(next, Ev::Upload);
+                        self.at(next, Fire::Event(Ev::Upload));
                     }
                 }
             }
             Ev::Visible(m) => {
-                self.visible.push_back((m, self.now));
+                self.st.borrow_mut().visible.push_back((m, self.now.get()));
                 self.pump();
             }
             Ev::BatchTimer => {
-                self.timer = None;
+                self.st.borrow_mut().timer = None;
                 self.pump();
             }
-            Ev::Start(id) => self.start(id),
-            Ev::PacerIn(id, ask) => self.pacer_in(id, ask),
-            Ev::PacerOut(id, grant) => self.pacer_out(id, grant),
-            Ev::Call(id, m) => self.call(id, m),
-            Ev::AiDone(id, m, ok) => self.ai_done(id, m, ok),
-            Ev::JobDone(id, m) => {
-                let image = self.msgs[m].image as usize;
-                self.images[image].done = Some(self.now);
-                self.inv(id).settles.push((m, Settle::Ack));
-                self.job_finished(id);
-            }
-            Ev::AgainDone(id) => {
-                self.inv(id).again_in_flight -= 1;
-                self.next_again(id);
-            }
         }
     }
 
-    /// A batch arrives: every message is read, grouped (no duplicates here) and paced.
-    fn start(&mut self, id: usize) {
-        let msgs = std::mem::take(&mut self.inv(id).msgs);
-        self.r.queue_reads += msgs.len() as u64;
-        self.second().0 += msgs.len() as u32;
-        let jobs = group(msgs.iter().map(|&m| (self.msgs[m].image, m)));
-        for &m in &msgs {
-            self.images[self.msgs[m].image as usize].deliveries += 1;
-        }
-        let n = jobs.len() as u32;
-        self.inv(id).msgs = jobs.into_iter().map(|g| g.first).collect();
-        self.ask(id, Ask::Acquire { n });
-    }
-
-    fn ask(&mut self, id: usize, ask: Ask) {
-        self.r.pacer_calls += 1;
-        self.second().1 += 1;
-        self.after(self.s.latency.pacer_one_way_ms, Ev::PacerIn(id, ask));
-    }
-
-    /// The pacer object serves one call at a time, as `AiPacer::fetch` does.
-    fn pacer_in(&mut self, id: usize, ask: Ask) {
-        let start = self.now.max(self.pacer_free);
-        self.pacer_free = start + self.s.latency.pacer_service_us;
-        let now_ms = EPOCH_MS + start / MS;
-        let config = &self.s.pacer;
-        let grant = self.pacer.answer(config, now_ms, ask);
-        let back = self.pacer_free + self.rng.ms(self.s.latency.pacer_one_way_ms);
-        self.at(back, Ev::PacerOut(id, grant));
-    }
-
-    fn pacer_out(&mut self, id: usize, grant: Grant) {
-        match self.inv(id).step {
-            Step::Acquire => {
-                // As `tag_all`: the first `granted` are tagged, the rest get the slots.
-                let error = match grant.denial {
-                    Some(Denial::Tomorrow) if self.s.pacer.daily_budget.is_some() => {
-                        TagError::BudgetSpent
-                    }
-                    Some(Denial::Tomorrow) => {
-                        TagError::AiQuota("the daily allocation is used up".into())
-                    }
-                    Some(Denial::Cooling) => {
-                        TagError::AiBusy("fleet-wide back-off after a refusal".into())
-                    }
-                    Some(Denial::Paced) | None => TagError::Paced,
-                };
-                let inv = self.inv(id);
-                inv.granted = (grant.granted as usize).min(inv.msgs.len());
-                inv.start_at = grant.start_at_ms.clone();
-                let mut slots = grant.not_before_ms.into_iter();
-                for i in inv.granted..inv.msgs.len() {
-                    let later = Later {
-                        msg: inv.msgs[i],
-                        error: error.clone(),
-                        not_before: slots.next(),
-                        walled: false,
-                    };
-                    inv.denied.push(later);
-                }
-                self.start_jobs(id);
-            }
-            Step::Refund => self.after_refund(id),
-            Step::Refused => {
-                let inv = self.inv(id);
-                let mut slots = grant.not_before_ms.into_iter();
-                for l in inv.later.iter_mut().filter(|l| l.walled) {
-                    l.not_before = slots.next();
-                }
-                self.start_again(id);
-            }
-        }
-    }
-
-    fn start_jobs(&mut self, id: usize) {
-        let concurrency = self.s.concurrency;
-        let before = self.s.latency.before_call_ms;
+    /// Starts the batches the queue would deliver now, or arms the batch timer.
+    fn pump(self: &Rc<Self>) {
+        let q = self.s.queue;
         loop {
-            let inv = self.inv(id);
-            if inv.in_flight >= concurrency || inv.next_job >= inv.granted {
-                break;
+            let mut st = self.st.borrow_mut();
+            if st.running >= st.scale {
+                return;
             }
-            let m = inv.msgs[inv.next_job];
-            // As the worker: prepare the image, then wait for the call's scheduled start.
-            let start = inv.start_at.get(inv.next_job).copied();
-            inv.next_job += 1;
-            inv.in_flight += 1;
-            let ready = self.now + self.rng.ms(before);
-            let scheduled = start.map_or(0, |ms| ms.saturating_sub(EPOCH_MS) * MS);
-            self.at(ready.max(scheduled), Ev::Call(id, m));
-        }
-        let inv = self.inv(id);
-        if inv.in_flight == 0 && inv.next_job >= inv.granted {
-            self.after_jobs(id);
-        }
-    }
-
-    /// The wall check, then the AI call.
-    fn call(&mut self, id: usize, m: usize) {
-        if self.inv(id).wall {
-            let later = Later {
-                msg: m,
-                error: TagError::AiBusy(
-                    "not called: the AI refused another call of this batch".into(),
-                ),
-                not_before: None,
-                walled: true,
+            let Some(&(_, since)) = st.visible.front() else {
+                return;
             };
-            let inv = self.inv(id);
-            inv.later.push(later);
-            inv.unused += 1;
-            self.job_finished(id);
-            return;
-        }
-        self.r.ai_calls += 1;
-        let ok = self.ai_admits();
-        let lat = self.s.latency;
-        if ok {
-            self.after(lat.ai_ok_ms, Ev::AiDone(id, m, true));
-        } else {
-            self.r.refused_calls += 1;
-            self.after(lat.ai_refused_ms, Ev::AiDone(id, m, false));
+            let due = since + q.batch_timeout_ms * MS;
+            if st.visible.len() < q.batch_size && due > self.now.get() {
+                if st.timer.is_none() {
+                    st.timer = Some(due);
+                    drop(st);
+                    self.at(due, Fire::Event(Ev::BatchTimer));
+                }
+                return;
+            }
+            let take = st.visible.len().min(q.batch_size);
+            let msgs: Vec<usize> = st.visible.drain(..take).map(|(m, _)| m).collect();
+            st.running += 1;
+            st.r.peak_invocations = st.r.peak_invocations.max(st.running);
+            drop(st);
+            self.spawn(QueueKind::Images, msgs);
         }
     }
 
-    fn ai_admits(&mut self) -> bool {
-        let t = self.now;
-        if self
-            .s
-            .outages
+    /// Starts an invocation of the batch code on `msgs`.
+    fn spawn(self: &Rc<Self>, kind: QueueKind, msgs: Vec<usize>) {
+        let w = Rc::clone(self);
+        let task = async move {
+            let settles = Rc::new(RefCell::new(Vec::new()));
+            let skew = {
+                let mut st = w.st.borrow_mut();
+                st.rng.signed(w.s.latency.clock_skew_ms)
+            };
+            w.sleep_ms(w.s.latency.dispatch_ms).await;
+            let messages = w.deliver(&msgs, &settles);
+            let io = SimIo {
+                w: &w,
+                skew_ms: skew,
+                cpu_free: Cell::new(0),
+                budget: ByteBudget::new(w.s.bytes_in_flight),
+            };
+            batch::consume(&io, kind, messages, &w.settings).await;
+            let settles = settles.take();
+            w.end(kind, &msgs, settles);
+        };
+        self.spawned.borrow_mut().push(Box::pin(task));
+    }
+
+    /// The messages of a batch, as delivered now.
+    fn deliver(
+        &self,
+        msgs: &[usize],
+        settles: &Rc<RefCell<Vec<(usize, Settle)>>>,
+    ) -> Vec<SimMessage> {
+        let mut st = self.st.borrow_mut();
+        st.r.queue_reads += msgs.len() as u64;
+        let i = (self.now.get() / SECOND) as usize;
+        if st.per_second.len() <= i {
+            st.per_second.resize(i + 1, (0, 0));
+        }
+        st.per_second[i].0 += msgs.len() as u32;
+        msgs.iter()
+            .map(|&m| {
+                let image = st.msgs[m].image;
+                st.images[image as usize].deliveries += 1;
+                let uploaded = st.images[image as usize].uploaded;
+                SimMessage {
+                    m,
+                    id: st.msgs[m].id.clone(),
+                    attempt: st.msgs[m].attempt,
+                    body: body(image, uploaded, self.s.image_bytes),
+                    settles: Rc::clone(settles),
+                }
+            })
+            .collect()
+    }
+
+    /// The invocation returns: its acks and retries take effect, and the consumer scales.
+    fn end(self: &Rc<Self>, kind: QueueKind, msgs: &[usize], settles: Vec<(usize, Settle)>) {
+        let mut dead = Vec::new();
+        {
+            let mut st = self.st.borrow_mut();
+            let settled: BTreeMap<usize, Settle> = settles.into_iter().collect();
+            for &m in msgs {
+                // A message neither acked nor retried is acked when the handler returns.
+                match settled.get(&m).copied().unwrap_or(Settle::Ack) {
+                    Settle::Ack => st.r.queue_deletes += 1,
+                    Settle::Retry(_) if st.msgs[m].attempt > self.s.queue.max_retries => {
+                        // To the dead letter queue (a write), whose consumer reads it.
+                        st.r.queue_writes += 1;
+                        st.msgs[m].attempt = 1;
+                        dead.push(m);
+                    }
+                    Settle::Retry(delay) => {
+                        st.msgs[m].attempt += 1;
+                        let at = self.now.get() + u64::from(delay) * SECOND;
+                        drop(st);
+                        self.at(at, Fire::Event(Ev::Visible(m)));
+                        st = self.st.borrow_mut();
+                    }
+                }
+            }
+            if kind == QueueKind::Images {
+                st.running -= 1;
+                let max = self.s.queue.max_concurrency;
+                if self.s.queue.scale_up {
+                    if st.visible.len() >= self.s.queue.batch_size {
+                        st.scale = (st.scale + 1).min(max);
+                    } else if st.visible.is_empty() {
+                        st.scale = st.scale.saturating_sub(1).max(1);
+                    }
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.spawn(QueueKind::DeadLetter, dead);
+        }
+        self.pump();
+    }
+
+    fn ai_admits(&self) -> bool {
+        let t = self.now.get();
+        let s = self.s;
+        if s.outages
             .iter()
             .any(|&(a, b)| t >= a * SECOND && t < b * SECOND)
         {
             return false;
         }
-        if self.s.sporadic_refusals > 0.0 && self.rng.unit() < self.s.sporadic_refusals {
+        let mut st = self.st.borrow_mut();
+        if s.sporadic_refusals > 0.0 && st.rng.unit() < s.sporadic_refusals {
             return false;
         }
-        match self.s.ai_limit {
+        match s.ai_limit {
             AiLimit::TokenBucket { per_second, burst } => {
-                let elapsed = (t - self.ai_at) as f64 / SECOND as f64;
-                self.ai_tokens = (self.ai_tokens + elapsed * per_second).min(burst);
-                self.ai_at = t;
-                if self.ai_tokens >= 1.0 {
-                    self.ai_tokens -= 1.0;
+                let elapsed = (t - st.ai_at) as f64 / SECOND as f64;
+                st.ai_tokens = (st.ai_tokens + elapsed * per_second).min(burst);
+                st.ai_at = t;
+                if st.ai_tokens >= 1.0 {
+                    st.ai_tokens -= 1.0;
                     true
                 } else {
                     false
                 }
             }
             AiLimit::Window { calls, window_ms } => {
-                let window = t / (window_ms * MS);
-                if self.ai_window.0 != window {
-                    self.ai_window = (window, 0);
+                let window = (t + st.ai_phase) / (window_ms * MS);
+                if st.ai_window.0 != window {
+                    st.ai_window = (window, 0);
                 }
-                if self.ai_window.1 < calls {
-                    self.ai_window.1 += 1;
+                if st.ai_window.1 < calls {
+                    st.ai_window.1 += 1;
                     true
                 } else {
                     false
@@ -822,182 +927,468 @@ impl Sim<'_> {
             }
         }
     }
+}
 
-    fn ai_done(&mut self, id: usize, m: usize, ok: bool) {
-        if ok {
-            self.inv(id).answered += 1;
-            self.after(self.s.latency.finish_ms, Ev::JobDone(id, m));
-            return;
+/// The queue body of an upload, as the upload worker sends it.
+fn body(image: u32, uploaded: Us, size: u64) -> String {
+    let id = image_id(image);
+    serde_json::to_string(&ImageMessage {
+        schema_version: SCHEMA_VERSION,
+        image_id: id,
+        r2_key: object_key(&id, "jpg"),
+        content_type: "image/jpeg".into(),
+        size,
+        uploaded_at: format_ms(EPOCH_MS + uploaded / MS),
+    })
+    .expect("a message")
+}
+
+/// A valid v4 id carrying the image's index in its first four bytes.
+fn image_id(image: u32) -> ImageId {
+    let mut bytes = [0x5a; 16];
+    bytes[..4].copy_from_slice(&image.to_be_bytes());
+    let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    ImageId::from_uuid(uuid).expect("a v4 id")
+}
+
+fn image_index(id: &ImageId) -> usize {
+    let b = id.as_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+}
+
+/// One delivery, as the batch code sees it.
+struct SimMessage {
+    m: usize,
+    id: String,
+    attempt: u32,
+    body: String,
+    settles: Rc<RefCell<Vec<(usize, Settle)>>>,
+}
+
+impl Delivered for SimMessage {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn body(&self) -> String {
+        self.body.clone()
+    }
+
+    fn ack(&self) {
+        self.settles.borrow_mut().push((self.m, Settle::Ack));
+    }
+
+    fn retry(&self, delay_seconds: u32) {
+        self.settles
+            .borrow_mut()
+            .push((self.m, Settle::Retry(delay_seconds)));
+    }
+}
+
+/// The batch's I/O in one invocation, on the models.
+struct SimIo<'a, 's> {
+    w: &'a World<'s>,
+    /// This isolate's clock against the pacer's, in ms.
+    skew_ms: i64,
+    /// When this isolate's CPU is next free.
+    cpu_free: Cell<Us>,
+    /// This isolate's byte budget.
+    budget: ByteBudget,
+}
+
+impl SimIo<'_, '_> {
+    fn record(&self, id: &ImageId, status: Status) -> TagRecord {
+        TagRecord {
+            image_id: *id,
+            status,
+            tags: Vec::new(),
+            categories: Vec::new(),
+            labels: Vec::new(),
+            model: String::new(),
+            min_score: 0.0,
+            processed_at: String::new(),
+            uploaded_at: String::new(),
+            content_type: "image/jpeg".into(),
+            size: self.w.s.image_bytes,
+            error: None,
+            attempts: None,
+            notification: None,
         }
-        let inv = self.inv(id);
-        inv.wall = true;
-        inv.later.push(Later {
-            msg: m,
-            error: TagError::AiBusy("3040: Out of capacity".into()),
-            not_before: None,
-            walled: true,
-        });
-        self.job_finished(id);
+    }
+}
+
+impl Io for SimIo<'_, '_> {
+    type Message = SimMessage;
+    type Input = ();
+
+    fn now_ms(&self) -> u64 {
+        (self.w.now_ms() as i64 + self.skew_ms) as u64
     }
 
-    fn job_finished(&mut self, id: usize) {
-        self.inv(id).in_flight -= 1;
-        self.start_jobs(id);
+    async fn sleep_ms(&self, ms: u64) {
+        self.w.sleep_until(self.w.now.get() + ms * MS).await
     }
 
-    /// Every granted job is over: refund unused calls, then slot the walled messages.
-    fn after_jobs(&mut self, id: usize) {
-        let unused = self.inv(id).unused;
-        let answered = self.inv(id).answered;
-        if unused > 0 || answered > 0 {
-            self.inv(id).step = Step::Refund;
-            self.ask(id, Ask::Settle { unused, answered });
+    async fn claim(&self, id: &ImageId, now_ms: u64, lease_ms: u64) -> Result<Claim, TagError> {
+        self.w.sleep_ms(self.w.s.latency.d1_ms).await;
+        let st = self.w.st.borrow();
+        let image = &st.images[image_index(id)];
+        if image.done.is_some() || image.failed {
+            return Ok(Claim::Done(None));
+        }
+        Ok(Claim::Claimed {
+            image: ClaimedImage {
+                r2_key: object_key(id, "jpg"),
+                size: self.w.s.image_bytes,
+                uploaded_at_ms: EPOCH_MS + image.uploaded / MS,
+            },
+            lease_until: now_ms + lease_ms,
+        })
+    }
+
+    async fn image(&self, id: &ImageId) -> Result<Option<ImageState>, TagError> {
+        self.w.sleep_ms(self.w.s.latency.d1_ms).await;
+        let st = self.w.st.borrow();
+        let image = &st.images[image_index(id)];
+        Ok(Some(ImageState {
+            status: match (image.done, image.failed) {
+                (_, true) => Status::Failed,
+                (Some(_), _) => Status::Done,
+                (None, false) => Status::Queued,
+            },
+            lease_until: None,
+            uploaded_at_ms: EPOCH_MS + image.uploaded / MS,
+        }))
+    }
+
+    async fn mark_done(
+        &self,
+        id: &ImageId,
+        _classified: &Classified,
+        _now_ms: u64,
+        _lease: Option<u64>,
+    ) -> Result<Option<TagRecord>, TagError> {
+        self.w.sleep_ms(self.w.s.latency.d1_ms).await;
+        let now = self.w.now.get();
+        let mut st = self.w.st.borrow_mut();
+        let image = &mut st.images[image_index(id)];
+        if image.done.is_some() || image.failed {
+            return Ok(None);
+        }
+        image.done = Some(now);
+        Ok(Some(self.record(id, Status::Done)))
+    }
+
+    async fn mark_failed(
+        &self,
+        id: &ImageId,
+        _error: &TagError,
+        _now_ms: u64,
+        _lease: Option<u64>,
+    ) -> Result<Option<TagRecord>, TagError> {
+        self.w.sleep_ms(self.w.s.latency.d1_ms).await;
+        let mut st = self.w.st.borrow_mut();
+        let image = &mut st.images[image_index(id)];
+        if image.done.is_some() || image.failed {
+            return Ok(None);
+        }
+        image.failed = true;
+        Ok(Some(self.record(id, Status::Failed)))
+    }
+
+    async fn defer(
+        &self,
+        _id: &ImageId,
+        _due_ms: u64,
+        _now_ms: u64,
+        _lease: Option<u64>,
+    ) -> Result<(), TagError> {
+        self.w.sleep_ms(self.w.s.latency.d1_ms).await;
+        Ok(())
+    }
+
+    async fn published(&self, _id: &ImageId) -> Result<Option<TagRecord>, TagError> {
+        self.w.sleep_ms(self.w.s.latency.kv_ms).await;
+        Ok(None)
+    }
+
+    async fn publish(&self, _record: &TagRecord) -> Result<(), TagError> {
+        self.w.sleep_ms(self.w.s.latency.kv_ms).await;
+        Ok(())
+    }
+
+    async fn unpublish(&self, _id: &ImageId) -> Result<(), TagError> {
+        self.w.sleep_ms(self.w.s.latency.kv_ms).await;
+        Ok(())
+    }
+
+    async fn keep_poison(
+        &self,
+        _message_id: &str,
+        _error: &TagError,
+        _body: &str,
+        _now: String,
+    ) -> Result<(), TagError> {
+        self.w.sleep_ms(self.w.s.latency.kv_ms).await;
+        Ok(())
+    }
+
+    async fn notify(&self, _record: &TagRecord) {}
+
+    fn budget(&self) -> &ByteBudget {
+        &self.budget
+    }
+
+    async fn prepare(&self, _r2_key: &str) -> Result<(), TagError> {
+        self.w.sleep_ms(self.w.s.latency.r2_ms).await;
+        // CPU: one image at a time in an isolate.
+        let cpu = self.w.st.borrow_mut().rng.ms(self.w.s.latency.prepare_ms);
+        let start = self.w.now.get().max(self.cpu_free.get());
+        self.cpu_free.set(start + cpu);
+        self.w.sleep_until(start + cpu).await;
+        Ok(())
+    }
+
+    async fn classify(&self, _input: &()) -> Result<Vec<Label>, TagError> {
+        let lat = self.w.s.latency;
+        self.w.sleep_ms(lat.ai_delay_ms).await;
+        self.w.st.borrow_mut().r.ai_calls += 1;
+        if self.w.ai_admits() {
+            self.w.sleep_ms(lat.ai_ok_ms).await;
+            Ok(vec![Label {
+                label: "tabby".into(),
+                score: 0.9,
+            }])
         } else {
-            self.after_refund(id);
+            self.w.st.borrow_mut().r.refused_calls += 1;
+            self.w.sleep_ms(lat.ai_refused_ms).await;
+            Err(TagError::from_ai_error(
+                "InferenceUpstreamError: 3040: Capacity temporarily exceeded",
+            ))
         }
     }
 
-    fn after_refund(&mut self, id: usize) {
-        let walled = self.inv(id).later.iter().filter(|l| l.walled).count() as u32;
-        if walled > 0 {
-            self.inv(id).step = Step::Refused;
-            self.ask(id, Ask::Refused { n: walled });
-        } else {
-            self.start_again(id);
+    async fn pacer(&self, ask: Ask) -> Result<Grant, String> {
+        let lat = self.w.s.latency;
+        {
+            let mut st = self.w.st.borrow_mut();
+            st.r.pacer_calls += 1;
+            let i = (self.w.now.get() / SECOND) as usize;
+            if st.per_second.len() <= i {
+                st.per_second.resize(i + 1, (0, 0));
+            }
+            st.per_second[i].1 += 1;
         }
+        self.w.sleep_ms(lat.pacer_one_way_ms).await;
+        // The object serves one call at a time, as `AiPacer::fetch` does, on its own clock.
+        let (grant, back) = {
+            let mut st = self.w.st.borrow_mut();
+            let start = self.w.now.get().max(st.pacer_free);
+            st.pacer_free = start + lat.pacer_service_us;
+            let grant = st.pacer.answer(&self.w.s.pacer, EPOCH_MS + start / MS, ask);
+            let back = st.pacer_free + st.rng.ms(lat.pacer_one_way_ms);
+            (grant, back)
+        };
+        self.w.sleep_until(back).await;
+        Ok(grant)
     }
 
-    fn start_again(&mut self, id: usize) {
-        let inv = self.inv(id);
-        let mut again: VecDeque<Later> = std::mem::take(&mut inv.later).into();
-        again.extend(std::mem::take(&mut inv.denied));
-        inv.again = again;
-        self.next_again(id);
+    async fn resend(&self, body: &ImageMessage, delay_seconds: u32) -> Result<(), TagError> {
+        self.w.sleep_ms(self.w.s.latency.send_ms).await;
+        self.w.st.borrow_mut().r.resends += 1;
+        let visible_at = self.w.now.get() + u64::from(delay_seconds) * SECOND;
+        self.w.send(image_index(&body.image_id) as u32, visible_at);
+        Ok(())
     }
 
-    /// Runs `again` for the messages left, `concurrency` at a time; ends the invocation
-    /// when all are settled.
-    fn next_again(&mut self, id: usize) {
-        while self.inv(id).again_in_flight < self.s.concurrency {
-            let Some(later) = self.inv(id).again.pop_front() else {
-                break;
+    fn log(&self, _message: &SimMessage, line: Line) {
+        let name = serde_json::to_value(line.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        *self.w.st.borrow_mut().r.outcomes.entry(name).or_default() += 1;
+    }
+
+    fn note(&self, note: Note<'_>) {
+        let name = match note {
+            Note::PacerUnavailable(_) => "note: pacer unavailable",
+            Note::DeferNotRecorded(..) => "note: defer not recorded",
+            Note::ResendFailed(..) => "note: resend failed",
+        };
+        *self
+            .w
+            .st
+            .borrow_mut()
+            .r
+            .outcomes
+            .entry(name.into())
+            .or_default() += 1;
+    }
+}
+
+/// Runs a scenario to the end (every image done or failed, or a week after the bound).
+pub fn run(s: &Scenario) -> Report {
+    let mut rng = Rng::new(s.seed);
+    let ai_phase = match s.ai_limit {
+        AiLimit::Window { window_ms, .. } if s.latency.clock_skew_ms > 0 => {
+            rng.next() % (window_ms * MS)
+        }
+        _ => 0,
+    };
+    let world = Rc::new(World {
+        s,
+        settings: s.batch_settings(),
+        now: Cell::new(0),
+        seq: Cell::new(0),
+        timers: RefCell::new(BinaryHeap::new()),
+        spawned: RefCell::new(Vec::new()),
+        st: RefCell::new(State {
+            rng,
+            msgs: Vec::new(),
+            images: Vec::new(),
+            visible: VecDeque::new(),
+            timer: None,
+            running: 0,
+            scale: if s.queue.scale_up {
+                1
+            } else {
+                s.queue.max_concurrency
+            },
+            pacer: Pacer::new(&s.pacer, EPOCH_MS),
+            pacer_free: 0,
+            ai_tokens: match s.ai_limit {
+                AiLimit::TokenBucket { burst, .. } => burst,
+                AiLimit::Window { .. } => 0.0,
+            },
+            ai_at: 0,
+            ai_window: (u64::MAX, 0),
+            ai_phase,
+            per_second: Vec::new(),
+            r: Report {
+                name: s.name.clone(),
+                images: 0,
+                done: 0,
+                failed: 0,
+                unfinished: 0,
+                drain_s: 0.0,
+                bound_s: s.bound_s(),
+                ai_calls: 0,
+                refused_calls: 0,
+                queue_writes: 0,
+                queue_reads: 0,
+                queue_deletes: 0,
+                resends: 0,
+                pacer_calls: 0,
+                max_deliveries: 0,
+                latency_p50_s: 0.0,
+                latency_p99_s: 0.0,
+                latency_max_s: 0.0,
+                done_after_outage_s: None,
+                peak_reads_per_s: 0,
+                peak_pacer_calls_per_s: 0,
+                peak_invocations: 0,
+                outcomes: BTreeMap::new(),
+                events: 0,
+            },
+        }),
+    });
+    match s.load {
+        Load::Burst(n) => {
+            for _ in 0..n {
+                world.upload();
+            }
+        }
+        Load::Steady { .. } => world.at(0, Fire::Event(Ev::Upload)),
+    }
+    world.pump();
+    // A policy that never lets some message through must not hang the test.
+    let give_up = (s.bound_s() * 20.0) as Us * SECOND + 7 * 86_400 * SECOND;
+    let ready = Arc::new(Mutex::new(VecDeque::new()));
+    let mut tasks: Vec<Option<(Task<'_>, Waker)>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut events = 0u64;
+    loop {
+        for task in world.spawned.borrow_mut().drain(..) {
+            let id = free.pop().unwrap_or_else(|| {
+                tasks.push(None);
+                tasks.len() - 1
+            });
+            let waker = Waker::from(Arc::new(TaskWaker {
+                id,
+                ready: Arc::clone(&ready),
+            }));
+            tasks[id] = Some((task, waker));
+            ready.lock().expect("one thread").push_back(id);
+        }
+        let next = ready.lock().expect("one thread").pop_front();
+        if let Some(id) = next {
+            let Some((mut task, waker)) = tasks[id].take() else {
+                continue;
             };
-            self.inv(id).again_in_flight += 1;
-            self.again(id, later);
+            match task.as_mut().poll(&mut Context::from_waker(&waker)) {
+                Poll::Ready(()) => free.push(id),
+                Poll::Pending => tasks[id] = Some((task, waker)),
+            }
+            continue;
         }
-        let inv = self.inv(id);
-        if inv.again_in_flight == 0 && inv.again.is_empty() {
-            self.end(id);
-        }
-    }
-
-    /// `Ctx::again`: the policy's verdict, then a D1 write and a retry or a re-send.
-    fn again(&mut self, id: usize, l: Later) {
-        let msg = &self.msgs[l.msg];
-        let image = msg.image;
-        let delivery = Delivery {
-            queue: QueueKind::Images,
-            attempt: msg.attempt,
-            now_ms: self.now_ms(),
-            uploaded_at_ms: Some(EPOCH_MS + self.images[image as usize].uploaded / MS),
-            seed: jitter_seed(&msg.id, msg.attempt),
+        let Some(timer) = world.timers.borrow_mut().pop() else {
+            break;
         };
-        let lat = self.s.latency;
-        match decide(l.error, l.not_before, &delivery, &self.s.policy) {
-            Verdict::Fail(_) => {
-                self.fail(image);
-                self.inv(id).settles.push((l.msg, Settle::Ack));
-                self.after(lat.finish_ms, Ev::AgainDone(id));
-            }
-            Verdict::Again {
-                delay_seconds,
-                resend,
-                ..
-            } => {
-                let mut took = self.rng.ms(lat.defer_ms);
-                if resend {
-                    took += self.rng.ms(lat.send_ms);
-                    self.r.resends += 1;
-                    let visible_at = self.now + took + u64::from(delay_seconds) * SECOND;
-                    self.send(image, visible_at);
-                    self.inv(id).settles.push((l.msg, Settle::Ack));
-                } else {
-                    self.inv(id)
-                        .settles
-                        .push((l.msg, Settle::Retry(delay_seconds)));
-                }
-                self.at(self.now + took, Ev::AgainDone(id));
-            }
+        if timer.at > give_up {
+            break;
+        }
+        world.now.set(timer.at);
+        events += 1;
+        match timer.fire {
+            Fire::Wake(waker) => waker.wake(),
+            Fire::Event(ev) => world.handle(ev),
         }
     }
+    drop(tasks);
+    let world = Rc::try_unwrap(world).ok().expect("no task left");
+    let mut st = world.st.into_inner();
+    st.r.events = events;
+    finish(s, st)
+}
 
-    fn fail(&mut self, image: u32) {
-        let image = &mut self.images[image as usize];
-        if image.done.is_none() && !image.failed {
-            image.failed = true;
-        }
-    }
-
-    /// The invocation returns: its acks and retries take effect.
-    fn end(&mut self, id: usize) {
-        let inv = self.invs[id].take().expect("a running invocation");
-        self.free_invs.push(id);
-        self.running -= 1;
-        for (m, settle) in inv.settles {
-            match settle {
-                Settle::Ack => self.r.queue_deletes += 1,
-                Settle::Retry(_) if self.msgs[m].attempt > self.s.queue.max_retries => {
-                    // To the dead letter queue (a write), whose consumer reads it, fails
-                    // the image and acks.
-                    self.r.queue_writes += 1;
-                    self.r.queue_reads += 1;
-                    self.r.queue_deletes += 1;
-                    self.fail(self.msgs[m].image);
-                }
-                Settle::Retry(delay) => {
-                    self.msgs[m].attempt += 1;
-                    self.at(self.now + u64::from(delay) * SECOND, Ev::Visible(m));
-                }
+fn finish(s: &Scenario, st: State) -> Report {
+    let mut r = st.r;
+    let mut latencies = Vec::with_capacity(st.images.len());
+    let mut last_done = 0;
+    for image in &st.images {
+        r.max_deliveries = r.max_deliveries.max(image.deliveries);
+        match (image.failed, image.done) {
+            (true, _) => r.failed += 1,
+            (false, None) => r.unfinished += 1,
+            (false, Some(done)) => {
+                r.done += 1;
+                last_done = last_done.max(done);
+                latencies.push(done - image.uploaded);
             }
         }
-        self.pump();
     }
-
-    fn finish(mut self) -> Report {
-        let mut latencies = Vec::with_capacity(self.images.len());
-        let mut last_done = 0;
-        for image in &self.images {
-            self.r.max_deliveries = self.r.max_deliveries.max(image.deliveries);
-            match (image.failed, image.done) {
-                (true, _) => self.r.failed += 1,
-                (false, None) => self.r.unfinished += 1,
-                (false, Some(done)) => {
-                    self.r.done += 1;
-                    last_done = last_done.max(done);
-                    latencies.push(done - image.uploaded);
-                }
-            }
-        }
-        self.r.images = self.images.len() as u64;
-        self.r.peak_reads_per_s = self.per_second.iter().map(|c| c.0).max().unwrap_or(0);
-        self.r.peak_pacer_calls_per_s = self.per_second.iter().map(|c| c.1).max().unwrap_or(0);
-        self.r.drain_s = last_done as f64 / SECOND as f64;
-        latencies.sort_unstable();
-        let quantile = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
-                .map_or(0.0, |&us| us as f64 / SECOND as f64)
-        };
-        self.r.latency_p50_s = quantile(0.5);
-        self.r.latency_p99_s = quantile(0.99);
-        self.r.latency_max_s = quantile(1.0);
-        self.r.done_after_outage_s = self
-            .s
-            .outages
-            .iter()
-            .map(|&(_, to)| to)
-            .max()
-            .map(|to| self.r.drain_s - to as f64);
-        self.r
-    }
+    r.images = st.images.len() as u64;
+    r.peak_reads_per_s = st.per_second.iter().map(|c| c.0).max().unwrap_or(0);
+    r.peak_pacer_calls_per_s = st.per_second.iter().map(|c| c.1).max().unwrap_or(0);
+    r.drain_s = last_done as f64 / SECOND as f64;
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |&us| us as f64 / SECOND as f64)
+    };
+    r.latency_p50_s = quantile(0.5);
+    r.latency_p99_s = quantile(0.99);
+    r.latency_max_s = quantile(1.0);
+    r.done_after_outage_s = s
+        .outages
+        .iter()
+        .map(|&(_, to)| to)
+        .max()
+        .map(|to| r.drain_s - to as f64);
+    r
 }

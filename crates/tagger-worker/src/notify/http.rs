@@ -1,15 +1,16 @@
 //! One webhook attempt on the wire: the HMAC through WebCrypto, and a `POST` with a time
-//! limit that reads at most [`MAX_RESPONSE_BYTES`] of the answer.
+//! limit whose answer is its status alone: the body is never read (cancelled unread), so
+//! nothing a receiver writes can be kept or shown.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use shared::webhook::retry::{parse_retry_after, MAX_RESPONSE_BYTES, TIMEOUT_MS};
+use shared::webhook::retry::{parse_retry_after, TIMEOUT_MS};
 use worker::js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::{ReadableStreamDefaultReader, Response};
+use worker::web_sys::Response;
 
 #[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen, js_sys = ::worker::js_sys)]
 extern "C" {
@@ -94,11 +95,10 @@ pub async fn sign(secrets: &[Vec<u8>], content: &str) -> Result<Vec<Vec<u8>>, St
 
 /// What one `POST` came to.
 pub enum Sent {
-    /// An answer: its status, `Retry-After` (seconds), and the start of its body.
+    /// An answer: its status and `Retry-After` (seconds).
     Answered {
         status: u16,
         retry_after_seconds: Option<u32>,
-        body: String,
     },
     /// No answer within [`TIMEOUT_MS`].
     TimedOut,
@@ -107,7 +107,7 @@ pub enum Sent {
 }
 
 /// Posts `body` with `headers` to `url`. Redirects are not followed (a `3xx` is the answer),
-/// and the whole exchange, answer body included, is cut off after [`TIMEOUT_MS`].
+/// the exchange is cut off after [`TIMEOUT_MS`], and the answer's body is cancelled unread.
 pub async fn post(url: &str, headers: &[(&str, String)], body: &str) -> Sent {
     let signal = match abort_signal_timeout(TIMEOUT_MS as f64) {
         Ok(signal) => signal,
@@ -134,10 +134,12 @@ pub async fn post(url: &str, headers: &[(&str, String)], body: &str) -> Sent {
         Err(e) => return Sent::Unreachable(js_text(&e)),
     };
     let retry_after = response.headers().get("retry-after").ok().flatten();
+    if let Some(body) = response.body() {
+        let _ = JsFuture::from(body.cancel()).await;
+    }
     Sent::Answered {
         status: response.status(),
         retry_after_seconds: parse_retry_after(retry_after.as_deref()),
-        body: read_start(&response).await,
     }
 }
 
@@ -146,32 +148,4 @@ fn is_timeout(e: &JsValue) -> bool {
         .ok()
         .and_then(|n| n.as_string());
     matches!(name.as_deref(), Some("TimeoutError" | "AbortError"))
-}
-
-/// At most [`MAX_RESPONSE_BYTES`] of a response body, as text; the rest is never read.
-async fn read_start(response: &Response) -> String {
-    let Some(stream) = response.body() else {
-        return String::new();
-    };
-    let reader: ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
-    let mut bytes = Vec::new();
-    while bytes.len() < MAX_RESPONSE_BYTES {
-        let Ok(result) = JsFuture::from(reader.read()).await else {
-            break;
-        };
-        let done = Reflect::get(&result, &"done".into()).is_ok_and(|d| d.is_truthy());
-        if done {
-            break;
-        }
-        match Reflect::get(&result, &"value".into()).map(JsCast::dyn_into::<Uint8Array>) {
-            Ok(Ok(chunk)) => {
-                let room = MAX_RESPONSE_BYTES - bytes.len();
-                let take = chunk.length().min(room as u32);
-                bytes.extend(chunk.subarray(0, take).to_vec());
-            }
-            _ => break,
-        }
-    }
-    let _ = JsFuture::from(reader.cancel()).await;
-    String::from_utf8_lossy(&bytes).into_owned()
 }

@@ -15,10 +15,11 @@ use serde::Serialize;
 use shared::storage::outbox::{clip, NotificationRow};
 use shared::tagging::retry::jitter_seed;
 use shared::tagging::retry::MAX_DELAY_SECONDS;
-use shared::webhook::retry::{decide, Attempt, Decision, MAX_RESPONSE_BYTES, TIMEOUT_MS};
+use shared::webhook::retry::{decide, description, Attempt, Decision};
 use shared::webhook::sign::{
     signature_header, signed_content, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
+use shared::webhook::url::CallbackUrl;
 use shared::webhook::{DeliveryOutcome, NotifyMessage};
 use shared::wire::config::{binding, queue};
 use shared::wire::log_event;
@@ -187,38 +188,22 @@ fn host_of(url: &str) -> String {
         .into()
 }
 
-/// Turns what happened on the wire into the policy's terms, the status, and the error text.
+/// Turns what happened on the wire into the policy's terms, the status, and the platform's
+/// detail (for the log only: what is kept is [`description`]'s fixed text).
 fn describe(sent: &Sent) -> (Attempt, Option<u16>, Option<String>) {
     match sent {
         Sent::Answered {
             status,
             retry_after_seconds,
-            body,
         } => {
             let attempt = Attempt::Answered {
                 status: *status,
                 retry_after_seconds: *retry_after_seconds,
             };
-            let error = (!(200..=299).contains(status)).then(|| {
-                let body = clip(body.trim(), MAX_RESPONSE_BYTES);
-                if body.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    format!("HTTP {status}: {body}")
-                }
-            });
-            (attempt, Some(*status), error)
+            (attempt, Some(*status), None)
         }
-        Sent::TimedOut => (
-            Attempt::TimedOut,
-            None,
-            Some(format!("no answer within {} s", TIMEOUT_MS / 1000)),
-        ),
-        Sent::Unreachable(why) => (
-            Attempt::Unreachable,
-            None,
-            Some(format!("could not connect: {}", clip(why, 512))),
-        ),
+        Sent::TimedOut => (Attempt::TimedOut, None, None),
+        Sent::Unreachable(why) => (Attempt::Unreachable, None, Some(clip(why, 512).to_string())),
     }
 }
 
@@ -283,13 +268,16 @@ impl Ctx<'_> {
         line.event_type = Some(row.event_type.clone());
         line.host = Some(host_of(&row.url));
         line.attempt = row.attempts;
-        let (attempt, status, error) = match &self.settings.webhook_keys.0 {
-            Err(why) => (Attempt::NotSent, None, Some(format!("not sent: {why}"))),
-            Ok(keys) => {
+        // The stored URL passed the policy of its upload; the policy of now decides.
+        let checked = CallbackUrl::parse(&row.url, &self.settings.callback_policy);
+        let (attempt, status, detail) = match (&self.settings.webhook_keys.0, checked) {
+            (_, Err(why)) => (Attempt::Refused, None, Some(why.to_string())),
+            (Err(why), _) => (Attempt::NotSent, None, Some(why.clone())),
+            (Ok(keys), Ok(_)) => {
                 let timestamp = now_ms() / 1000;
                 let content = signed_content(&row.event_id, timestamp, &row.payload);
                 match http::sign(keys, &content).await {
-                    Err(why) => (Attempt::NotSent, None, Some(format!("not sent: {why}"))),
+                    Err(why) => (Attempt::NotSent, None, Some(why)),
                     Ok(macs) => {
                         let headers = [
                             ("content-type", "application/json".to_string()),
@@ -303,8 +291,12 @@ impl Ctx<'_> {
                 }
             }
         };
+        let error = description(attempt);
         line.status = status;
-        line.error = error.clone();
+        line.error = match (&error, detail) {
+            (Some(error), Some(detail)) => Some(format!("{error}: {detail}")),
+            (error, _) => error.clone(),
+        };
         let now = now_ms();
         let decision = decide(
             attempt,
