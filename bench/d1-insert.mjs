@@ -28,7 +28,7 @@ const worker = (name, insert) => ({
     async fetch(request, env) {
       const bytes = await request.arrayBuffer();
       ${insert ? `await env.DB.prepare(${JSON.stringify(sql.insertQueued)})
-        .bind(crypto.randomUUID(), "images/x.png", "image/png", bytes.byteLength, Date.now()).run();` : ""}
+        .bind(crypto.randomUUID(), "images/x.png", "image/png", bytes.byteLength, Date.now(), "operator").run();` : ""}
       return new Response(null, { status: 202 });
     },
   };`,

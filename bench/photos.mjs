@@ -31,7 +31,7 @@ import os from "node:os";
 import path from "node:path";
 
 import { startPipeline } from "../local/pipeline.mjs";
-import { bindings, imageMessage, keys, queues, sql, status } from "../local/contract.mjs";
+import { bindings, contract, imageMessage, keys, queues, sql, status } from "../local/contract.mjs";
 import { largeJpeg } from "../local/photos.mjs";
 import { median, request, sleep } from "./lib/http.mjs";
 import { Inspector } from "./lib/inspector.mjs";
@@ -101,7 +101,7 @@ async function seed(impl, persist, photos) {
       const message = imageMessage({ contentType: "image/jpeg", size: bytes.length });
       if (db) {
         const uploaded = Date.parse(message.uploadedAt);
-        await db.prepare(sql.insertQueued).bind(message.imageId, message.r2Key, message.contentType, message.size, uploaded).run();
+        await db.prepare(sql.insertQueued).bind(message.imageId, message.r2Key, message.contentType, message.size, uploaded, contract.auth.owners.anonymous).run();
       }
       await bucket.put(message.r2Key, new Uint8Array(bytes), { httpMetadata: { contentType: "image/jpeg" } });
       messages.push(impl === RUST ? message : { imageId: message.imageId, r2Key: message.r2Key });

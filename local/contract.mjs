@@ -79,6 +79,8 @@ export function varDefault(name) {
 
 /** The names of every var the contract documents. */
 export const varNames = contract.vars.map((v) => v.name);
+/** Var names by name, checked: `varName.API_TOKEN` throws if the contract has no such var. */
+export const varName = namesOf(varNames, "var");
 
 /** Fills a `{name}` template; every placeholder must be given. */
 function fill(template, values) {

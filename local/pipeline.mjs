@@ -19,7 +19,7 @@ import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Miniflare } from "miniflare";
 
-import { bindings as BINDINGS, contract, queues as QUEUES, imageMessage, terminalStatuses, keys, logEvents } from "./contract.mjs";
+import { bindings as BINDINGS, contract, queues as QUEUES, imageMessage, terminalStatuses, keys, logEvents, varName } from "./contract.mjs";
 import { createAiStub } from "./ai-stub.mjs";
 
 // wrangler warns on every config read that AI bindings are remote: the launcher replaces AI.
@@ -60,6 +60,7 @@ export function workerOptions(role, { vars = {}, queues = {}, overrides = {} } =
   const { workerOptions: fromConfig, main } = unstable_getMiniflareWorkerOptions(configPath);
   if (!existsSync(main)) throw new Error(`${path.relative(ROOT, main)} is missing: build first (npm run build)`);
   const { ai, ...rest } = fromConfig;
+  const local = LOCAL_DEFAULTS[role] ?? {};
   const consumers = Object.fromEntries(
     Object.entries(rest.queueConsumers ?? {}).map(([queue, settings]) => [
       queue,
@@ -71,13 +72,28 @@ export function workerOptions(role, { vars = {}, queues = {}, overrides = {} } =
     name: config.name,
     modules: true,
     scriptPath: main,
-    bindings: { ...rest.bindings, ...vars },
+    bindings: { ...rest.bindings, ...local.vars, ...vars },
+    ...(rest.ratelimits ? { ratelimits: { ...rest.ratelimits, ...local.ratelimits } } : {}),
     queueConsumers: consumers,
     // Workers AI has no local implementation: `Ai` comes from local/ai-binding.mjs.
     wrappedBindings: { ...rest.wrappedBindings, ...(ai ? { [ai.binding]: { scriptName: AI_BINDING_SCRIPT } } : {}) },
     ...overrides,
   };
 }
+
+/**
+ * What a local run changes of a worker's config (callers' `vars` and `overrides` still go
+ * over it): the upload worker lets anonymous callers in (`ALLOW_ANONYMOUS`: the demo, the
+ * gallery, tests and benchmarks that do not set `API_TOKEN`), and its upload rate limit is
+ * high enough for tests and benchmarks that upload in bulk. A test of the limit sets its own
+ * (`overrides: { ratelimits }`); one of the closed API sets `ALLOW_ANONYMOUS: "false"`.
+ */
+export const LOCAL_DEFAULTS = Object.freeze({
+  upload: {
+    vars: { [varName.ALLOW_ANONYMOUS]: "true" },
+    ratelimits: { [BINDINGS.uploadLimiter]: { simple: { limit: 1_000_000, period: 60 } } },
+  },
+});
 
 /** Where each config's D1 migrations are: `{ id, dir }` per database, once each. */
 function migrationSets(roles) {

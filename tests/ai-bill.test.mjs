@@ -15,9 +15,12 @@ import { upload, withPipeline } from "./support/helpers.mjs";
 const nextUtcDay = (ms) => (Math.floor(ms / 86_400_000) + 1) * 86_400_000;
 
 test("with AI_DAILY_BUDGET=3, five uploads give three done and two queued until the next UTC day", async () => {
-  await withPipeline({ vars: { tagger: { AI_DAILY_BUDGET: "3" } } }, async (p) => {
+  // `/admin/usage` needs the operator key.
+  const operator = { authorization: "Bearer ai-bill-operator-key" };
+  const vars = { upload: { API_TOKEN: operator.authorization.slice("Bearer ".length) }, tagger: { AI_DAILY_BUDGET: "3" } };
+  await withPipeline({ vars }, async (p) => {
     const ids = [];
-    for (let i = 0; i < 5; i++) ids.push(await upload(p, png(300)));
+    for (let i = 0; i < 5; i++) ids.push(await upload(p, png(300), operator));
     const done = [];
     const queued = [];
     // Every image is either done or has been deferred by the budget.
@@ -34,13 +37,13 @@ test("with AI_DAILY_BUDGET=3, five uploads give three done and two queued until 
     assert.equal(p.ai.calls.length, 3, "no call past the budget");
     for (const { id, line } of queued) {
       assert.equal(line.errorCode, tagError.budget_spent);
-      const view = await (await p.fetch(`/images/${id}`)).json();
+      const view = await (await p.fetch(`/images/${id}`, { headers: operator })).json();
       assert.equal(view.status, status.queued, "never failed");
       const next = Date.parse(view.nextAttemptAt);
       const midnight = nextUtcDay(Date.now());
       assert.ok(next >= midnight && next < midnight + 3600_000, `deferred to the start of the next UTC day: ${view.nextAttemptAt}`);
     }
-    const usage = await (await p.fetch("/admin/usage")).json();
+    const usage = await (await p.fetch("/admin/usage", { headers: operator })).json();
     assert.deepEqual([usage.usedToday, usage.dailyBudget], [3, 3], JSON.stringify(usage));
   });
 });

@@ -19,7 +19,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 
 import { startPipeline, waitFor } from "../local/pipeline.mjs";
-import { apiError, apiStatus, extensionOf, keys, outcome, queues, status, tagError } from "../local/contract.mjs";
+import { apiError, apiStatus, contract, extensionOf, keys, outcome, queues, status, tagError } from "../local/contract.mjs";
 import { FAST_QUEUES, bucketKeys } from "./support/helpers.mjs";
 import { png, jpeg, gif, webp, garbagePng, garbageJpeg } from "../local/images.mjs";
 import { bombPng } from "../local/photos.mjs";
@@ -64,7 +64,7 @@ const knownPath = (tail = "") => (ctx) => `/images/${ctx.known}${tail}`;
 // or null for absent); `empty` (no body); `sameAsGet` (HEAD: status equals the GET's);
 // `stored` (202: one new object of that type and size); `platform` (refused by workerd
 // before the worker runs: its plain-text 500, not our JSON). `on: "auth"` runs against the
-// instance with API_TOKEN set; every other case runs against the open one.
+// instance with API_TOKEN set; every other case runs against the anonymous one (the launcher sets ALLOW_ANONYMOUS).
 // ---------------------------------------------------------------------------------------
 const CASES = [
   // Rejected types: only JPEG, PNG, GIF and WebP, recognised by their magic bytes.
@@ -359,6 +359,14 @@ const CASES = [
   // A CORS preflight never carries credentials, so OPTIONS is open.
   { on: "auth", name: "auth: OPTIONS without token", req: { method: "OPTIONS", path: "/images" }, status: 204, empty: true, headers: { allow: ALLOW.images } },
   { on: "auth", name: "auth: right token, upload", req: post(png(300), BEARER), status: 202, stored: { type: "image/png", size: 300 } },
+  // Client keys (tests/api-keys.test.mjs has the rest): one never made is refused like a wrong token.
+  { on: "auth", name: "auth: unknown client key", req: get("/images", { authorization: `Bearer ${contract.auth.keyPrefix}${"k".repeat(contract.auth.keyLength - contract.auth.keyPrefix.length)}` }), status: 401, code: apiError.unauthorized, headers: { "www-authenticate": /^Bearer / } },
+  { on: "auth", name: "admin: key request without a token", req: post(text('{"name":"x"}'), {}, "/admin/keys"), status: 401, code: apiError.unauthorized },
+  { on: "auth", name: "admin: key request that is not JSON", req: post(text("name=x"), BEARER, "/admin/keys"), status: 400, code: apiError.invalid_key_request },
+  { on: "auth", name: "admin: key request with an unknown scope", req: post(text('{"name":"x","scopes":["root"]}'), BEARER, "/admin/keys"), status: 400, code: apiError.invalid_key_request },
+  { on: "auth", name: "admin: key request over 4 KiB", req: post(text(`{"name":"${"x".repeat(5000)}"}`), BEARER, "/admin/keys"), status: 400, code: apiError.invalid_key_request },
+  { on: "auth", name: "admin: revoking a malformed key id", req: { method: "DELETE", path: "/admin/keys/..%2F..%2Fetc", headers: BEARER }, status: 404, code: apiError.key_not_found },
+  { on: "auth", name: "admin: revoking an unknown key", req: { method: "DELETE", path: "/admin/keys/key_0123456789abcdef0123", headers: BEARER }, status: 404, code: apiError.key_not_found },
   { on: "auth", name: "auth: right token, lower-case scheme", req: post(jpeg(300), { authorization: `bearer ${TOKEN}` }), status: 202, stored: { type: "image/jpeg", size: 300 } },
   { on: "auth", name: "auth: right token, GET", req: get(knownPath(), BEARER), status: 200 },
   { on: "auth", name: "auth: right token, bad input still checked", req: post(text("<svg/>"), BEARER), status: 415, code: apiError.unsupported_media_type },
@@ -523,7 +531,7 @@ after(async () => {
   await Promise.all([open.inst?.p.close(), auth.inst?.p.close()]);
 });
 
-describe("bad input, open API (MAX_UPLOAD_BYTES=4096, ALLOWED_ORIGINS set)", () => {
+describe("bad input, anonymous API (MAX_UPLOAD_BYTES=4096, ALLOWED_ORIGINS set)", () => {
   for (const c of CASES.filter((c) => c.on !== "auth")) {
     test(c.name, () => runCase(open.inst, c));
   }
@@ -578,6 +586,10 @@ const NOT_FROM_BAD_INPUT = {
   [apiError.invalid_content_length]: "workerd refuses such requests before the worker runs (the `platform` cases)",
   [apiError.idempotency_key_in_flight]: "needs two requests at once: tests/system-of-record.test.mjs",
   [apiError.idempotency_key_reused]: "needs an earlier request: the Idempotency-Key test below",
+  [apiError.auth_not_configured]: "needs a deployment without API_TOKEN and ALLOW_ANONYMOUS: tests/api-keys.test.mjs",
+  [apiError.insufficient_scope]: "needs a client key made first: tests/api-keys.test.mjs",
+  [apiError.rate_limited]: "needs many earlier uploads: tests/api-keys.test.mjs",
+  [apiError.quota_exceeded]: "needs earlier uploads of a key with a quota: tests/api-keys.test.mjs",
   [apiError.image_deleted]: "needs a DELETE during the upload: tests/state-races.test.mjs",
 };
 

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { ROOT, WORKERS, readWorkerConfig, startPipeline, workerOptions } from "../local/pipeline.mjs";
-import { bindings, contract, databaseName, keys, model, queues, varDefault, varNames } from "../local/contract.mjs";
+import { bindings, contract, databaseName, keys, model, queues, varDefault, varName, varNames } from "../local/contract.mjs";
 
 const tagger = workerOptions("tagger");
 const upload = workerOptions("upload");
@@ -38,6 +38,16 @@ test("vars that mirror a config value equal it: MAX_RETRIES is the image queue's
   assert.equal(tagger.bindings.MAX_RETRIES, String(tagger.queueConsumers[queues.images].maxRetries));
 });
 
+test("UPLOAD_RATE_PERIOD_SECONDS is the period of the upload rate limit; the config never opens the API", () => {
+  const config = readWorkerConfig("upload");
+  const limiter = (config.ratelimits ?? []).find((r) => r.name === bindings.uploadLimiter);
+  assert.ok(limiter, "the upload worker has the rate limit binding");
+  assert.ok([10, 60].includes(limiter.simple.period), "a period the platform allows");
+  assert.equal(config.vars[varName.UPLOAD_RATE_PERIOD_SECONDS], String(limiter.simple.period));
+  assert.equal(config.vars[varName.ALLOW_ANONYMOUS], undefined, "ALLOW_ANONYMOUS is for local runs only");
+  assert.equal(config.vars[varName.API_TOKEN], undefined, "the operator key is a secret, never a var");
+});
+
 test("the configs use the contract's names: bindings, vars, queues, D1 database", () => {
   const known = new Set(Object.values(bindings));
   for (const role of Object.keys(WORKERS)) {
@@ -49,6 +59,7 @@ test("the configs use the contract's names: bindings, vars, queues, D1 database"
       ...(config.queues?.producers ?? []).map((b) => b.binding),
       ...(config.durable_objects?.bindings ?? []).map((b) => b.name),
       ...(config.ai ? [config.ai.binding] : []),
+      ...(config.ratelimits ?? []).map((b) => b.name),
     ];
     for (const name of names) assert.ok(known.has(name), `${role}: binding ${name} is not in the contract`);
     for (const name of Object.keys(config.vars ?? {})) {

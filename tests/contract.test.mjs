@@ -373,6 +373,56 @@ test("search, tags, content and delete conform", async () => {
   assert.equal(await code("DELETE", `/images/${id}`, { status: 404 }), apiError.image_not_found);
 });
 
+test("client keys conform: made, listed, scoped, metered and revoked", async () => {
+  const code = async (method, pathname, options) => (await exchange(method, pathname, options)).error.code;
+  const json = { ...AUTH, "content-type": "application/json" };
+  const make = (request) => exchange("POST", "/admin/keys", { headers: json, body: JSON.stringify(request), status: 201 });
+  const [write, read, delete_] = contract.auth.scopes;
+  const metered = await make({ name: "contract client", dailyUploads: 1 });
+  const reader = await make({ name: "contract reader", scopes: [read] });
+  const writer = await make({ name: "contract writer", scopes: [write] });
+  assert.deepEqual(reader.scopes, [read]);
+  assert.equal(await code("POST", "/admin/keys", { headers: json, body: "{}", status: 400 }), apiError.invalid_key_request);
+  const { keys } = await exchange("GET", "/admin/keys", { status: 200 });
+  assert.ok(keys.some((k) => k.keyId === metered.keyId && k.dailyUploads === 1));
+  await exchange("HEAD", "/admin/keys", { status: 200 });
+
+  // 403: the operator's routes, and a scope the key lacks.
+  const as = (key) => ({ authorization: `Bearer ${key.key}`, origin: ORIGIN });
+  for (const [method, pathname] of [["GET", "/admin/keys"], ["HEAD", "/admin/keys"], ["POST", "/admin/keys"], ["GET", "/admin/usage"], ["HEAD", "/admin/usage"], ["DELETE", `/admin/keys/${reader.keyId}`]]) {
+    await exchange(method, pathname, { headers: as(metered), body: method === "POST" ? "{}" : undefined, status: 403 });
+  }
+  for (const pathname of ["/images", "/"]) {
+    assert.equal(await code("POST", pathname, { headers: as(reader), body: png(100), status: 403 }), apiError.insufficient_scope);
+  }
+  for (const method of ["GET", "HEAD"]) {
+    for (const pathname of ["/images", "/tags", `/images/${UNKNOWN_ID}`, `/images/${UNKNOWN_ID}/tags`, `/images/${UNKNOWN_ID}/content`]) {
+      await exchange(method, pathname, { headers: as(writer), status: 403 });
+    }
+  }
+  assert.equal(await code("DELETE", `/images/${UNKNOWN_ID}`, { headers: as(reader), status: 403 }), apiError.insufficient_scope);
+  assert.ok(contract.auth.scopes.includes(delete_));
+
+  // 429: the daily quota, with Retry-After.
+  await exchange("POST", "/images", { headers: as(metered), body: png(101), status: 202 });
+  assert.equal(await code("POST", "/images", { headers: as(metered), body: png(102), status: 429 }), apiError.quota_exceeded);
+  assert.equal(await code("POST", "/", { headers: as(metered), body: png(102), status: 429 }), apiError.quota_exceeded);
+
+  // Revoked: 204 (again too), then 401; an unknown or malformed key id is 404.
+  await exchange("DELETE", `/admin/keys/${metered.keyId}`, { status: 204 });
+  await exchange("DELETE", `/admin/keys/${metered.keyId}`, { status: 204 });
+  assert.equal(await code("GET", "/images", { headers: as(metered), status: 401 }), apiError.unauthorized);
+  assert.equal(await code("DELETE", "/admin/keys/key_00000000000000000000", { status: 404 }), apiError.key_not_found);
+  assert.equal(await code("DELETE", "/admin/keys/nope", { status: 404 }), apiError.key_not_found);
+  assert.equal(await code("OPTIONS", "/admin/keys/nope", { status: 404 }), apiError.key_not_found);
+  assert.equal(await code("GET", "/admin/keys/nope", { status: 404 }), apiError.key_not_found);
+  assert.equal(await code("POST", "/admin/keys/nope", { body: "{}", status: 404 }), apiError.key_not_found);
+  assert.equal(await code("GET", "/admin/keys", { headers: {}, status: 401 }), apiError.unauthorized);
+  await exchange("HEAD", "/admin/keys", { headers: {}, status: 401 });
+  await exchange("POST", "/admin/keys", { headers: {}, body: "{}", status: 401 });
+  await exchange("DELETE", `/admin/keys/${reader.keyId}`, { headers: {}, status: 401 });
+});
+
 test("every other method on a listed path is a documented 405 with Allow", async () => {
   const id = UNKNOWN_ID;
   for (const [pathname, methods] of [
@@ -382,6 +432,8 @@ test("every other method on a listed path is a documented 405 with Allow", async
     [`/images/${id}/tags`, ["POST", "PUT", "PATCH", "DELETE"]],
     [`/images/${id}/content`, ["POST", "PUT", "PATCH", "DELETE"]],
     ["/tags", ["POST", "PUT", "PATCH", "DELETE"]],
+    ["/admin/keys", ["PUT", "DELETE"]],
+    ["/admin/keys/key_00000000000000000000", ["GET", "POST"]],
   ]) {
     for (const method of methods) {
       const body = ["POST", "PUT", "PATCH"].includes(method) ? "{}" : undefined;
@@ -391,7 +443,7 @@ test("every other method on a listed path is a documented 405 with Allow", async
 });
 
 test("OPTIONS, GET / and HEAD / conform", async () => {
-  for (const pathname of ["/", "/images", `/images/${UNKNOWN_ID}`, `/images/${UNKNOWN_ID}/tags`, `/images/${UNKNOWN_ID}/content`, "/tags"]) {
+  for (const pathname of ["/", "/images", `/images/${UNKNOWN_ID}`, `/images/${UNKNOWN_ID}/tags`, `/images/${UNKNOWN_ID}/content`, "/tags", "/admin/keys", "/admin/keys/key_00000000000000000000"]) {
     await exchange("OPTIONS", pathname, { headers: { origin: ORIGIN, "access-control-request-method": "POST" }, status: 204 });
   }
   await exchange("GET", "/", { headers: {}, status: 200 });

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 
 import { startPipeline } from "../../local/pipeline.mjs";
-import { imageMessage, sql } from "../../local/contract.mjs";
+import { contract, imageMessage, sql } from "../../local/contract.mjs";
 import { png } from "../../local/images.mjs";
 
 /** Consumer overrides for tests: a batch is taken after 1 s instead of the configured 5 s. */
@@ -49,7 +49,7 @@ export async function storedMessage(p, bytes = png(128), contentType = "image/pn
 export async function recordImage(p, message, { sent = true } = {}) {
   const db = await p.db();
   const uploaded = Date.parse(message.uploadedAt);
-  await db.prepare(sql.insertQueued).bind(message.imageId, message.r2Key, message.contentType, message.size, uploaded).run();
+  await db.prepare(sql.insertQueued).bind(message.imageId, message.r2Key, message.contentType, message.size, uploaded, contract.auth.owners.anonymous).run();
   if (sent) await db.prepare(sql.markSent).bind(message.imageId, uploaded).run();
 }
 

@@ -2,11 +2,11 @@
 
 use std::rc::Rc;
 
+use shared::api::auth::{need, Caller, UsageCache};
 use shared::api::multipart;
-use shared::api::{
-    authorize, check_content_length, Accepted, ApiError, IdempotencyKey, Method, Route,
-};
+use shared::api::{check_content_length, Accepted, ApiError, IdempotencyKey, Method, Route};
 use shared::storage::images::View;
+use shared::tagging::pacer::Usage;
 use shared::wire::config::binding;
 use shared::wire::keys::object_key;
 use shared::wire::message::SCHEMA_VERSION;
@@ -59,22 +59,31 @@ async fn route(
         }
         _ => {}
     }
-    authorize(
-        header(&req, "authorization").as_deref(),
-        settings.api_token.as_deref(),
-    )?;
+    let caller = crate::auth::authenticate(&req, &env, settings).await?;
+    caller.allow(need(route, method))?;
+    // A client sees only its own images; the operator every image.
+    let owner = caller.sees();
     match (route, method) {
-        (Route::Root | Route::Images, Method::Post) => upload(req, env, ctx, settings).await,
-        (Route::Images, Method::Get | Method::Head) => manage::search(&req, &env, settings).await,
-        (Route::Image(id), Method::Get | Method::Head) => status(&env, id).await,
-        // The delete runs to its end even if the client goes away.
-        (Route::Image(id), Method::Delete) => detach(&ctx, manage::delete(env, id)).await,
-        (Route::ImageTags(id), Method::Get | Method::Head) => tags(&env, id).await,
-        (Route::ImageContent(id), Method::Get | Method::Head) => {
-            manage::image_content(&req, &env, id, method == Method::Head).await
+        (Route::Root | Route::Images, Method::Post) => {
+            upload(req, env, ctx, settings, &caller).await
         }
-        (Route::Tags, Method::Get | Method::Head) => manage::tags(&req, &env).await,
+        (Route::Images, Method::Get | Method::Head) => {
+            manage::search(&req, &env, settings, owner).await
+        }
+        (Route::Image(id), Method::Get | Method::Head) => status(&env, id, owner).await,
+        // The delete runs to its end even if the client goes away.
+        (Route::Image(id), Method::Delete) => {
+            detach(&ctx, manage::delete(env, id, owner.map(str::to_string))).await
+        }
+        (Route::ImageTags(id), Method::Get | Method::Head) => tags(&env, id, owner).await,
+        (Route::ImageContent(id), Method::Get | Method::Head) => {
+            manage::image_content(&req, &env, id, method == Method::Head, owner).await
+        }
+        (Route::Tags, Method::Get | Method::Head) => manage::tags(&req, &env, owner).await,
         (Route::AdminUsage, Method::Get | Method::Head) => usage(&env).await,
+        (Route::AdminKeys, Method::Post) => crate::admin::create(&req, &env).await,
+        (Route::AdminKeys, Method::Get | Method::Head) => crate::admin::list(&env).await,
+        (Route::AdminKey(id), Method::Delete) => crate::admin::revoke(&env, id).await,
         _ => Err(ApiError::MethodNotAllowed {
             allow: route.allow(),
         }),
@@ -93,6 +102,7 @@ async fn upload(
     env: Env,
     ctx: Context,
     settings: &Rc<Settings>,
+    caller: &Caller,
 ) -> Result<Response, ApiError> {
     let key = header(&req, "idempotency-key")
         .map(|k| IdempotencyKey::parse(&k))
@@ -110,12 +120,14 @@ async fn upload(
         // The digest binds an Idempotency-Key to the body; without a key it is not needed.
         digest: key.is_some(),
     };
+    // The caller's rate limit and quota, before any body is read.
+    crate::auth::admit_upload(&env, caller, settings).await?;
     let store = Store::open(&env)?;
     let id = ImageId::from_uuid(uuid::Uuid::new_v4())
         .map_err(|e| ApiError::Internal(format!("uuid: {e}")))?;
     let reservation = match &key {
         Some(key) => {
-            let scope = crate::crypto::token_scope(settings).await?;
+            let scope = crate::auth::idempotency_scope(caller, settings).await?;
             match store
                 .reserve_key(&scope, key.as_str(), &id, now_ms())
                 .await?
@@ -152,9 +164,19 @@ async fn upload(
         true => 0,
         false => info.content_length.unwrap_or(0),
     };
+    let owner = caller.owner().to_string();
     let work = detach(
         &ctx,
-        ingest(env, store, id, upload, size_hint, reservation, callback),
+        ingest(
+            env,
+            store,
+            id,
+            upload,
+            size_hint,
+            reservation,
+            callback,
+            owner,
+        ),
     );
     work.await?;
     log::emit(
@@ -186,7 +208,9 @@ fn callback_url(req: &Request, settings: &Settings) -> Result<Option<String>, Ap
     Ok(Some(url.as_str().to_string()))
 }
 
-/// Records the image, stores its bytes and enqueues it; undoes what it did if a step fails.
+/// Records the image (as `owner`'s), stores its bytes and enqueues it; undoes what it did if
+/// a step fails.
+#[allow(clippy::too_many_arguments)]
 async fn ingest(
     env: Env,
     store: Store,
@@ -195,6 +219,7 @@ async fn ingest(
     size_hint: u64,
     reservation: Option<(String, String)>,
     callback: Option<String>,
+    owner: String,
 ) -> Result<(), ApiError> {
     let key = object_key(&id, upload.image_type.extension());
     let mime = upload.image_type.mime();
@@ -205,7 +230,15 @@ async fn ingest(
         }
     };
     if let Err(e) = store
-        .insert_queued(&id, &key, mime, size_hint, uploaded_at, callback.as_deref())
+        .insert_queued(
+            &id,
+            &key,
+            mime,
+            size_hint,
+            uploaded_at,
+            callback.as_deref(),
+            &owner,
+        )
         .await
     {
         undo_key().await;
@@ -304,10 +337,23 @@ async fn enqueue(env: &Env, message: &ImageMessage) -> Result<(), ApiError> {
 /// The image's view: a done record from KV (the fast path), else the system of record.
 /// `done` is final, so KV's copy of it is right; `failed` is not (a redrive can still tag the
 /// image), so a failed record is always read from D1, and a KV write that failed after a
-/// redrive can never show `failed` for an image that is done.
-async fn view(env: &Env, id: ImageId) -> Result<View, ApiError> {
+/// redrive can never show `failed` for an image that is done. For a client (`owner`), D1
+/// also says whether the image is its own: another's is a `404` exactly as one that does
+/// not exist.
+async fn view(env: &Env, id: ImageId, owner: Option<&str>) -> Result<View, ApiError> {
     let store = Store::open(env)?;
-    if let Some(record) = store.published(&id).await? {
+    let published = store.published(&id).await?;
+    if let Some(owner) = owner {
+        let row = store
+            .owned_image(&id, owner)
+            .await?
+            .ok_or(ApiError::ImageNotFound)?;
+        return match published {
+            Some(record) if record.status == Status::Done => Ok(View::Finished(record)),
+            _ => row.view().ok_or(ApiError::ImageNotFound),
+        };
+    }
+    if let Some(record) = published {
         if record.status == Status::Done {
             return Ok(View::Finished(record));
         }
@@ -339,8 +385,8 @@ async fn with_notification(env: &Env, id: ImageId, mut record: TagRecord) -> Tag
 }
 
 /// `GET /images/{id}`: the record once finished, else the queued view.
-async fn status(env: &Env, id: ImageId) -> Result<Response, ApiError> {
-    Ok(match view(env, id).await? {
+async fn status(env: &Env, id: ImageId, owner: Option<&str>) -> Result<Response, ApiError> {
+    Ok(match view(env, id, owner).await? {
         View::Finished(record) => {
             let record = with_notification(env, id, record).await;
             http::json(200, &record, Headers::new())
@@ -350,8 +396,8 @@ async fn status(env: &Env, id: ImageId) -> Result<Response, ApiError> {
 }
 
 /// `GET /images/{id}/tags`: just the tags once done; otherwise as `GET /images/{id}`.
-async fn tags(env: &Env, id: ImageId) -> Result<Response, ApiError> {
-    Ok(match view(env, id).await? {
+async fn tags(env: &Env, id: ImageId, owner: Option<&str>) -> Result<Response, ApiError> {
+    Ok(match view(env, id, owner).await? {
         View::Finished(record) if record.status == Status::Done => {
             let tags = TagsView {
                 image_id: id,
@@ -367,8 +413,28 @@ async fn tags(env: &Env, id: ImageId) -> Result<Response, ApiError> {
     })
 }
 
-/// `GET /admin/usage`: today's Workers AI calls, from the tagger's pacer.
+thread_local! {
+    /// This isolate's copy of the pacer's last usage answer.
+    static USAGE: std::cell::RefCell<UsageCache<Usage>> =
+        const { std::cell::RefCell::new(UsageCache::new()) };
+}
+
+/// `GET /admin/usage`: today's Workers AI calls, from the tagger's pacer. An isolate asks the
+/// pacer at most once per [`shared::api::auth::USAGE_CACHE_MS`] ([`UsageCache`]), so that no
+/// request rate reaches the object the tagger's `acquire` needs.
 async fn usage(env: &Env) -> Result<Response, ApiError> {
+    let now = now_ms();
+    if let Some(usage) = USAGE.with(|u| u.borrow().get(now)) {
+        return Ok(http::json(200, &usage, Headers::new()));
+    }
+    USAGE.with(|u| u.borrow_mut().asking(now));
+    let usage = ask_usage(env).await?;
+    USAGE.with(|u| u.borrow_mut().answered(now, usage.clone()));
+    Ok(http::json(200, &usage, Headers::new()))
+}
+
+/// Today's AI calls, asked of the pacer object.
+async fn ask_usage(env: &Env) -> Result<Usage, ApiError> {
     let stub = env
         .durable_object(binding::AI_PACER)
         .and_then(|ns| ns.get_by_name(shared::tagging::pacer::OBJECT_NAME))
@@ -388,7 +454,5 @@ async fn usage(env: &Env) -> Result<Response, ApiError> {
         .fetch_with_request(req)
         .await
         .or_unavailable("AI pacer")?;
-    let usage: shared::tagging::pacer::Usage =
-        res.json().await.or_unavailable("AI pacer answer")?;
-    Ok(http::json(200, &usage, Headers::new()))
+    res.json().await.or_unavailable("AI pacer answer")
 }

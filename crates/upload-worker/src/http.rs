@@ -40,13 +40,16 @@ pub fn error(err: &ApiError) -> Response {
         ApiError::MethodNotAllowed { allow } => {
             let _ = headers.set("allow", allow);
         }
-        ApiError::Unauthorized => {
+        ApiError::Unauthorized | ApiError::AuthNotConfigured => {
             let _ = headers.set("www-authenticate", "Bearer realm=\"image-tagger\"");
         }
         ApiError::RangeNotSatisfiable { size } => {
             let _ = headers.set("content-range", &format!("bytes */{size}"));
         }
         _ => {}
+    }
+    if let Some(seconds) = err.retry_after() {
+        let _ = headers.set("retry-after", &seconds.to_string());
     }
     let _ = headers.set("content-type", "application/json");
     let _ = headers.set("cache-control", "no-store");
@@ -99,7 +102,8 @@ pub fn finish(mut response: Response, settings: &Settings, origin: Option<&str>)
         let _ = headers.set("access-control-allow-origin", &allow);
         let _ = headers.set(
             "access-control-expose-headers",
-            "Location, Content-Type, WWW-Authenticate, ETag, Content-Range, Content-Disposition",
+            "Location, Content-Type, WWW-Authenticate, ETag, Content-Range, Content-Disposition, \
+             Retry-After",
         );
     }
     response

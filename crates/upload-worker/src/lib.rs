@@ -4,9 +4,13 @@
 //! [`shared::ImageMessage`] and answers `202`; `GET /images/{id}` reports the image's
 //! status and tags. `GET /images` searches, `GET /tags` counts tags, and
 //! `GET /images/{id}/content` and `DELETE /images/{id}` serve and delete an image
-//! ([`manage`]). Routing, validation and error codes live in [`shared::api`]; this crate
-//! only does the I/O.
+//! ([`manage`]). Every API request is authenticated first ([`auth`]: the operator key, a
+//! client key, or an anonymous caller where allowed), and a client sees only its own images;
+//! the operator manages client keys under `/admin/keys` ([`admin`]). Routing, validation and
+//! error codes live in [`shared::api`]; this crate only does the I/O.
 
+mod admin;
+mod auth;
 mod body;
 mod crypto;
 mod cursor_mac;

@@ -66,8 +66,14 @@ async fn cursor(
     Ok(encode_cursor(position, &mac))
 }
 
-/// `GET /images`: a page of images, newest first, with the next page's cursor.
-pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Response, ApiError> {
+/// `GET /images`: a page of images, newest first, with the next page's cursor. `owner`:
+/// only that owner's images (a client's search); `None`: everyone's (the operator's).
+pub async fn search(
+    req: &Request,
+    env: &Env,
+    settings: &Settings,
+    owner: Option<&str>,
+) -> Result<Response, ApiError> {
     let query = SearchQuery::parse(&raw_query(req))?;
     let after = match &query.cursor {
         Some(c) => {
@@ -77,7 +83,7 @@ pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Res
         None => None,
     };
     let db = d1(env)?;
-    let search = sql::search(&query, after);
+    let search = sql::search_as(&query, after, owner);
     let rows: Vec<SearchRow> = db.all("D1 search", &search.sql, &params(&search)).await?;
     let (images, next) = sql::page(rows, query.limit);
     let next_cursor = match next {
@@ -91,22 +97,45 @@ pub async fn search(req: &Request, env: &Env, settings: &Settings) -> Result<Res
     Ok(http::json(200, &page, Headers::new()))
 }
 
-/// `GET /tags`: the most used tags with their counts.
-pub async fn tags(req: &Request, env: &Env) -> Result<Response, ApiError> {
+/// `GET /tags`: the most used tags with their counts, over `owner`'s images (or all).
+pub async fn tags(req: &Request, env: &Env, owner: Option<&str>) -> Result<Response, ApiError> {
     let query = TagsQuery::parse(&raw_query(req))?;
     let db = d1(env)?;
-    let limit = [JsValue::from(query.limit)];
-    let mut tags: Vec<TagCount> = db.all("D1 tag cloud", sql::TAG_CLOUD, &limit).await?;
+    let mut tags: Vec<TagCount> = match owner {
+        None => {
+            let limit = [JsValue::from(query.limit)];
+            db.all("D1 tag cloud", sql::TAG_CLOUD, &limit).await?
+        }
+        Some(owner) => {
+            let params = [JsValue::from(query.limit), JsValue::from_str(owner)];
+            db.all("D1 tag cloud", sql::OWNER_TAG_CLOUD, &params)
+                .await?
+        }
+    };
     for t in &mut tags {
         t.category = shared::tagging::categories::is_category(&t.tag);
     }
     Ok(http::json(200, &TagCloud { tags }, Headers::new()))
 }
 
-async fn object_row(db: &Db<ApiError>, id: &ImageId) -> Result<Option<ObjectRow>, ApiError> {
-    let id = [JsValue::from_str(&id.to_string())];
-    db.first("D1 select content", sql::SELECT_CONTENT, &id)
-        .await
+/// Where an image's bytes are, if `owner` owns it (`None`: whoever does).
+async fn object_row(
+    db: &Db<ApiError>,
+    id: &ImageId,
+    owner: Option<&str>,
+) -> Result<Option<ObjectRow>, ApiError> {
+    let id = JsValue::from_str(&id.to_string());
+    match owner {
+        None => {
+            db.first("D1 select content", sql::SELECT_CONTENT, &[id])
+                .await
+        }
+        Some(owner) => {
+            let params = [id, JsValue::from_str(owner)];
+            db.first("D1 select content", sql::SELECT_OWNED_CONTENT, &params)
+                .await
+        }
+    }
 }
 
 fn with_headers(status: u16, pairs: &[(&'static str, String)]) -> worker::ResponseBuilder {
@@ -121,14 +150,15 @@ fn with_headers(status: u16, pairs: &[(&'static str, String)]) -> worker::Respon
 
 /// `GET` and `HEAD /images/{id}/content`: the original bytes, streamed from R2 to the client
 /// without passing through wasm; `Range` gives `206` or `416`, a current `If-None-Match`
-/// `304`.
+/// `304`. Another owner's image is a `404`, as one that does not exist.
 pub async fn image_content(
     req: &Request,
     env: &Env,
     id: ImageId,
     head: bool,
+    owner: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let row = object_row(&d1(env)?, &id)
+    let row = object_row(&d1(env)?, &id, owner)
         .await?
         .ok_or(ApiError::ImageNotFound)?;
     if row.size > MAX_TIME_MS {
@@ -201,14 +231,19 @@ pub async fn image_content(
 /// put that ended between our first delete and the rows' removal. A failure leaves a state
 /// that a retry of the delete finishes (R2 deletes are idempotent; a `404` still removes a
 /// KV record left behind). KV is never read first: a stale read must not skip the delete.
-pub async fn delete(env: Env, id: ImageId) -> Result<Response, ApiError> {
+/// A client (`owner`) deletes only its own images: another's is a `404`, and its record is
+/// left alone.
+pub async fn delete(env: Env, id: ImageId, owner: Option<String>) -> Result<Response, ApiError> {
     let db = d1(&env)?;
     let kv = env
         .kv(binding::RESULTS_KV)
         .map_err(|e| ApiError::Internal(format!("RESULTS_KV binding: {e}")))?;
     let key = record_key(&id);
-    let Some(row) = object_row(&db, &id).await? else {
-        kv.delete(&key).await.or_unavailable("KV delete")?;
+    let Some(row) = object_row(&db, &id, owner.as_deref()).await? else {
+        // A record left behind is removed only once no owner has the image.
+        if owner.is_none() || object_row(&db, &id, None).await?.is_none() {
+            kv.delete(&key).await.or_unavailable("KV delete")?;
+        }
         return Err(ApiError::ImageNotFound);
     };
     let bucket = bucket(&env)?;

@@ -12,8 +12,12 @@ use worker::Env;
 pub struct Settings {
     pub max_upload_bytes: u64,
     pub max_pixels: u64,
-    /// `None` or empty: the API is open.
+    /// The operator key; `None`: the API is closed, unless `allow_anonymous`.
     pub api_token: Option<String>,
+    /// `ALLOW_ANONYMOUS`: without an operator key, anonymous callers act as one client.
+    pub allow_anonymous: bool,
+    /// `UPLOAD_RATE_PERIOD_SECONDS`: the `Retry-After` of a `429 rate_limited`.
+    pub upload_rate_period: u64,
     pub allowed_origins: String,
     /// What callback URLs may name (`ALLOW_INSECURE_CALLBACKS`, `WEBHOOK_ALLOWED_HOSTS`).
     pub callback_policy: CallbackPolicy,
@@ -43,6 +47,8 @@ impl Settings {
             max_upload_bytes: vars.get(config::MAX_UPLOAD_BYTES),
             max_pixels: vars.get(config::MAX_PIXELS),
             api_token: vars.raw(config::API_TOKEN.name).filter(|t| !t.is_empty()),
+            allow_anonymous: config::flag(vars.raw(config::ALLOW_ANONYMOUS.name).as_deref()),
+            upload_rate_period: vars.get(config::UPLOAD_RATE_PERIOD_SECONDS),
             allowed_origins: vars.text(config::ALLOWED_ORIGINS),
             callback_policy,
             default_callback,

@@ -50,7 +50,9 @@ impl Store {
         self.db.run(what, sql, params).await
     }
 
-    /// Records a new image as queued, before its bytes are stored, with its callback URL.
+    /// Records a new image as queued, before its bytes are stored, with its callback URL and
+    /// its owner.
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_queued(
         &self,
         id: &ImageId,
@@ -59,9 +61,17 @@ impl Store {
         size: u64,
         now: u64,
         callback: Option<&str>,
+        owner: &str,
     ) -> Result<(), ApiError> {
         let key = id.to_string();
-        let params = [s(&key), s(r2_key), s(content_type), n(size), n(now)];
+        let params = [
+            s(&key),
+            s(r2_key),
+            s(content_type),
+            n(size),
+            n(now),
+            s(owner),
+        ];
         let Some(url) = callback else {
             return self.run("D1 insert", images::INSERT_QUEUED, &params).await;
         };
@@ -120,6 +130,18 @@ impl Store {
     pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, ApiError> {
         let id = [s(&id.to_string())];
         self.db.first("D1 select", images::SELECT_IMAGE, &id).await
+    }
+
+    /// An image's row, if `owner` owns it.
+    pub async fn owned_image(
+        &self,
+        id: &ImageId,
+        owner: &str,
+    ) -> Result<Option<ImageRow>, ApiError> {
+        let params = [s(&id.to_string()), s(owner)];
+        self.db
+            .first("D1 select", images::SELECT_OWNED_IMAGE, &params)
+            .await
     }
 
     /// The delivery record of an image's latest webhook event, if any.

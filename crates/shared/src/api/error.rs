@@ -57,6 +57,18 @@ pub enum ApiError {
     Internal(String),
     /// 503: a dependency (R2, KV, the queue) failed; the client may retry.
     Unavailable(String),
+    /// 401: no `API_TOKEN` is set and `ALLOW_ANONYMOUS` is not: the API is closed.
+    AuthNotConfigured,
+    /// 403: the key lacks the scope (or is not the operator key) this needs; names it.
+    InsufficientScope(&'static str),
+    /// 429: the caller's uploads are over the rate limit, with `Retry-After`.
+    RateLimited { retry_after: u64 },
+    /// 429: the key's `dailyUploads` are used up, with `Retry-After` to the next UTC day.
+    QuotaExceeded { limit: u64, retry_after: u64 },
+    /// 404: no client key with this id.
+    KeyNotFound,
+    /// 400: a `POST /admin/keys` body that is not a valid key request; says why.
+    InvalidKeyRequest(String),
     /// 422: the head of the image shows it cannot be decoded within the CPU bound (a JPEG with
     /// more scans than any encoder writes); says why.
     InvalidImage(String),
@@ -96,6 +108,11 @@ impl ApiError {
             Self::Unauthorized => 401,
             Self::Internal(_) => 500,
             Self::Unavailable(_) => 503,
+            Self::AuthNotConfigured => 401,
+            Self::InsufficientScope(_) => 403,
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => 429,
+            Self::KeyNotFound => 404,
+            Self::InvalidKeyRequest(_) => 400,
         }
     }
 
@@ -124,6 +141,12 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Internal(_) => "internal_error",
             Self::Unavailable(_) => "unavailable",
+            Self::AuthNotConfigured => "auth_not_configured",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::KeyNotFound => "key_not_found",
+            Self::InvalidKeyRequest(_) => "invalid_key_request",
             Self::InvalidImage(_) => "invalid_image",
         }
     }
@@ -171,6 +194,20 @@ impl ApiError {
             Self::Unauthorized => "a valid bearer token is required".into(),
             Self::Internal(_) => "internal error".into(),
             Self::Unavailable(_) => "a storage service is unavailable; try again".into(),
+            Self::AuthNotConfigured => "the API is closed: no operator key is configured. Set \
+                 one with `npx wrangler secret put API_TOKEN -c wrangler.upload.toml`, or, for \
+                 a local run only, the var ALLOW_ANONYMOUS = \"true\""
+                .into(),
+            Self::InsufficientScope(needed) => format!("this needs {needed}"),
+            Self::RateLimited { retry_after } => {
+                format!("too many uploads from this key; retry in {retry_after} s")
+            }
+            Self::QuotaExceeded { limit, retry_after } => format!(
+                "this key's {limit} uploads for today are used; retry in {retry_after} s \
+                 (the next UTC day)"
+            ),
+            Self::KeyNotFound => "no key with this id".into(),
+            Self::InvalidKeyRequest(why) => why.clone(),
             Self::InvalidImage(why) => why.clone(),
         }
     }
@@ -185,6 +222,16 @@ impl ApiError {
             },
         };
         serde_json::to_string(&body).unwrap_or_default()
+    }
+
+    /// The `Retry-After` of a `429`, in seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after } | Self::QuotaExceeded { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
     }
 
     /// One value of every variant, for the generated contract and exhaustive tests.
@@ -217,6 +264,15 @@ impl ApiError {
             Self::Unauthorized,
             Self::Internal(s()),
             Self::Unavailable(s()),
+            Self::AuthNotConfigured,
+            Self::InsufficientScope(""),
+            Self::RateLimited { retry_after: 0 },
+            Self::QuotaExceeded {
+                limit: 0,
+                retry_after: 0,
+            },
+            Self::KeyNotFound,
+            Self::InvalidKeyRequest(s()),
             Self::InvalidImage(s()),
         ]
     }

@@ -2,6 +2,7 @@
 //! made on headers before any body is read.
 
 pub mod admission;
+pub mod auth;
 pub mod download;
 pub mod error;
 pub mod multipart;
@@ -57,6 +58,10 @@ pub enum Route {
     Tags,
     /// `/admin/usage`: today's Workers AI calls.
     AdminUsage,
+    /// `/admin/keys`: create (`POST`) and list (`GET`) client keys.
+    AdminKeys,
+    /// `/admin/keys/{keyId}`: revoke a client key (`DELETE`).
+    AdminKey(auth::KeyId),
 }
 
 impl Route {
@@ -66,10 +71,19 @@ impl Route {
             "/" | "" => return Ok(Some(Self::Root)),
             "/images" | "/images/" => return Ok(Some(Self::Images)),
             "/admin/usage" => return Ok(Some(Self::AdminUsage)),
+            "/admin/keys" | "/admin/keys/" => return Ok(Some(Self::AdminKeys)),
             "/tags" | "/tags/" => return Ok(Some(Self::Tags)),
             _ => match path.strip_prefix("/images/") {
                 Some(rest) => rest,
-                None => return Ok(None),
+                // A malformed key id names no key: `404 key_not_found`, as an unknown one.
+                None => {
+                    return match path.strip_prefix("/admin/keys/") {
+                        Some(id) => auth::KeyId::parse(id)
+                            .map(|id| Some(Self::AdminKey(id)))
+                            .ok_or(ApiError::KeyNotFound),
+                        None => Ok(None),
+                    }
+                }
             },
         };
         let (id, tail) = match rest.split_once('/') {
@@ -95,6 +109,8 @@ impl Route {
             Self::ImageTags(_) | Self::ImageContent(_) | Self::Tags | Self::AdminUsage => {
                 "GET, HEAD, OPTIONS"
             }
+            Self::AdminKeys => "GET, HEAD, POST, OPTIONS",
+            Self::AdminKey(_) => "DELETE, OPTIONS",
         }
     }
 }
@@ -125,24 +141,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
-}
-
-/// Checks an `Authorization` header against the configured token. No token configured means
-/// the API is open.
-pub fn authorize(header: Option<&str>, token: Option<&str>) -> Result<(), ApiError> {
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return Ok(());
-    };
-    let presented = header
-        .and_then(|h| h.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, credentials)| credentials.trim())
-        .unwrap_or_default();
-    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
 }
 
 /// The `Access-Control-Allow-Origin` value for a request's `Origin`, if CORS allows it.
@@ -222,6 +220,15 @@ mod tests {
             Err(ApiError::InvalidId)
         );
         assert_eq!(Route::parse("/tags/x"), Ok(None));
+        assert_eq!(Route::parse("/admin/keys"), Ok(Some(Route::AdminKeys)));
+        let key = auth::KeyId::parse("key_0123456789abcdef0123").unwrap();
+        assert_eq!(
+            Route::parse("/admin/keys/key_0123456789abcdef0123"),
+            Ok(Some(Route::AdminKey(key)))
+        );
+        for bad in ["/admin/keys/nope", "/admin/keys/key_0123456789ABCDEF0123/x"] {
+            assert_eq!(Route::parse(bad), Err(ApiError::KeyNotFound), "{bad}");
+        }
         assert_eq!(
             Route::parse(&format!("/images/{ID}")),
             Ok(Some(Route::Image(id)))
@@ -275,26 +282,11 @@ mod tests {
     }
 
     #[test]
-    fn bearer_auth() {
-        assert_eq!(authorize(None, None), Ok(()));
-        assert_eq!(authorize(None, Some("")), Ok(()));
-        assert_eq!(authorize(Some("Bearer s3cret"), Some("s3cret")), Ok(()));
-        assert_eq!(authorize(Some("bearer s3cret"), Some("s3cret")), Ok(()));
-        for bad in [
-            None,
-            Some("Bearer"),
-            Some("Bearer s3cre"),
-            Some("Basic s3cret"),
-            Some("Bearer s3cret2"),
-        ] {
-            assert_eq!(
-                authorize(bad, Some("s3cret")),
-                Err(ApiError::Unauthorized),
-                "{bad:?}"
-            );
-        }
+    fn constant_time_comparison() {
         assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
         assert!(!constant_time_eq(b"a", b""));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret2"));
     }
 
     #[test]

@@ -15,11 +15,12 @@ use crate::ImageId;
 
 /// Inserts a queued image, not due yet: `due_at` stays NULL while its upload runs, and is
 /// set by [`MARK_SENT`] once its message is sent, so the reconciler never takes an upload in
-/// progress for a lost message. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now.
+/// progress for a lost message. `?1` id, `?2` R2 key, `?3` content type, `?4` size, `?5` now,
+/// `?6` owner ([`crate::api::auth::Caller::owner`]).
 /// (Its webhook URL, if any, is set in the same batch: [`crate::storage::outbox::SET_CALLBACK`].)
 pub const INSERT_QUEUED: &str = "INSERT INTO images \
-     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at) \
-     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, NULL, ?5)";
+     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at, owner) \
+     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, NULL, ?5, ?6)";
 
 /// Sets the size of an image once its bytes are stored (a streamed multipart or chunked
 /// body's length is only known then). `?1` id, `?2` size. It changes no row when the image
@@ -44,6 +45,9 @@ pub const CLAIM: &str = "UPDATE images \
 /// The full row of an image. `?1` id.
 pub const SELECT_IMAGE: &str = "SELECT * FROM images WHERE id = ?1";
 
+/// The full row of an image, if `?2` owns it. `?1` id, `?2` owner.
+pub const SELECT_OWNED_IMAGE: &str = "SELECT * FROM images WHERE id = ?1 AND owner = ?2";
+
 /// Records a classification, unless the image is done or another delivery's lease is live
 /// (the caller's own lease is fine). `?1` id, `?2` tags JSON, `?3` labels JSON, `?4` model,
 /// `?5` min score, `?6` now, `?7` the caller's lease end, or NULL if it holds none, `?8`
@@ -56,11 +60,12 @@ pub const MARK_DONE: &str = "UPDATE images \
        AND (lease_until IS NULL OR lease_until <= ?6 OR lease_until = ?7)";
 
 /// Adds a done image's tags and category names to the search index (lower case; a name that
-/// is both counts once). `?1` id.
-pub const INDEX_TAGS: &str = "INSERT OR IGNORE INTO image_tags (tag, uploaded_at, image_id) \
-     SELECT lower(j.value), i.uploaded_at, i.id FROM images i, json_each(i.tags) j \
+/// is both counts once), with the image's owner. `?1` id.
+pub const INDEX_TAGS: &str =
+    "INSERT OR IGNORE INTO image_tags (tag, uploaded_at, image_id, owner) \
+     SELECT lower(j.value), i.uploaded_at, i.id, i.owner FROM images i, json_each(i.tags) j \
      WHERE i.id = ?1 AND i.status = 'done' \
-     UNION ALL SELECT lower(json_extract(c.value, '$.name')), i.uploaded_at, i.id \
+     UNION ALL SELECT lower(json_extract(c.value, '$.name')), i.uploaded_at, i.id, i.owner \
      FROM images i, json_each(i.categories) c \
      WHERE i.id = ?1 AND i.status = 'done' AND json_extract(c.value, '$.name') IS NOT NULL";
 
@@ -251,7 +256,7 @@ mod tests {
     fn insert(conn: &Connection, id: &str, now: u64) {
         conn.execute(
             INSERT_QUEUED,
-            params![id, "images/x.png", "image/png", 10, now],
+            params![id, "images/x.png", "image/png", 10, now, "operator"],
         )
         .unwrap();
     }

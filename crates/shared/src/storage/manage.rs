@@ -41,32 +41,63 @@ impl Statement {
 const COLUMNS: &str = "i.id, i.status, i.tags, i.categories, i.content_type, i.size, \
      i.uploaded_at, i.processed_at";
 
-/// One page of `GET /images`, newest first, with one row more than `limit` to tell whether
-/// there is a next page. `cursor` is the verified position the page starts after.
+/// One page of `GET /images` over every image (the operator's search), newest first, with
+/// one row more than `limit` to tell whether there is a next page. `cursor` is the verified
+/// position the page starts after.
 pub fn search(query: &SearchQuery, cursor: Option<Position>) -> Statement {
+    search_as(query, cursor, None)
+}
+
+/// [`search`] over the images of `owner` only (a client's search), or of everyone (`None`).
+/// A client's walk uses the owner's indexes (`images_by_owner`, `images_by_owner_status`,
+/// `image_tags_by_owner`, `owner_tag_counts`), so it never steps over other owners' rows.
+pub fn search_as(query: &SearchQuery, cursor: Option<Position>, owner: Option<&str>) -> Statement {
     let mut st = Statement {
         sql: String::new(),
         params: Vec::new(),
     };
+    let owner = owner.map(|o| st.bind(Param::Text(o.to_string())));
     let filters = &query.filters;
     let tags: Vec<String> = filters
         .tags
         .iter()
         .map(|t| st.bind(Param::Text(t.clone())))
         .collect();
+    // The owner's rows only: of images, of the tag index, and of the counts.
+    // (SQLite prefers image_tags' primary key, which walks every owner's rows of the tag.)
+    let (of_image, of_tag, counts, tag_index) = match &owner {
+        Some(o) => (
+            format!("i.owner = {o} AND "),
+            format!("t.owner = {o} AND "),
+            format!("owner_tag_counts c ON c.owner = {o} AND"),
+            " INDEXED BY image_tags_by_owner",
+        ),
+        None => (
+            String::new(),
+            String::new(),
+            "tag_counts c ON".to_string(),
+            "",
+        ),
+    };
+    // SQLite would walk a client's images by `images_by_owner` and skip other statuses; the
+    // status index of the owner walks only the rows asked for.
+    let by_status = match (&owner, filters.status) {
+        (Some(_), Some(_)) => " INDEXED BY images_by_owner_status",
+        _ => "",
+    };
     let (at, id, mut sql) = match tags.as_slice() {
         [] => (
             "i.uploaded_at",
             "i.id",
-            format!("SELECT {COLUMNS} FROM images i WHERE "),
+            format!("SELECT {COLUMNS} FROM images i{by_status} WHERE {of_image}"),
         ),
         [tag] => (
             "t.uploaded_at",
             "t.image_id",
             // CROSS JOIN keeps image_tags outermost: the walk is over the tag's rows.
             format!(
-                "SELECT {COLUMNS} FROM image_tags t CROSS JOIN images i ON i.id = t.image_id \
-                 WHERE t.tag = {tag} AND "
+                "SELECT {COLUMNS} FROM image_tags t{tag_index} CROSS JOIN images i ON i.id = t.image_id \
+                 WHERE {of_tag}t.tag = {tag} AND "
             ),
         ),
         many => {
@@ -88,10 +119,10 @@ pub fn search(query: &SearchQuery, cursor: Option<Position>) -> Statement {
                 "t.uploaded_at",
                 "t.image_id",
                 format!(
-                    "SELECT {COLUMNS} FROM image_tags t CROSS JOIN images i ON i.id = t.image_id \
-                     WHERE t.tag = (SELECT tag FROM (SELECT w.column1 AS tag, \
+                    "SELECT {COLUMNS} FROM image_tags t{tag_index} CROSS JOIN images i ON i.id = t.image_id \
+                     WHERE {of_tag}t.tag = (SELECT tag FROM (SELECT w.column1 AS tag, \
                          min(coalesce(c.count, 0)) FROM (VALUES {values}) w \
-                         LEFT JOIN tag_counts c ON c.tag = w.column1)) \
+                         LEFT JOIN {counts} c.tag = w.column1)) \
                      AND {every}"
                 ),
             )
@@ -195,6 +226,15 @@ pub const TAG_CLOUD: &str = "SELECT tag, count FROM tag_counts ORDER BY count DE
 
 /// Where an image's bytes are. `?1` id.
 pub const SELECT_CONTENT: &str = "SELECT r2_key, content_type, size FROM images WHERE id = ?1";
+
+/// The tags of `?2`'s images, most used first (a client's `GET /tags`). `?1` limit, `?2`
+/// owner.
+pub const OWNER_TAG_CLOUD: &str = "SELECT tag, count FROM owner_tag_counts WHERE owner = ?2 \
+     ORDER BY count DESC, tag LIMIT ?1";
+
+/// Where an image's bytes are, if `?2` owns it. `?1` id, `?2` owner.
+pub const SELECT_OWNED_CONTENT: &str =
+    "SELECT r2_key, content_type, size FROM images WHERE id = ?1 AND owner = ?2";
 
 /// A row of [`SELECT_CONTENT`] and [`SELECT_EXPIRED`].
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

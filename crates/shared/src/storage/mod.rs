@@ -2,6 +2,7 @@
 //! schema is `migrations/`; the native tests run these statements against it in SQLite.
 
 pub mod images;
+pub mod keys;
 pub mod manage;
 pub mod outbox;
 #[cfg(test)]

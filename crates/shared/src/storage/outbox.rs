@@ -150,7 +150,7 @@ mod tests {
     fn insert(conn: &Connection, id: &str, callback: Option<&str>) {
         conn.execute(
             INSERT_QUEUED,
-            params![id, "images/x.png", "image/png", 10, 1000],
+            params![id, "images/x.png", "image/png", 10, 1000, "operator"],
         )
         .unwrap();
         if let Some(url) = callback {

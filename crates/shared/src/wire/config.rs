@@ -18,6 +18,8 @@ pub mod binding {
     pub const AI: &str = "AI";
     /// Durable Object namespace of the fleet-wide AI pacer.
     pub const AI_PACER: &str = "AI_PACER";
+    /// Rate Limiting binding of uploads, counted per client key (`[[ratelimits]]`).
+    pub const UPLOAD_LIMITER: &str = "UPLOAD_LIMITER";
 }
 
 /// Queue names.
@@ -144,7 +146,7 @@ macro_rules! vars {
 vars! {
     MAX_UPLOAD_BYTES: u64 = Some(10 * 1024 * 1024), "Largest accepted upload, in bytes.";
     ALLOWED_ORIGINS: &str = Some(""), "Origins CORS allows: `*` or a comma-separated list; empty disables CORS.";
-    API_TOKEN: &str = None, "Secret: when set, every API request needs `Authorization: Bearer <API_TOKEN>`.";
+    API_TOKEN: &str = None, "Secret: the operator key. Every API request needs it or a client key (`Authorization: Bearer ...`); unset, the API is closed.";
     MAX_PIXELS: u64 = Some(50_000_000), "Largest accepted image, in pixels (width × height).";
     MIN_SCORE: f64 = Some(0.8), "Labels must score strictly above this to become tags.";
     RETRY_BASE_SECONDS: u32 = Some(2), "First retry delay after a transient error; it doubles per attempt.";
@@ -168,6 +170,8 @@ vars! {
     WEBHOOK_SECRET_PREVIOUS: &str = None, "Tagger secret, during a rotation only: the previous key; deliveries then carry both signatures.";
     WEBHOOK_RETRY_BASE_SECONDS: u32 = Some(30), "First wait after a failed webhook delivery; it doubles per attempt (with jitter), up to 1 h.";
     WEBHOOK_GIVE_UP_AFTER_SECONDS: u64 = Some(24 * 60 * 60), "Failed webhook deliveries are retried until this long after the event, then recorded as failed.";
+    ALLOW_ANONYMOUS: bool = Some(false), "Upload worker, local runs and demos only, never in production: `true` opens an API without `API_TOKEN` to anonymous callers.";
+    UPLOAD_RATE_PERIOD_SECONDS: u64 = Some(60), "The `period` of the `UPLOAD_LIMITER` rate limit (keep the two equal): the `Retry-After` of a `429 rate_limited`.";
 }
 
 /// A yes/no var: `true`, `1` or `yes` (any case) is yes; anything else, or unset, is no.

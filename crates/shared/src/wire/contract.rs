@@ -8,6 +8,7 @@
 
 use serde_json::{json, Value};
 
+use crate::api::auth;
 use crate::api::search;
 use crate::api::ApiError;
 use crate::storage::{images as db, manage};
@@ -95,6 +96,7 @@ fn contract() -> Value {
             "db": binding::DB,
             "ai": binding::AI,
             "aiPacer": binding::AI_PACER,
+            "uploadLimiter": binding::UPLOAD_LIMITER,
         },
         "queues": {
             "images": queue::IMAGES,
@@ -156,6 +158,14 @@ fn contract() -> Value {
             "formDigestPrefix": String::from_utf8_lossy(crate::api::multipart::FORM_DIGEST_PREFIX),
         },
         "vars": vars,
+        "auth": {
+            "owners": { "operator": auth::OPERATOR, "anonymous": auth::ANONYMOUS },
+            "scopes": auth::Scopes::all().names(),
+            "keyPrefix": auth::KEY_PREFIX,
+            "keyLength": auth::KEY_LEN,
+            "keyIdPrefix": auth::KEY_ID_PREFIX,
+            "cacheTtlMs": auth::CACHE_TTL_MS,
+        },
         "search": {
             "defaultLimit": search::DEFAULT_LIMIT,
             "maxLimit": search::MAX_LIMIT,

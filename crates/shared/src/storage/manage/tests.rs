@@ -55,25 +55,61 @@ const NAMES: [&str; 12] = [
     "pizza",
 ];
 
+/// The owners images are seeded for: two clients and the anonymous one.
+const OWNERS: [&str; 3] = [
+    "key_aaaaaaaaaaaaaaaaaaaa",
+    "key_bbbbbbbbbbbbbbbbbbbb",
+    "anonymous",
+];
+
 #[derive(Clone, Debug)]
 struct Img {
     id: String,
     status: &'static str,
     tags: BTreeSet<String>,
     uploaded_at: u64,
+    owner: &'static str,
 }
 
+/// The insert and tag index of the schema before owners (migrations 0001 to 0003).
+const LEGACY_INSERT: &str = "INSERT INTO images \
+     (id, status, r2_key, content_type, size, uploaded_at, due_at, updated_at) \
+     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?5)";
+const LEGACY_INDEX: &str = "INSERT OR IGNORE INTO image_tags (tag, uploaded_at, image_id) \
+     SELECT lower(j.value), i.uploaded_at, i.id FROM images i, json_each(i.tags) j \
+     WHERE i.id = ?1 AND i.status = 'done'";
+
 /// Inserts `n` images through the production statements: most done with 1 to 4 tags
-/// (skewed towards the first names), some queued, some failed; upload times collide often.
+/// (skewed towards the first names), some queued, some failed; upload times collide often;
+/// each of one of [`OWNERS`].
 fn seed(conn: &Connection, rng: &mut Rng, n: usize) -> Vec<Img> {
+    seed_with(conn, rng, n, false)
+}
+
+/// [`seed`], or with the statements of the schema before owners (`legacy`: every image is
+/// then the anonymous client's).
+fn seed_with(conn: &Connection, rng: &mut Rng, n: usize, legacy: bool) -> Vec<Img> {
     let mut images = Vec::new();
     for _ in 0..n {
         let id = rng.id();
         let uploaded_at = 1_000 + rng.below(n as u64 / 2 + 1) * 10;
-        conn.execute(
-            INSERT_QUEUED,
-            params![id, format!("images/{id}.png"), "image/png", 10, uploaded_at],
-        )
+        let owner = if legacy {
+            "anonymous"
+        } else {
+            OWNERS[rng.below(OWNERS.len() as u64) as usize]
+        };
+        let key = format!("images/{id}.png");
+        if legacy {
+            conn.execute(
+                LEGACY_INSERT,
+                params![id, key, "image/png", 10, uploaded_at],
+            )
+        } else {
+            conn.execute(
+                INSERT_QUEUED,
+                params![id, key, "image/png", 10, uploaded_at, owner],
+            )
+        }
         .unwrap();
         let roll = rng.below(10);
         let mut tags = BTreeSet::new();
@@ -108,7 +144,8 @@ fn seed(conn: &Connection, rng: &mut Rng, n: usize) -> Vec<Img> {
                 ],
             )
             .unwrap();
-            conn.execute(INDEX_TAGS, [&id]).unwrap();
+            let index = if legacy { LEGACY_INDEX } else { INDEX_TAGS };
+            conn.execute(index, [&id]).unwrap();
             "done"
         } else if roll < 9 {
             "queued"
@@ -125,6 +162,7 @@ fn seed(conn: &Connection, rng: &mut Rng, n: usize) -> Vec<Img> {
             status,
             tags,
             uploaded_at,
+            owner,
         });
     }
     images
@@ -159,10 +197,15 @@ fn run(conn: &Connection, st: &Statement) -> Vec<SearchRow> {
 
 /// Every page of a search, following the cursor, as ids.
 fn all_pages(conn: &Connection, query: &SearchQuery) -> Vec<String> {
+    all_pages_as(conn, query, None)
+}
+
+/// Every page of an owner's search (or everyone's), following the cursor, as ids.
+fn all_pages_as(conn: &Connection, query: &SearchQuery, owner: Option<&str>) -> Vec<String> {
     let mut ids = Vec::new();
     let mut cursor = None;
     for _ in 0..10_000 {
-        let (items, next) = page(run(conn, &search(query, cursor)), query.limit);
+        let (items, next) = page(run(conn, &search_as(query, cursor, owner)), query.limit);
         assert!(items.len() <= query.limit as usize);
         ids.extend(items.iter().map(|i| i.image_id.to_string()));
         match next {
@@ -175,8 +218,14 @@ fn all_pages(conn: &Connection, query: &SearchQuery) -> Vec<String> {
 
 /// The plain reference: filter, then newest first by (uploaded_at, id).
 fn reference(images: &[Img], filters: &Filters) -> Vec<String> {
+    reference_as(images, filters, None)
+}
+
+/// [`reference`] over one owner's images (or everyone's).
+fn reference_as(images: &[Img], filters: &Filters, owner: Option<&str>) -> Vec<String> {
     let mut hits: Vec<&Img> = images
         .iter()
+        .filter(|i| owner.is_none_or(|o| i.owner == o))
         .filter(|i| filters.tags.iter().all(|t| i.tags.contains(t)))
         .filter(|i| filters.status.is_none_or(|s| status_text(s) == i.status))
         .filter(|i| filters.since.is_none_or(|s| i.uploaded_at >= s))
@@ -234,7 +283,9 @@ fn assert_indexed(conn: &Connection, sql: &str, params: &[rusqlite::types::Value
             .map(|(_, _, d)| d.as_str())
             .collect();
         children.iter().all(|d| {
-            d.ends_with("-ROW VALUES CLAUSE") || d.starts_with("SEARCH c USING PRIMARY KEY (tag=?)")
+            d.ends_with("-ROW VALUES CLAUSE")
+                || d.starts_with("SEARCH c USING PRIMARY KEY (tag=?)")
+                || d.starts_with("SEARCH c USING PRIMARY KEY (owner=? AND tag=?)")
         })
     };
     for line in &lines {
@@ -263,6 +314,23 @@ const SHAPES: [&str; 8] = [
 fn every_search_shape_walks_an_index_without_sorting() {
     let conn = db();
     seed(&conn, &mut Rng(1), 300);
+    for text in SHAPES {
+        // A client's search: the owner's indexes.
+        let q = query(text);
+        let st = search_as(&q, None, Some(OWNERS[0]));
+        let params: Vec<_> = st.params.iter().map(to_sql).collect();
+        let lines = plan(&conn, &st.sql, &params);
+        assert_indexed(&conn, &st.sql, &params, text);
+        let expected = match (q.filters.tags.len(), q.filters.status) {
+            (0, None) => "SEARCH i USING INDEX images_by_owner (owner=?",
+            (0, Some(_)) => "SEARCH i USING INDEX images_by_owner_status (owner=? AND status=?",
+            _ => "SEARCH t USING COVERING INDEX image_tags_by_owner (owner=? AND tag=? AND uploaded_at>? AND uploaded_at<?)",
+        };
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "{text}, owned: {lines:#?}"
+        );
+    }
     for text in SHAPES {
         let q = query(text);
         let cursor = Position {
@@ -305,6 +373,11 @@ fn other_statements_search_indexes() {
     let int = rusqlite::types::Value::Integer;
     for (sql, params) in [
         (SELECT_CONTENT, vec![text(id)]),
+        (SELECT_OWNED_CONTENT, vec![text(id), text(OWNERS[0])]),
+        (
+            crate::storage::images::SELECT_OWNED_IMAGE,
+            vec![text(id), text(OWNERS[0])],
+        ),
         (SELECT_EXPIRED, vec![int(5), int(100)]),
         (
             crate::storage::images::SELECT_UNSENT,
@@ -325,6 +398,50 @@ fn other_statements_search_indexes() {
         cloud,
         ["SCAN tag_counts USING COVERING INDEX tag_counts_by_count"]
     );
+    // A client's: the owner's range of its index, in order.
+    let owned = plan(&conn, OWNER_TAG_CLOUD, &[int(10), text(OWNERS[0])]);
+    assert_eq!(
+        owned,
+        ["SEARCH owner_tag_counts USING COVERING INDEX owner_tag_counts_by_count (owner=?)"]
+    );
+}
+
+#[test]
+fn a_client_finds_only_its_own_images() {
+    let conn = db();
+    let images = seed(&conn, &mut Rng(13), 300);
+    for owner in OWNERS {
+        for text in SHAPES {
+            for limit in [2, DEFAULT_LIMIT] {
+                let mut q = query(text);
+                q.limit = limit;
+                let got = all_pages_as(&conn, &q, Some(owner));
+                assert_eq!(
+                    got,
+                    reference_as(&images, &q.filters, Some(owner)),
+                    "{owner} {text}"
+                );
+                assert!(got
+                    .iter()
+                    .all(|id| images.iter().any(|i| &i.id == id && i.owner == owner)));
+            }
+        }
+        // Its content and rows: its own only.
+        for image in &images {
+            let content = conn
+                .query_row(SELECT_OWNED_CONTENT, params![image.id, owner], |_| Ok(()))
+                .is_ok();
+            let row = conn
+                .query_row(
+                    crate::storage::images::SELECT_OWNED_IMAGE,
+                    params![image.id, owner],
+                    |_| Ok(()),
+                )
+                .is_ok();
+            assert_eq!(content, image.owner == owner);
+            assert_eq!(row, image.owner == owner);
+        }
+    }
 }
 
 #[test]
@@ -371,6 +488,27 @@ fn counts(conn: &Connection) -> Vec<(String, u64)> {
         .collect()
 }
 
+fn owner_counts(conn: &Connection, owner: &str) -> Vec<(String, u64)> {
+    conn.prepare(OWNER_TAG_CLOUD)
+        .unwrap()
+        .query_map(params![1000, owner], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn owner_recount(conn: &Connection, owner: &str) -> Vec<(String, u64)> {
+    conn.prepare(
+        "SELECT tag, count(*) AS n FROM image_tags WHERE owner = ?1 GROUP BY tag \
+         ORDER BY n DESC, tag",
+    )
+    .unwrap()
+    .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?)))
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 fn recount(conn: &Connection) -> Vec<(String, u64)> {
     conn.prepare("SELECT tag, count(*) AS n FROM image_tags GROUP BY tag ORDER BY n DESC, tag")
         .unwrap()
@@ -402,6 +540,8 @@ proptest! {
     ) {
         let conn = db();
         let images = seed(&conn, &mut Rng(seed_value), 120);
+        let owner = OWNERS[(seed_value % 4) as usize % OWNERS.len()];
+        let owner = (seed_value % 4 != 3).then_some(owner);
         let mut q = SearchQuery::parse("").unwrap();
         q.filters = Filters {
             tags: tags.iter().map(|t| t.to_ascii_lowercase()).collect::<BTreeSet<_>>().into_iter().collect(),
@@ -410,7 +550,7 @@ proptest! {
             until: span.map(|s| since.unwrap_or(1_000) + s),
         };
         q.limit = limit;
-        prop_assert_eq!(all_pages(&conn, &q), reference(&images, &q.filters));
+        prop_assert_eq!(all_pages_as(&conn, &q, owner), reference_as(&images, &q.filters, owner));
     }
 
     /// Whatever is indexed and deleted, in any order, the counts are those of image_tags.
@@ -425,6 +565,9 @@ proptest! {
             // Indexing again (a redelivery) never counts twice.
             conn.execute(INDEX_TAGS, [&images[0].id]).unwrap();
             prop_assert_eq!(counts(&conn), recount(&conn));
+            for owner in OWNERS {
+                prop_assert_eq!(owner_counts(&conn, owner), owner_recount(&conn, owner));
+            }
         }
         prop_assert!(counts(&conn).iter().all(|(_, n)| *n > 0));
     }
@@ -449,6 +592,34 @@ fn the_migration_counts_tags_indexed_before_it() {
         .unwrap();
     assert!(!before.is_empty());
     assert_eq!(counts(&conn), before);
+}
+
+#[test]
+fn images_from_before_owners_are_the_anonymous_clients_and_counted_as_such() {
+    let conn = Connection::open_in_memory().unwrap();
+    let (owners, others): (Vec<_>, Vec<_>) = migrations()
+        .into_iter()
+        .partition(|f| f.ends_with("0005_api_keys.sql"));
+    for file in &others {
+        conn.execute_batch(&std::fs::read_to_string(file).unwrap())
+            .unwrap();
+    }
+    seed_with(&conn, &mut Rng(11), 80, true);
+    let before = recount(&conn);
+    assert_eq!(owners.len(), 1);
+    conn.execute_batch(&std::fs::read_to_string(&owners[0]).unwrap())
+        .unwrap();
+    assert!(!before.is_empty());
+    assert_eq!(owner_counts(&conn, "anonymous"), before);
+    assert!(owner_counts(&conn, OWNERS[0]).is_empty());
+    let owned: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM images WHERE owner = 'anonymous'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(owned, 80);
 }
 
 #[test]
@@ -606,8 +777,11 @@ fn query_timings() {
         }
         let names: Vec<String> = tags.iter().map(|t| format!("label {t}")).collect();
         let json = serde_json::to_string(&names).unwrap();
-        tx.execute(INSERT_QUEUED, params![id, "k", "image/jpeg", 1, at])
-            .unwrap();
+        tx.execute(
+            INSERT_QUEUED,
+            params![id, "k", "image/jpeg", 1, at, "operator"],
+        )
+        .unwrap();
         tx.execute(
             MARK_DONE,
             params![id, json, "[]", "m", 0.8, at + 1, None::<u64>, "[]"],
