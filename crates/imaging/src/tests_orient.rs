@@ -44,7 +44,7 @@ fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
         .unwrap();
     let payload = [
         b"Exif\0\0".as_slice(),
-        &tiff(orientation, orientation % 2 == 0),
+        &tiff(orientation, orientation.is_multiple_of(2)),
     ]
     .concat();
     let mut out = plain[..2].to_vec();
