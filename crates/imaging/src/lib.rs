@@ -119,9 +119,11 @@ pub struct ImageInfo {
 /// What to send to the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Normalised {
-    /// Send the original bytes: they decode, need no downscaling and are small.
+    /// Send the original bytes: they decode, need no downscaling, are small and upright (no
+    /// EXIF orientation other than 1).
     Unchanged(ImageInfo),
-    /// Send these JPEG bytes instead of the original.
+    /// Send these JPEG bytes instead of the original: `width` × `height` upright, while
+    /// `source` is the file's size as stored (swapped for EXIF orientations 5 to 8).
     Jpeg {
         bytes: Vec<u8>,
         width: u32,
