@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { waitFor } from "../local/pipeline.mjs";
-import { apiError, apiStatus, bindings, keys, outcome, status, tagError } from "../local/contract.mjs";
+import { apiError, apiStatus, bindings, keys, logEvents, outcome, status, tagError } from "../local/contract.mjs";
 import { png } from "../local/images.mjs";
 import { chunkedStream } from "../local/util.mjs";
 import { bucketKeys, storedMessage, upload, withPipeline } from "./support/helpers.mjs";
@@ -243,7 +243,7 @@ test("the pacer unavailable: the tagger logs it and calls without it; every imag
       assert.equal(lines.at(-1).attempt, lines.length, JSON.stringify(lines));
     }
     for (const bytes of images) assert.equal(p.ai.callsFor(bytes).length, 1, "one AI call each");
-    await p.waitForLine((l) => l.includes("AI pacer unavailable"), { what: "the tagger's warning" });
+    await p.waitForLine((l) => l.includes(`"event":"${logEvents.pacerUnavailable}"`), { what: "the tagger's warning" });
     for (const id of ids) assert.equal((await p.waitForStatus(id)).status, status.done);
   });
 });
