@@ -1,0 +1,15 @@
+-- No paying twice (issue 23): each image's content hash, and which image a reused result
+-- came from.
+
+-- SHA-256 of the stored bytes, lower-case hex; recorded by the tagger once it has read them.
+ALTER TABLE images ADD COLUMN content_hash TEXT;
+-- Done by reusing the labels of this earlier image of the same owner, with no AI call.
+ALTER TABLE images ADD COLUMN reused_from TEXT;
+
+-- The tagger's look-up of an owner's earlier image with the same bytes: done, or queued
+-- under a live lease. Index-only: every column it reads is in the index.
+CREATE INDEX images_by_content ON images (owner, content_hash, status, lease_until, id)
+  WHERE content_hash IS NOT NULL;
+
+-- The AI calls saved (GET /admin/usage counts this partial index, not the table).
+CREATE INDEX images_reused ON images (reused_from) WHERE reused_from IS NOT NULL;
