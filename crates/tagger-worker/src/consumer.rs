@@ -274,14 +274,8 @@ impl Io for Bindings<'_> {
         input.hash.clone()
     }
 
-    async fn twin(
-        &self,
-        id: &ImageId,
-        hash: &str,
-        now_ms: u64,
-        lease: u64,
-    ) -> Result<Twin, TagError> {
-        self.store.twin(id, hash, now_ms, lease).await
+    async fn twin(&self, id: &ImageId, hash: &str, now_ms: u64) -> Result<Twin, TagError> {
+        self.store.twin(id, hash, now_ms).await
     }
 
     fn note(&self, note: Note<'_>) {

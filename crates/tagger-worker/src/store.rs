@@ -184,25 +184,17 @@ impl Store {
         self.transition(id, statements, EventType::Tagged).await
     }
 
-    /// Records the image's content hash and looks for an earlier image of its owner with
-    /// the same bytes, in one round trip ([`shared::storage::dedupe`]); a done one's labels
-    /// are read with a second.
-    pub async fn twin(
-        &self,
-        id: &ImageId,
-        hash: &str,
-        now: u64,
-        lease: u64,
-    ) -> Result<Twin, TagError> {
+    /// Records the image's content hash and looks for another image of its owner with the
+    /// same bytes, in one D1 batch (one transaction: [`shared::storage::dedupe`]); a done
+    /// one's labels are read with a second round trip.
+    pub async fn twin(&self, id: &ImageId, hash: &str, now: u64) -> Result<Twin, TagError> {
         let key = id.to_string();
         let batch = vec![
             self.db
                 .statement(dedupe::SET_CONTENT_HASH, &[s(&key), s(hash)])?,
             self.db.statement(dedupe::DONE_TWIN, &[s(&key), s(hash)])?,
-            self.db.statement(
-                dedupe::IN_FLIGHT_TWIN,
-                &[s(&key), s(hash), n(now), n(lease)],
-            )?,
+            self.db
+                .statement(dedupe::IN_FLIGHT_TWIN, &[s(&key), s(hash), n(now)])?,
         ];
         let results = self.db.batch("D1 twin", batch).await?;
         let first = |i: usize| -> Result<Option<TwinRow>, TagError> {

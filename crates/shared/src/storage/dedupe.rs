@@ -1,16 +1,23 @@
 //! No paying twice (issue 23): the tagger records each image's content hash (SHA-256 of its
-//! stored bytes) and looks for an earlier image of the SAME owner with those bytes. A `done`
-//! one lends its labels (no AI call); one still queued under a live lease that began before
-//! this delivery's is waited for. Every look-up is scoped by the image's own owner, so
-//! different clients never share results nor learn of each other's uploads.
+//! stored bytes) and looks for another image of the SAME owner with those bytes. A `done`
+//! one lends its labels (no AI call); a queued one whose delivery recorded the hash under
+//! its live lease (it is past its own look-up, about to call the model or calling it) is
+//! waited for. Every look-up is scoped by the image's own owner, so different clients never
+//! share results nor learn of each other's uploads.
+//!
+//! The hash is recorded and looked up in one D1 batch (one transaction), so of two
+//! deliveries of the same bytes at once, the first sees nothing and calls the model, and
+//! the second sees the first and waits: never both calls, never both waiting.
 //!
 //! The look-ups read only the covering index `images_by_content`
 //! (`migrations/0006_content_hash.sql`).
 
 use serde::Deserialize;
 
-/// Records an image's content hash. `?1` id, `?2` hash (lower-case hex).
-pub const SET_CONTENT_HASH: &str = "UPDATE images SET content_hash = ?2 WHERE id = ?1";
+/// Records an image's content hash, under the lease its delivery holds. `?1` id, `?2` hash
+/// (lower-case hex).
+pub const SET_CONTENT_HASH: &str =
+    "UPDATE images SET content_hash = ?2, hash_lease = lease_until WHERE id = ?1";
 
 /// A done image of the same owner as `?1` with content hash `?2`, other than `?1`.
 pub const DONE_TWIN: &str = "SELECT id, lease_until FROM images \
@@ -18,14 +25,13 @@ pub const DONE_TWIN: &str = "SELECT id, lease_until FROM images \
        AND content_hash = ?2 AND status = 'done' AND id != ?1 \
      LIMIT 1";
 
-/// A queued image of the same owner as `?1` with content hash `?2` whose lease is live at
-/// `?3` and began before this delivery's (whose lease ends at `?4`; the same lease length
-/// for all, so an earlier end is an earlier claim; ties go to the smaller id): the one to
-/// wait for. Two deliveries never wait for each other.
+/// A queued image of the same owner as `?1` with content hash `?2`, other than `?1`, whose
+/// delivery recorded the hash under its lease, live at `?3`: the one to wait for (until its
+/// lease ends, the latest if several).
 pub const IN_FLIGHT_TWIN: &str = "SELECT id, lease_until FROM images \
      WHERE owner = (SELECT owner FROM images WHERE id = ?1) \
-       AND content_hash = ?2 AND status = 'queued' AND id != ?1 \
-       AND lease_until > ?3 AND (lease_until < ?4 OR (lease_until = ?4 AND id < ?1)) \
+       AND content_hash = ?2 AND status = 'queued' \
+       AND lease_until > ?3 AND hash_lease = lease_until AND id != ?1 \
      ORDER BY lease_until DESC LIMIT 1";
 
 /// Notes, in the batch right after `MARK_DONE`, that the image it just finished was done
@@ -112,29 +118,43 @@ mod tests {
     }
 
     #[test]
-    fn only_an_earlier_live_lease_is_waited_for() {
+    fn only_a_twin_hashed_under_its_live_lease_is_waited_for() {
         let conn = db();
-        insert(&conn, A, "key_1", "h");
-        insert(&conn, B, "key_1", "h");
-        insert(&conn, C, "key_2", "h");
         let claim = |id: &str, now: u64, until: u64| {
             conn.query_row(CLAIM, params![id, now, until], |_| Ok(()))
                 .unwrap()
         };
+        let hash = |id: &str| conn.execute(SET_CONTENT_HASH, params![id, "h"]).unwrap();
+        let in_flight = |id: &str, now: u64| {
+            twin(&conn, IN_FLIGHT_TWIN, &[&id, &"h", &now]).map(|t| (t.id, t.lease_until))
+        };
+        insert(&conn, A, "key_1", "h");
+        insert(&conn, B, "key_1", "h");
+        insert(&conn, C, "key_2", "h");
+        // Hashed before any lease (as `insert` does): nobody is in flight.
         claim(A, 100, 1100);
-        claim(C, 100, 1100);
-        // B, claimed later (lease ends at 1200), waits for A until A's lease ends.
-        let found = twin(&conn, IN_FLIGHT_TWIN, &[&B, &"h", &200, &1200]);
+        claim(B, 100, 1100);
         assert_eq!(
-            found.map(|t| (t.id, t.lease_until)),
-            Some((A.into(), Some(1100)))
+            in_flight(B, 200),
+            None,
+            "A has not looked yet under its lease"
         );
-        // A never waits for B (a later claim), C never for A (another owner).
-        claim(B, 200, 1200);
-        assert_eq!(twin(&conn, IN_FLIGHT_TWIN, &[&A, &"h", &200, &1100]), None);
-        assert_eq!(twin(&conn, IN_FLIGHT_TWIN, &[&C, &"h", &200, &1100]), None);
-        // A's lease ran out (at 1100): B does not wait for it.
-        assert_eq!(twin(&conn, IN_FLIGHT_TWIN, &[&B, &"h", &1100, &1200]), None);
+        // A looks first: it sees nothing and calls; B, looking after it, waits for A.
+        hash(A);
+        assert_eq!(in_flight(A, 200), None);
+        hash(B);
+        assert_eq!(in_flight(B, 200), Some((A.into(), Some(1100))));
+        // Another owner's delivery never waits for A.
+        claim(C, 100, 1100);
+        hash(C);
+        assert_eq!(in_flight(C, 200), None);
+        // Once A's lease ran out (at 1100), B does not wait for it.
+        assert_eq!(in_flight(B, 1100), None);
+        // A lease taken again (a later delivery of A) is not in flight until A looks again.
+        claim(A, 1100, 2100);
+        assert_eq!(in_flight(B, 1200), None);
+        hash(A);
+        assert_eq!(in_flight(B, 1200), Some((A.into(), Some(2100))));
     }
 
     #[test]
@@ -172,9 +192,9 @@ mod tests {
             ),
             (
                 IN_FLIGHT_TWIN,
-                vec![text(A), text("h"), int(1), int(2)],
+                vec![text(A), text("h"), int(1)],
                 "SEARCH images USING COVERING INDEX images_by_content \
-                 (owner=? AND content_hash=? AND status=? AND lease_until>? AND lease_until<?)",
+                 (owner=? AND content_hash=? AND status=? AND lease_until>?)",
             ),
             (
                 COUNT_REUSED,

@@ -180,16 +180,10 @@ pub trait Io {
     fn content_hash(&self, _input: &Self::Input) -> Option<String> {
         None
     }
-    /// D1: records the image's content hash and looks for an earlier image of the same
-    /// owner with the same bytes ([`crate::storage::dedupe`]); `lease` is the end of this
-    /// delivery's lease. The default finds none.
-    async fn twin(
-        &self,
-        _id: &ImageId,
-        _hash: &str,
-        _now_ms: u64,
-        _lease: u64,
-    ) -> Result<Twin, TagError> {
+    /// D1: records the image's content hash (under this delivery's lease) and looks for
+    /// another image of the same owner with the same bytes, in one transaction
+    /// ([`crate::storage::dedupe`]). The default finds none.
+    async fn twin(&self, _id: &ImageId, _hash: &str, _now_ms: u64) -> Result<Twin, TagError> {
         Ok(Twin::None)
     }
 }
@@ -205,7 +199,7 @@ pub enum Twin {
         labels: Vec<Label>,
         model: String,
     },
-    /// Being tagged by a delivery that claimed it first, until then: wait for it.
+    /// Being tagged by a delivery that looked before this one did, until then: wait for it.
     InFlight(u64),
 }
 
@@ -705,7 +699,7 @@ impl<I: Io> Ctx<'_, I> {
             self.ack_duplicates(&job, started);
             return Worked::finished(false);
         }
-        let step = self.classify(&job.key, &image, lease, start_at).await;
+        let step = self.classify(&job.key, &image, start_at).await;
         let (result, called) = match step {
             Err(Step::Stopped(wall)) => {
                 let error = match wall {
@@ -795,7 +789,6 @@ impl<I: Io> Ctx<'_, I> {
         &self,
         id: &ImageId,
         image: &ClaimedImage,
-        lease: u64,
         start_at: Option<u64>,
     ) -> Result<Classified, Step> {
         // The byte budget covers reading and shrinking the image; what is sent to the model
@@ -810,7 +803,7 @@ impl<I: Io> Ctx<'_, I> {
         // The same bytes of the same owner: reuse a done image's labels, or wait for the
         // delivery tagging them, rather than pay for a call.
         if let Some(hash) = self.io.content_hash(&input) {
-            let twin = self.io.twin(id, &hash, self.io.now_ms(), lease).await;
+            let twin = self.io.twin(id, &hash, self.io.now_ms()).await;
             match twin.map_err(|e| Step::Failed(e, false))? {
                 Twin::None => {}
                 Twin::InFlight(until) => return Err(Step::Wait(until)),

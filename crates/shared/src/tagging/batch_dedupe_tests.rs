@@ -54,7 +54,7 @@ struct Seen {
     done: Option<Classified>,
     deferred_until: Option<u64>,
     settled_unused: u32,
-    twin_asked: Option<(String, u64)>,
+    twin_asked: Option<String>,
 }
 
 struct Fake {
@@ -196,14 +196,8 @@ impl Io for Fake {
     fn content_hash(&self, _input: &()) -> Option<String> {
         self.hash.clone()
     }
-    async fn twin(
-        &self,
-        _id: &ImageId,
-        hash: &str,
-        _now_ms: u64,
-        lease: u64,
-    ) -> Result<Twin, TagError> {
-        self.seen.borrow_mut().twin_asked = Some((hash.into(), lease));
+    async fn twin(&self, _id: &ImageId, hash: &str, _now_ms: u64) -> Result<Twin, TagError> {
+        self.seen.borrow_mut().twin_asked = Some(hash.into());
         Ok(self.twin.clone())
     }
 }
@@ -272,7 +266,7 @@ fn a_done_twin_lends_its_labels_without_a_call() {
     };
     let (seen, settled) = batch(twin, Some("abc"));
     assert_eq!(seen.ai_calls, 0);
-    assert_eq!(seen.twin_asked, Some(("abc".into(), NOW + LEASE_MS)));
+    assert_eq!(seen.twin_asked.as_deref(), Some("abc"));
     let done = seen.done.expect("done");
     assert_eq!(done.labels, labels);
     assert_eq!(
