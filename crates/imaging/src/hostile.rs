@@ -493,6 +493,8 @@ fn seeds() -> &'static [Vec<u8>] {
             one_colour_webp(96, 64),
             include_bytes!("testdata/lossy-alpha.webp").to_vec(),
             include_bytes!("testdata/lossy-exif.webp").to_vec(),
+            turned_jpeg(gradient_jpeg(96, 64, false)),
+            turned_webp(include_bytes!("testdata/lossy-exif.webp")),
         ]
     })
 }
@@ -505,7 +507,7 @@ proptest! {
     /// bounds.
     #[test]
     fn mutated_real_files_stay_within_their_bounds(
-        seed in 0usize..7,
+        seed in 0usize..9,
         range in (any::<prop::sample::Index>(), 1usize..400),
         repeats in 1usize..3000,
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
@@ -530,4 +532,25 @@ proptest! {
         }
         within_bounds("mutated", &file);
     }
+}
+
+/// `jpeg` with an APP1 `Exif` segment saying orientation 6 (big-endian TIFF), so that the
+/// mutations reach the orientation parser and the turn.
+fn turned_jpeg(jpeg: Vec<u8>) -> Vec<u8> {
+    let payload: &[u8] =
+        b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1, 0, payload.len() as u8 + 2]);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// The WebP with an `EXIF` chunk, its orientation set to 6.
+fn turned_webp(webp: &[u8]) -> Vec<u8> {
+    let mut out = webp.to_vec();
+    if let Some(at) = out.windows(4).position(|w| w == b"EXIF") {
+        out[at + 8 + 6 + 8 + 2 + 8] = 6;
+    }
+    out
 }

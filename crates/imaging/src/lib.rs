@@ -10,6 +10,12 @@
 //! it as a baseline 4:2:0 JPEG ([`Normalised::Jpeg`]). Alpha is composited over white; greyscale,
 //! palette and CMYK images become RGB. Only the first frame of an animation is used.
 //!
+//! The EXIF orientation (a JPEG's APP1 `Exif` segment before its frame header, a WebP's `EXIF`
+//! chunk) is applied to the downscaled image, so the model sees the photo upright; an image
+//! whose orientation is not 1 is never sent unchanged. The turn works on the output only (at
+//! most `edge` × [`MAX_OUTPUT_ASPECT`] `edge` pixels, one more copy of it), so the bounds below
+//! hold as they are.
+//!
 //! Memory stays bounded; only where a decoder cannot do otherwise does it hold the whole image,
 //! within [`Limits::max_decode_bytes`]:
 //! - JPEG is decoded at 1/2, 1/4 or 1/8 scale inside the IDCT (the largest reduction that still
@@ -30,6 +36,7 @@ mod decode_gif;
 mod decode_jpeg;
 mod decode_png;
 mod decode_webp;
+mod orient;
 mod resample;
 
 use resample::Rgb;
@@ -112,9 +119,11 @@ pub struct ImageInfo {
 /// What to send to the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Normalised {
-    /// Send the original bytes: they decode, need no downscaling and are small.
+    /// Send the original bytes: they decode, need no downscaling, are small and upright (no
+    /// EXIF orientation other than 1).
     Unchanged(ImageInfo),
-    /// Send these JPEG bytes instead of the original.
+    /// Send these JPEG bytes instead of the original: `width` × `height` upright, while
+    /// `source` is the file's size as stored (swapped for EXIF orientations 5 to 8).
     Jpeg {
         bytes: Vec<u8>,
         width: u32,
@@ -241,10 +250,27 @@ pub(crate) trait Input: BufRead + Seek {}
 impl<T: BufRead + Seek + ?Sized> Input for T {}
 
 fn run(r: &mut dyn Input, len: u64, limits: &Limits) -> Result<Normalised, ImageError> {
-    let (format, details) = read_header(r)?;
+    let (format, details, mut orientation) = read_header(r)?;
     if let Some(d) = details {
         header::check_pixels(d.width, d.height, limits.max_pixels)?;
     }
+    if format == ImageType::Webp {
+        orientation = orient::webp(r);
+        r.seek(SeekFrom::Start(0))
+            .map_err(|e| ImageError::Invalid(format!("rewinding: {e}")))?;
+    }
+    // A turned image is re-encoded upright: never sent as it is.
+    let turned;
+    let limits = match orientation {
+        Some(2..=8) => {
+            turned = Limits {
+                passthrough_bytes: 0,
+                ..*limits
+            };
+            &turned
+        }
+        _ => limits,
+    };
     if format == ImageType::Jpeg {
         check_jpeg_scans(r)?;
     }
@@ -262,18 +288,24 @@ fn run(r: &mut dyn Input, len: u64, limits: &Limits) -> Result<Normalised, Image
     };
     match image {
         None => Ok(Normalised::Unchanged(source)),
-        Some(image) => Ok(Normalised::Jpeg {
-            bytes: encode_jpeg(&image, limits.quality)?,
-            width: image.width,
-            height: image.height,
-            source,
-        }),
+        Some(image) => {
+            let image = orient::apply(image, orientation.unwrap_or(1))?;
+            Ok(Normalised::Jpeg {
+                bytes: encode_jpeg(&image, limits.quality)?,
+                width: image.width,
+                height: image.height,
+                source,
+            })
+        }
     }
 }
 
 /// Reads a growing prefix until [`header::parse_details`] answers, then rewinds. The
-/// details are `None` when the header is longer than [`HEADER_READ_LIMIT`].
-fn read_header(r: &mut dyn Input) -> Result<(ImageType, Option<Details>), ImageError> {
+/// details are `None` when the header is longer than [`HEADER_READ_LIMIT`]. The orientation
+/// is a JPEG's EXIF orientation, when its APP1 segment lies in the prefix.
+type HeaderRead = (ImageType, Option<Details>, Option<u8>);
+
+fn read_header(r: &mut dyn Input) -> Result<HeaderRead, ImageError> {
     let mut prefix = Vec::new();
     let mut want = 4096;
     let details = loop {
@@ -297,10 +329,14 @@ fn read_header(r: &mut dyn Input) -> Result<(ImageType, Option<Details>), ImageE
         None => shared::image::format::sniff(&prefix)
             .ok_or_else(|| ImageError::Invalid("not an accepted image".into()))?,
     };
+    let orientation = match format {
+        ImageType::Jpeg => shared::image::orientation::jpeg(&prefix),
+        _ => None,
+    };
     drop(prefix);
     r.seek(SeekFrom::Start(0))
         .map_err(|e| ImageError::Invalid(format!("rewinding: {e}")))?;
-    Ok((format, details))
+    Ok((format, details, orientation))
 }
 
 /// Walks a whole JPEG once, counting its scans ([`header::JpegScans`]), and rewinds:
@@ -464,3 +500,6 @@ mod tests;
 
 #[cfg(test)]
 mod hostile;
+
+#[cfg(test)]
+mod tests_orient;
