@@ -226,8 +226,9 @@ async function uploadPhase() {
 // b. End to end: POST to `done` for N images, AI at a fixed latency.
 
 async function e2eRun(url, plan) {
-  // A real PNG (a decodable 2×2 image padded to size): the Rust tagger decodes what it tags.
-  const body = png(plan.imageBytes);
+  // Real PNGs (a decodable 2×2 image padded to size): the Rust tagger decodes what it tags.
+  // Each upload's bytes are its own: the tagger reuses the labels of an image with the same
+  // bytes (issue 23), which would measure reuse instead of the AI pipeline.
   const agent = new http.Agent({ keepAlive: true, maxSockets: plan.uploadConcurrency });
   const pollAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const ids = [];
@@ -244,6 +245,7 @@ async function e2eRun(url, plan) {
   async function lane() {
     while (next < plan.images) {
       const i = next++;
+      const body = png(plan.imageBytes);
       postedAt[i] = performance.now();
       const res = await request(new URL("/images", url), {
         method: "POST",

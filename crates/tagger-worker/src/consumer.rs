@@ -5,7 +5,9 @@
 use std::cell::OnceCell;
 use std::rc::Rc;
 
-use shared::tagging::batch::{self, Claim, ClaimedImage, Delivered, ImageState, Io, Line, Note};
+use shared::tagging::batch::{
+    self, Claim, ClaimedImage, Delivered, ImageState, Io, Line, Note, Twin,
+};
 use shared::tagging::labels::Classified;
 use shared::tagging::memory::ByteBudget;
 use shared::tagging::pacer::{Ask, Grant};
@@ -109,7 +111,7 @@ impl Delivered for QueueMessage {
 
 impl Io for Bindings<'_> {
     type Message = QueueMessage;
-    type Input = ModelInput;
+    type Input = Prepared;
 
     fn now_ms(&self) -> u64 {
         edge::now_ms()
@@ -208,13 +210,25 @@ impl Io for Bindings<'_> {
         &self.budget
     }
 
-    async fn prepare(&self, r2_key: &str) -> Result<ModelInput, TagError> {
+    async fn prepare(&self, r2_key: &str) -> Result<Prepared, TagError> {
         let bytes = r2::read(self.env, r2_key).await?;
-        classify::prepare(bytes, self.settings)
+        // WebCrypto hashes the bytes where they are, in JS memory. A failed digest only
+        // turns reuse off for this image.
+        let hash = match edge::crypto::sha256(&bytes.as_js().into()).await {
+            Ok(digest) => Some(edge::crypto::hex(&digest)),
+            Err(e) => {
+                log::problem(Level::Warn, log_event::CONTENT_HASH_FAILED, &e);
+                None
+            }
+        };
+        Ok(Prepared {
+            model: classify::prepare(bytes, self.settings)?,
+            hash,
+        })
     }
 
-    async fn classify(&self, input: &ModelInput) -> Result<Vec<Label>, TagError> {
-        classify::run(self.env, input).await
+    async fn classify(&self, input: &Prepared) -> Result<Vec<Label>, TagError> {
+        classify::run(self.env, &input.model).await
     }
 
     async fn pacer(&self, ask: Ask) -> Result<Grant, String> {
@@ -256,6 +270,14 @@ impl Io for Bindings<'_> {
         out.emit();
     }
 
+    fn content_hash(&self, input: &Prepared) -> Option<String> {
+        input.hash.clone()
+    }
+
+    async fn twin(&self, id: &ImageId, hash: &str, now_ms: u64) -> Result<Twin, TagError> {
+        self.store.twin(id, hash, now_ms).await
+    }
+
     fn note(&self, note: Note<'_>) {
         match note {
             Note::PacerUnavailable(e) => log::problem(Level::Warn, log_event::PACER_UNAVAILABLE, e),
@@ -271,6 +293,13 @@ impl Io for Bindings<'_> {
             ),
         }
     }
+}
+
+/// An image prepared for the model, with the content hash of its stored bytes.
+pub struct Prepared {
+    model: ModelInput,
+    /// SHA-256 of the stored bytes, lower-case hex; None if the digest failed.
+    hash: Option<String>,
 }
 
 impl QueueMessage {

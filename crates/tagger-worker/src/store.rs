@@ -5,8 +5,10 @@
 use edge::d1::{n, s, Db};
 pub use edge::OrStorage;
 use serde::Serialize;
+use shared::storage::dedupe::{self, TwinRow};
 use shared::storage::images::{self, ImageRow, View};
 use shared::storage::outbox;
+use shared::tagging::batch::Twin;
 use shared::tagging::labels::Classified;
 use shared::webhook::{event_id, Event, EventType};
 use shared::wire::config::binding;
@@ -172,8 +174,62 @@ impl Store {
         );
         let notify = self.event_statement(id, &event, EventType::Tagged, now)?;
         let index = self.db.statement(images::INDEX_TAGS, &[s(&key)])?;
-        self.transition(id, vec![done, notify, index], EventType::Tagged)
-            .await
+        let mut statements = vec![done, notify, index];
+        if let Some(from) = &classified.reused_from {
+            statements.push(self.db.statement(
+                dedupe::MARK_REUSED,
+                &[s(&key), s(&from.to_string()), n(now)],
+            )?);
+        }
+        self.transition(id, statements, EventType::Tagged).await
+    }
+
+    /// Records the image's content hash and looks for another image of its owner with the
+    /// same bytes, in one D1 batch (one transaction: [`shared::storage::dedupe`]); a done
+    /// one's labels are read with a second round trip.
+    pub async fn twin(&self, id: &ImageId, hash: &str, now: u64) -> Result<Twin, TagError> {
+        let key = id.to_string();
+        let batch = vec![
+            self.db
+                .statement(dedupe::SET_CONTENT_HASH, &[s(&key), s(hash)])?,
+            self.db.statement(dedupe::DONE_TWIN, &[s(&key), s(hash)])?,
+            self.db
+                .statement(dedupe::IN_FLIGHT_TWIN, &[s(&key), s(hash), n(now)])?,
+        ];
+        let results = self.db.batch("D1 twin", batch).await?;
+        let first = |i: usize| -> Result<Option<TwinRow>, TagError> {
+            Ok(match results.get(i) {
+                Some(r) => r
+                    .results::<TwinRow>()
+                    .or_storage("D1 twin rows")?
+                    .into_iter()
+                    .next(),
+                None => None,
+            })
+        };
+        if let Some(done) = first(1)? {
+            let from = ImageId::parse(&done.id)
+                .map_err(|_| TagError::Storage(format!("malformed image id {:?}", done.id)))?;
+            // A done row's labels; one deleted meanwhile lends nothing.
+            return Ok(match self.image(&from).await? {
+                Some(row) if row.status() == Status::Done => match row.view() {
+                    Some(View::Finished(record)) => Twin::Done {
+                        from,
+                        labels: record.labels,
+                        model: record.model,
+                    },
+                    _ => Twin::None,
+                },
+                _ => Twin::None,
+            });
+        }
+        Ok(match first(2)? {
+            Some(TwinRow {
+                lease_until: Some(until),
+                ..
+            }) => Twin::InFlight(until),
+            _ => Twin::None,
+        })
     }
 
     /// Records a permanent failure unless the image is done (or gone), or another

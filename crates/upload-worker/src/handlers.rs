@@ -6,7 +6,7 @@ use shared::api::auth::{need, Caller, UsageCache};
 use shared::api::multipart;
 use shared::api::{check_content_length, Accepted, ApiError, IdempotencyKey, Method, Route};
 use shared::storage::images::View;
-use shared::tagging::pacer::Usage;
+use shared::tagging::pacer::{Usage, UsageReport};
 use shared::wire::config::binding;
 use shared::wire::keys::object_key;
 use shared::wire::message::SCHEMA_VERSION;
@@ -415,11 +415,12 @@ async fn tags(env: &Env, id: ImageId, owner: Option<&str>) -> Result<Response, A
 
 thread_local! {
     /// This isolate's copy of the pacer's last usage answer.
-    static USAGE: std::cell::RefCell<UsageCache<Usage>> =
+    static USAGE: std::cell::RefCell<UsageCache<UsageReport>> =
         const { std::cell::RefCell::new(UsageCache::new()) };
 }
 
-/// `GET /admin/usage`: today's Workers AI calls, from the tagger's pacer. An isolate asks the
+/// `GET /admin/usage`: today's Workers AI calls, from the tagger's pacer, and the calls saved
+/// by reuse (a count of a partial index in D1). An isolate asks the
 /// pacer at most once per [`shared::api::auth::USAGE_CACHE_MS`] ([`UsageCache`]), so that no
 /// request rate reaches the object the tagger's `acquire` needs.
 async fn usage(env: &Env) -> Result<Response, ApiError> {
@@ -428,7 +429,10 @@ async fn usage(env: &Env) -> Result<Response, ApiError> {
         return Ok(http::json(200, &usage, Headers::new()));
     }
     USAGE.with(|u| u.borrow_mut().asking(now));
-    let usage = ask_usage(env).await?;
+    let usage = UsageReport {
+        usage: ask_usage(env).await?,
+        ai_calls_saved: Store::open(env)?.ai_calls_saved().await?,
+    };
     USAGE.with(|u| u.borrow_mut().answered(now, usage.clone()));
     Ok(http::json(200, &usage, Headers::new()))
 }

@@ -126,6 +126,19 @@ impl Store {
         .await
     }
 
+    /// The AI calls saved by reuse: images done with another image's labels.
+    pub async fn ai_calls_saved(&self) -> Result<u64, ApiError> {
+        let row: Option<shared::storage::dedupe::SavedRow> = self
+            .db
+            .first(
+                "D1 count reused",
+                shared::storage::dedupe::COUNT_REUSED,
+                &[],
+            )
+            .await?;
+        Ok(row.map_or(0, |r| r.saved))
+    }
+
     /// An image's row.
     pub async fn image(&self, id: &ImageId) -> Result<Option<ImageRow>, ApiError> {
         let id = [s(&id.to_string())];

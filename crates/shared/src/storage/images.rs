@@ -167,6 +167,9 @@ pub struct ImageRow {
     /// Done: JSON array of `{name, score}` (`migrations/0004_categories.sql`).
     #[serde(default)]
     pub categories: Option<String>,
+    /// Done with this image's labels (`migrations/0006_content_hash.sql`).
+    #[serde(default)]
+    pub reused_from: Option<String>,
 }
 
 /// What `GET /images/{id}` shows of an image.
@@ -225,6 +228,11 @@ impl ImageRow {
                 None
             },
             attempts: Some(self.attempts),
+            reused_from: self
+                .reused_from
+                .as_deref()
+                .and_then(|id| ImageId::parse(id).ok())
+                .map(Box::new),
             // A marker: the live delivery record is read from `notifications`.
             notification: self
                 .callback_url
@@ -448,6 +456,7 @@ mod tests {
                 updated_at: r.get("updated_at")?,
                 callback_url: r.get("callback_url")?,
                 categories: r.get("categories")?,
+                reused_from: r.get("reused_from")?,
             })
         })
         .unwrap()

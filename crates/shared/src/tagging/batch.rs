@@ -174,6 +174,33 @@ pub trait Io {
     fn log(&self, message: &Self::Message, line: Line);
     /// Logs an event that is not a message's outcome.
     fn note(&self, note: Note<'_>);
+
+    /// The content hash of a prepared image (SHA-256 of its stored bytes, lower-case hex),
+    /// if it was computed. None (the default) turns reuse off.
+    fn content_hash(&self, _input: &Self::Input) -> Option<String> {
+        None
+    }
+    /// D1: records the image's content hash (under this delivery's lease) and looks for
+    /// another image of the same owner with the same bytes, in one transaction
+    /// ([`crate::storage::dedupe`]). The default finds none.
+    async fn twin(&self, _id: &ImageId, _hash: &str, _now_ms: u64) -> Result<Twin, TagError> {
+        Ok(Twin::None)
+    }
+}
+
+/// An earlier image of the same owner with the same bytes (no paying twice, issue 23).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Twin {
+    /// None: the model is called.
+    None,
+    /// Done: its labels are reused, with no AI call.
+    Done {
+        from: ImageId,
+        labels: Vec<Label>,
+        model: String,
+    },
+    /// Being tagged by a delivery that looked before this one did, until then: wait for it.
+    InFlight(u64),
 }
 
 /// The settings a batch reads.
@@ -284,6 +311,8 @@ enum Step {
     Stopped(Wall),
     /// An error, and whether the AI was called.
     Failed(TagError, bool),
+    /// An image with the same bytes is being tagged until then: wait for its labels.
+    Wait(u64),
 }
 
 struct Ctx<'a, I> {
@@ -670,7 +699,7 @@ impl<I: Io> Ctx<'_, I> {
             self.ack_duplicates(&job, started);
             return Worked::finished(false);
         }
-        let step = self.classify(&image, start_at).await;
+        let step = self.classify(&job.key, &image, start_at).await;
         let (result, called) = match step {
             Err(Step::Stopped(wall)) => {
                 let error = match wall {
@@ -689,14 +718,30 @@ impl<I: Io> Ctx<'_, I> {
                     called: false,
                 };
             }
+            Err(Step::Wait(until)) => {
+                return Worked {
+                    later: Some(later(
+                        job,
+                        TagError::Leased,
+                        Some(until),
+                        Some(lease),
+                        uploaded,
+                        None,
+                    )),
+                    called: false,
+                }
+            }
             Err(Step::Failed(error, called)) => (Err(error), called),
-            Ok(classified) => (Ok(classified), true),
+            Ok(classified) => {
+                let called = classified.reused_from.is_none();
+                (Ok(classified), called)
+            }
         };
         let error = match result {
             Ok(classified) => match self.finish(&job.key, &classified, lease).await {
                 Ok(outcome) => {
                     self.ack(&job, outcome, None, started);
-                    return Worked::finished(true);
+                    return Worked::finished(called);
                 }
                 Err(e) => e,
             },
@@ -742,6 +787,7 @@ impl<I: Io> Ctx<'_, I> {
     /// batch has hit a wall meanwhile.
     async fn classify(
         &self,
+        id: &ImageId,
         image: &ClaimedImage,
         start_at: Option<u64>,
     ) -> Result<Classified, Step> {
@@ -754,6 +800,27 @@ impl<I: Io> Ctx<'_, I> {
                 .await
                 .map_err(|e| Step::Failed(e, false))?
         };
+        // The same bytes of the same owner: reuse a done image's labels, or wait for the
+        // delivery tagging them, rather than pay for a call.
+        if let Some(hash) = self.io.content_hash(&input) {
+            let twin = self.io.twin(id, &hash, self.io.now_ms()).await;
+            match twin.map_err(|e| Step::Failed(e, false))? {
+                Twin::None => {}
+                Twin::InFlight(until) => return Err(Step::Wait(until)),
+                Twin::Done {
+                    from,
+                    labels,
+                    model,
+                } => {
+                    return Ok(Classified {
+                        labels,
+                        model,
+                        min_score: self.settings.min_score,
+                        reused_from: Some(from),
+                    })
+                }
+            }
+        }
         if let Some(wait) = start_at
             .and_then(|at| at.checked_sub(self.io.now_ms()))
             .filter(|&ms| ms > 0)
@@ -772,6 +839,7 @@ impl<I: Io> Ctx<'_, I> {
             labels,
             model: MODEL.into(),
             min_score: self.settings.min_score,
+            reused_from: None,
         })
     }
 
@@ -919,3 +987,7 @@ fn check_key(message: &ImageMessage) -> Result<(), TagError> {
         )))
     }
 }
+
+#[cfg(test)]
+#[path = "batch_dedupe_tests.rs"]
+mod dedupe_tests;

@@ -20,6 +20,8 @@ pub struct Classified {
     pub labels: Vec<Label>,
     pub model: String,
     pub min_score: f64,
+    /// Set when the labels are another image's (same owner, same bytes): no AI call was made.
+    pub reused_from: Option<crate::ImageId>,
 }
 
 impl Classified {
@@ -76,6 +78,7 @@ mod tests {
             labels: vec![l("TIGER CAT", 0.81), l("TABBY", 0.9), l("LYNX", 0.8)],
             model: "m".into(),
             min_score: 0.8,
+            reused_from: None,
         };
         assert_eq!(c.tags(), ["TABBY", "TIGER CAT"]);
         let cat = c.categories().into_iter().find(|c| c.name == "cat");

@@ -595,3 +595,13 @@ mod tests {
         }
     }
 }
+
+/// `GET /admin/usage`: the pacer's [`Usage`], and the AI calls saved by reusing the labels
+/// of an image with the same bytes (`crate::storage::dedupe`): the stored images done so.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReport {
+    #[serde(flatten)]
+    pub usage: Usage,
+    pub ai_calls_saved: u64,
+}

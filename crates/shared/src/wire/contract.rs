@@ -128,6 +128,7 @@ fn contract() -> Value {
             "reconcileError": event::RECONCILE_ERROR,
             "retentionError": event::RETENTION_ERROR,
             "configInvalid": event::CONFIG_INVALID,
+            "contentHashFailed": event::CONTENT_HASH_FAILED,
         },
         "sql": {
             "insertQueued": db::INSERT_QUEUED,

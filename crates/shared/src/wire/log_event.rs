@@ -40,3 +40,6 @@ pub const RECONCILE_ERROR: &str = "tagger.reconcile.error";
 pub const RETENTION_ERROR: &str = "tagger.retention.error";
 /// The tagger's cron: a var is set to a value it refuses (the feature stays off).
 pub const CONFIG_INVALID: &str = "tagger.config_invalid";
+/// The tagger could not compute an image's content hash (WebCrypto failed): that image is
+/// tagged without looking for a same-bytes twin. Level `warn`.
+pub const CONTENT_HASH_FAILED: &str = "tagger.content_hash_failed";

@@ -55,6 +55,10 @@ pub struct TagRecord {
     /// Deliveries that worked on it, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// Done with the labels of this earlier image of the same owner, whose stored bytes are
+    /// the same: no AI call was made for this one. (Boxed: a record stays small to move.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<Box<ImageId>>,
     /// The webhook delivery of the image's latest event, for an image with a callback. In
     /// KV only a marker (see [`NotificationView`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,6 +265,7 @@ mod tests {
             size: 3,
             error: None,
             attempts: Some(1),
+            reused_from: None,
             notification: None,
         };
         let json = serde_json::to_value(&r).unwrap();

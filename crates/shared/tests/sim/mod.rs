@@ -1016,6 +1016,7 @@ impl SimIo<'_, '_> {
             size: self.w.s.image_bytes,
             error: None,
             attempts: None,
+            reused_from: None,
             notification: None,
         }
     }
