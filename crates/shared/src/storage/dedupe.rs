@@ -202,13 +202,7 @@ mod tests {
                 "SEARCH images USING COVERING INDEX images_reused (reused_from>?)",
             ),
         ] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(3))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            let plan = crate::storage::testing::plan_details(&conn, sql, &params);
             assert!(plan.iter().any(|l| l == expected), "{sql}: {plan:#?}");
             assert!(
                 plan.iter().all(|l| !l.contains("TEMP B-TREE")),

@@ -171,13 +171,7 @@ mod tests {
                 "SCAN api_keys USING INDEX api_keys_by_creation",
             ),
         ] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(3))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            let plan = crate::storage::testing::plan_details(&conn, sql, &params);
             assert!(
                 plan.iter().all(|l| !l.contains("TEMP B-TREE")),
                 "{sql}: {plan:#?}"

@@ -25,3 +25,17 @@ pub fn db() -> Connection {
     }
     conn
 }
+
+/// The detail column of `EXPLAIN QUERY PLAN` for `sql` with `params`, one line per node.
+pub fn plan_details(
+    conn: &Connection,
+    sql: &str,
+    params: &[rusqlite::types::Value],
+) -> Vec<String> {
+    conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap()
+        .query_map(rusqlite::params_from_iter(params.iter()), |r| r.get(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
