@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export WRANGLER_SEND_METRICS=false
+# One build per run: incremental caches would only cost disk (over 1 GiB for this workspace).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Quiet wrangler's warning that AI is remote: the tests supply AI themselves.
 export WRANGLER_LOG="${WRANGLER_LOG:-error}"
 
@@ -32,6 +34,13 @@ on_exit() {
   fi
 }
 trap on_exit EXIT
+
+# The whole run needs about 4 GiB of disk for target/ (native and wasm builds). Say so up
+# front: running out half-way shows up as a confusing linker or rustc error.
+free_kib="$(df -Pk . | awk 'NR == 2 { print $4 }')"
+if [ -n "$free_kib" ] && [ "$free_kib" -lt $((5 * 1024 * 1024)) ]; then
+  printf 'warning: only %s MiB of disk free here; a cold run needs about 5 GiB.\n' "$((free_kib / 1024))" >&2
+fi
 
 step "set-up: npm packages, the wasm target, worker-build and wasm-bindgen-cli (compiled once, several minutes; then cached)"
 source scripts/tools.sh
