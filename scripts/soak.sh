@@ -3,10 +3,13 @@
 # then a list of every test that failed in any run. A test that waits for what it reads
 # passes on a loaded machine; one that races the log, or measures time, shows up here.
 #
-# Usage: scripts/soak.sh [--runs N] [--hogs H] [FILE...]
-#   --runs N   how many times to run the files (default 3)
-#   --hogs H   busy loops to run meanwhile (default: one per core, `nproc`); 0 for none
-#   FILE...    test files (default: tests/*.test.mjs)
+# Usage: scripts/soak.sh [--runs N] [--hogs H] [--record FILE] [FILE...]
+#   --runs N       how many times to run the files (default 3)
+#   --hogs H       busy loops to run meanwhile (default: one per core, `nproc`); 0 for none
+#   --record FILE  add the runs (start, commit, duration, load, failures) to FILE, a JSON
+#                  record (bench/soak-results.json is the committed one; see
+#                  scripts/soak-record.mjs)
+#   FILE...        test files (default: tests/*.test.mjs)
 # Environment: SOAK_DIR keeps the logs (default: a fresh folder under the temp dir);
 # HOG_MAX_SECONDS bounds each busy loop's life even if this script is killed outright
 # (default 21600, six hours).
@@ -21,6 +24,7 @@ export WRANGLER_LOG="${WRANGLER_LOG:-error}"
 
 runs=3
 hogs="$(nproc)"
+record=""
 files=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,11 +32,14 @@ while [ $# -gt 0 ]; do
     --runs=*) runs="${1#*=}"; shift ;;
     --hogs) hogs="$2"; shift 2 ;;
     --hogs=*) hogs="${1#*=}"; shift ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    --record) record="$2"; shift 2 ;;
+    --record=*) record="${1#*=}"; shift ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     -*) echo "soak.sh: unknown option $1" >&2; exit 2 ;;
     *) files+=("$1"); shift ;;
   esac
 done
+files_given="${files[*]:-}"
 [ ${#files[@]} -gt 0 ] || files=(tests/*.test.mjs)
 case "$runs$hogs" in *[!0-9]*) echo "soak.sh: --runs and --hogs take whole numbers" >&2; exit 2 ;; esac
 for f in "${files[@]}"; do [ -f "$f" ] || { echo "soak.sh: no such test file: $f" >&2; exit 2; }; done
@@ -61,9 +68,13 @@ echo "soak: ${#files[@]} file(s), $runs run(s), $hogs busy loop(s) on $(nproc) c
 
 failures="$dir/failures.txt"
 : >"$failures"
+: >"$dir/runs.txt"
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain -- crates local tests scripts 2>/dev/null)" ]; then commit="$commit+uncommitted"; fi
 started=$SECONDS
 for run in $(seq 1 "$runs"); do
   run_start=$SECONDS
+  run_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   load="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
   failed_files=0
   for f in "${files[@]}"; do
@@ -81,8 +92,13 @@ for run in $(seq 1 "$runs"); do
   done
   printf 'soak: run %s/%s took %s s (load average at its start: %s): %s of %s file(s) failed\n' \
     "$run" "$runs" "$((SECONDS - run_start))" "$load" "$failed_files" "${#files[@]}"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$run_date" "$commit" "$hogs" "$((SECONDS - run_start))" \
+    "$load" "$failed_files" "${#files[@]}" >>"$dir/runs.txt"
 done
 stop_hog
+if [ -n "$record" ]; then
+  SOAK_COMMAND="scripts/soak.sh --runs $runs --hogs $hogs${files_given:+ (some files)}" node scripts/soak-record.mjs "$dir" "$record"
+fi
 
 echo
 if [ ! -s "$failures" ]; then
