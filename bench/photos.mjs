@@ -4,6 +4,12 @@
 //   node bench/photos.mjs [--counts 1,5] [--reps 3] [--interval-ms 10] [--var NAME=VALUE]...
 //                         [--warmup 640x480] [--photo 4000x3000] [--quality 92] [--impls rust,ts]
 //
+//   node bench/photos.mjs --exif [--counts 1,5] [--reps 3]
+//
+// `--exif` measures what applying the EXIF orientation costs: the Rust tagger alone, the same
+// photos stored once with EXIF orientation 1 (upright) and once with 6 (stored sideways, as a
+// phone held upright writes them), byte for byte the same but for that one value, interleaved;
+// it writes bench/photos-exif-results.json.
 // `--var` sets a var of the Rust tagger (e.g. BYTES_IN_FLIGHT) to try a setting, `--warmup`
 // another warm-up photo, `--photo` and `--quality` other photos (`--photo 8640x5760` is the
 // largest MAX_PIXELS admits), `--impls rust` leaves out the TS reference (it cannot hold
@@ -59,7 +65,33 @@ const RUN_IMPLS = arg("--impls", IMPLS.join(",")).split(",").filter((impl) => IM
 const VARS = Object.fromEntries(
   argv.flatMap((a, i) => (a === "--var" ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])),
 );
+/** `--exif`: upright against EXIF-rotated photos, the Rust tagger alone. */
+const EXIF = argv.includes("--exif");
+/** What is compared: the taggers, or (`--exif`) one photo set with two EXIF orientations. */
+const VARIANTS = EXIF
+  ? [
+      { key: "upright", impl: RUST, orientation: 1 },
+      { key: "rotated", impl: RUST, orientation: 6 },
+    ]
+  : RUN_IMPLS.map((impl) => ({ key: impl, impl }));
 const PRODUCER = "bench-photo-producer";
+
+/**
+ * `jpeg` with an APP1 `Exif` segment holding only IFD0's Orientation (tag 0x0112, a SHORT),
+ * right after SOI: 34 bytes, the same for every orientation but its value.
+ */
+function withOrientation(jpeg, orientation) {
+  const app1 = Buffer.from([
+    0xff, 0xe1, 0x00, 0x22, // APP1, length 34 (with these two bytes)
+    0x45, 0x78, 0x69, 0x66, 0x00, 0x00, // "Exif\0\0"
+    0x4d, 0x4d, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x08, // TIFF, big-endian, IFD0 at 8
+    0x00, 0x01, // one entry
+    0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, orientation, 0x00, 0x00, // Orientation
+    0x00, 0x00, 0x00, 0x00, // no next IFD
+  ]);
+  if (jpeg[0] !== 0xff || jpeg[1] !== 0xd8) throw new Error("withOrientation: not a JPEG");
+  return Buffer.concat([jpeg.subarray(0, 2), app1, jpeg.subarray(2)]);
+}
 const log = (...a) => console.error(...a); // progress on stderr, the table on stdout
 const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "n/a");
 const mib = (bytes) => fmt(bytes / MiB);
@@ -239,7 +271,16 @@ const results = {
     miniflare: packageVersion("miniflare"),
     loadAverageAtStart: os.loadavg(),
   },
-  plan: { counts: COUNTS, reps: REPS, intervalMs: INTERVAL_MS, rustTaggerVars: VARS, warmup: `${WARM_W}x${WARM_H}`, photo: `${PHOTO_W}x${PHOTO_H} JPEG, quality ${QUALITY} (local/photos.mjs)`, impls: RUN_IMPLS },
+  plan: {
+    counts: COUNTS,
+    reps: REPS,
+    intervalMs: INTERVAL_MS,
+    rustTaggerVars: VARS,
+    warmup: `${WARM_W}x${WARM_H}`,
+    photo: `${PHOTO_W}x${PHOTO_H} JPEG, quality ${QUALITY} (local/photos.mjs)`,
+    impls: RUN_IMPLS,
+    ...(EXIF ? { variants: VARIANTS } : {}),
+  },
   cells: [],
 };
 const photos = await Promise.all(Array.from({ length: 2 * Math.max(...COUNTS) }, (_, i) => largeJpeg({ width: PHOTO_W, height: PHOTO_H, quality: QUALITY, seed: i + 1 })));
@@ -250,15 +291,17 @@ const started = performance.now();
 const BATCHES = ["first", "next"];
 
 for (const [c, n] of COUNTS.entries()) {
-  const runs = { [RUST]: [], [TS]: [] };
+  const runs = Object.fromEntries(VARIANTS.map((v) => [v.key, []]));
   for (let rep = 0; rep < REPS; rep++) {
-    for (const impl of ((rep + c) % 2 === 0 ? [RUST, TS] : [TS, RUST]).filter((x) => RUN_IMPLS.includes(x))) {
-      const r = await run(impl, [...photos.slice(0, n), ...photos.slice(n, 2 * n)], warmup);
-      runs[impl].push(r);
+    const order = (rep + c) % 2 === 0 ? VARIANTS : [...VARIANTS].reverse();
+    for (const v of order.filter((x) => RUN_IMPLS.includes(x.impl))) {
+      const set = [...photos.slice(0, n), ...photos.slice(n, 2 * n)].map((b) => (v.orientation ? withOrientation(b, v.orientation) : b));
+      const r = await run(v.impl, set, warmup);
+      runs[v.key].push(r);
       for (const which of BATCHES) {
         const b = r[which];
         log(
-          `[${n} photo${n > 1 ? "s" : ""}, ${which} batch] ${impl}: RSS ${mib(b.rssBase)} MiB, peak +${mib(b.peakGrowth)} ` +
+          `[${n} photo${n > 1 ? "s" : ""}, ${which} batch] ${v.key}: RSS ${mib(b.rssBase)} MiB, peak +${mib(b.peakGrowth)} ` +
             `(sampled +${mib(b.sampledPeakGrowth)}, ${b.samples} samples), after ${signed(b.settledGrowth)}; ` +
             `CPU ${fmt(b.cpuMsPerPhoto, 0)} ms/photo; batch ${b.batchMs} ms; AI got ${mib(b.aiBytesPerPhoto)} MiB/photo` +
             (b.wasmAfter ? `; wasm ${mib(b.wasmBefore)} -> ${mib(b.wasmAfter)} MiB` : ""),
@@ -267,11 +310,11 @@ for (const [c, n] of COUNTS.entries()) {
     }
   }
   const summary = {};
-  for (const impl of RUN_IMPLS) {
-    summary[impl] = {};
+  for (const v of VARIANTS.filter((x) => runs[x.key].length)) {
+    summary[v.key] = {};
     for (const which of BATCHES) {
-      const list = runs[impl].map((r) => r[which]);
-      summary[impl][which] = Object.fromEntries(Object.keys(list[0]).map((k) => [k, median(list.map((b) => b[k] ?? NaN))]));
+      const list = runs[v.key].map((r) => r[which]);
+      summary[v.key][which] = Object.fromEntries(Object.keys(list[0]).map((k) => [k, median(list.map((b) => b[k] ?? NaN))]));
     }
   }
   results.cells.push({ photos: n, median: summary, runs });
@@ -281,18 +324,18 @@ results.durationSeconds = (performance.now() - started) / 1000;
 
 const rows = results.cells.flatMap((cell) =>
   BATCHES.flatMap((which) =>
-    RUN_IMPLS.map((impl) => {
-      const s = cell.median[impl][which];
+    Object.keys(cell.median).map((key) => {
+      const s = cell.median[key][which];
       const ts = cell.median[TS]?.[which] ?? { cpuMsPerPhoto: NaN };
       return [
         cell.photos,
         which,
-        impl === RUST ? "Rust" : "TS",
+        { [RUST]: "Rust", [TS]: "TS" }[key] ?? key,
         mib(s.rssBase),
         signed(s.peakGrowth),
         signed(s.settledGrowth),
         fmt(s.cpuMsPerPhoto, 0),
-        impl === RUST ? fmt(s.cpuMsPerPhoto / ts.cpuMsPerPhoto, 2) + "×" : "",
+        key === RUST ? fmt(s.cpuMsPerPhoto / ts.cpuMsPerPhoto, 2) + "×" : "",
         fmt(s.batchMs, 0),
         mib(s.aiBytesPerPhoto),
         Number.isFinite(s.wasmAfter) ? `${mib(s.wasmBefore)} → ${mib(s.wasmAfter)}` : "no wasm",
@@ -314,7 +357,9 @@ const text = [
 console.log("\n" + text);
 results.table = text;
 const trial =
-  Object.keys(VARS).length || WARM_W !== 640 || WARM_H !== 480 || PHOTO_W !== 4000 || PHOTO_H !== 3000 || QUALITY !== 92 || RUN_IMPLS.length !== IMPLS.length;
-const file = trial ? path.join(BENCH, ".build", "photos-results.trial.json") : path.join(BENCH, "photos-results.json");
+  Object.keys(VARS).length || WARM_W !== 640 || WARM_H !== 480 || PHOTO_W !== 4000 || PHOTO_H !== 3000 || QUALITY !== 92 || (!EXIF && RUN_IMPLS.length !== IMPLS.length);
+const file = trial
+  ? path.join(BENCH, ".build", `photos${EXIF ? "-exif" : ""}-results.trial.json`)
+  : path.join(BENCH, EXIF ? "photos-exif-results.json" : "photos-results.json");
 writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
 log(`\nwrote ${path.relative(ROOT, file)} (${fmt(results.durationSeconds, 0)} s)`);

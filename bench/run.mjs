@@ -5,8 +5,9 @@
 //
 // Both implementations run in the same Miniflare instance (the real workerd), one after
 // the other, interleaved, so that their ratios are measured under the same conditions.
-// Prints tables and writes bench/results.json. Figures are reported, never asserted.
-// BENCHMARKS.md explains each figure and the latest results.
+// Prints tables and writes each phase's raw results to bench/run-<phase>.json (a --quick run
+// to bench/.build/ instead), from which bench/tables.mjs writes BENCHMARKS.md's tables.
+// Figures are reported, never asserted. BENCHMARKS.md explains each figure.
 
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -51,7 +52,7 @@ const quick = argv.includes("--quick");
 const only = argv.includes("--only") ? argv[argv.indexOf("--only") + 1].split(",") : ["upload", "e2e", "memory", "size"];
 if (argv.includes("--help")) {
   console.log("usage: node bench/run.mjs [--quick] [--only upload,e2e,memory,size] | --print");
-  console.log("  --print  print the tables of the last full run (bench/results.json) without running");
+  console.log("  --print  print the tables of the committed runs (bench/run-<phase>.json) without running");
   process.exit(0);
 }
 
@@ -601,7 +602,7 @@ function report() {
       ),
     );
     const errors = results.upload.cells.reduce((n, cell) => n + cell.median[RUST].errors + cell.median[TS].errors, 0);
-    if (errors) out.push(`\n${errors} requests failed (see results.json).`);
+    if (errors) out.push(`\n${errors} requests failed (see bench/run-upload.json).`);
   }
   if (results.e2e) {
     const e = results.e2e;
@@ -675,9 +676,23 @@ function report() {
 
 // ---------------------------------------------------------------------------------------
 
+/** The committed raw results of one phase: a run's header (date, commit, machine) and its figures. */
+const phaseFile = (phase, dir = BENCH) => path.join(dir, `run-${phase}.json`);
+const PHASES = ["upload", "e2e", "memory", "size"];
+
 if (argv.includes("--print")) {
-  Object.assign(results, JSON.parse(readFileSync(path.join(BENCH, "results.json"), "utf8")));
-  console.log(report());
+  for (const phase of PHASES) {
+    let run;
+    try {
+      run = JSON.parse(readFileSync(phaseFile(phase), "utf8"));
+    } catch {
+      continue;
+    }
+    Object.assign(results, run, { plan: { ...results.plan, ...run.plan } });
+    results[phase] = run[phase];
+    console.log(report() + "\n");
+    delete results[phase];
+  }
   process.exit(0);
 }
 
@@ -690,22 +705,30 @@ for (const crate of ["upload-worker", "tagger-worker"]) {
   }
 }
 bundleReference();
-const phaseStarted = performance.now();
-if (only.includes("upload")) await uploadPhase();
-if (only.includes("e2e")) await e2ePhase();
-if (only.includes("memory")) await memoryPhase();
-if (only.includes("size")) await sizePhase();
+const durations = {};
+for (const [phase, run] of [
+  ["upload", uploadPhase],
+  ["e2e", e2ePhase],
+  ["memory", memoryPhase],
+  ["size", sizePhase],
+]) {
+  if (!only.includes(phase)) continue;
+  const started = performance.now();
+  await run();
+  durations[phase] = (performance.now() - started) / 1000;
+}
 results.machine.loadAverageAtEnd = os.loadavg();
-results.durationSeconds = (performance.now() - phaseStarted) / 1000;
+results.durationSeconds = Object.values(durations).reduce((a, b) => a + b, 0);
 
 const text = report();
 console.log("\n" + text);
-results.table = text;
-if (!quick && only.length === 4) {
-  writeFileSync(path.join(BENCH, "results.json"), JSON.stringify(results, null, 2) + "\n");
-  log(`\nwrote bench/results.json (${fmt(results.durationSeconds, 0)} s)`);
-} else {
-  const file = path.join(BUILD, "results.partial.json");
-  writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
-  log(`\nwrote ${path.relative(ROOT, file)} (a partial or --quick run does not replace bench/results.json)`);
+// One file per phase: a run of some phases replaces only theirs.
+const command = `node bench/run.mjs${quick ? " --quick" : ""}${argv.includes("--only") ? ` --only ${only.join(",")}` : ""}`;
+const dir = quick ? BUILD : BENCH;
+mkdirSync(dir, { recursive: true });
+for (const phase of PHASES.filter((p) => results[p])) {
+  const { upload: _u, e2e: _e, memory: _m, size: _s, plan, ...header } = results;
+  const raw = { ...header, command, plan: phase === "size" ? { startup: plan.startup } : { [phase]: plan[phase] }, durationSeconds: durations[phase], [phase]: results[phase] };
+  writeFileSync(phaseFile(phase, dir), JSON.stringify(raw, null, 2) + "\n");
+  log(`wrote ${path.relative(ROOT, phaseFile(phase, dir))} (${fmt(durations[phase], 0)} s)${quick ? ": a --quick run is not committed" : ""}`);
 }

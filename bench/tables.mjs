@@ -32,6 +32,16 @@ const spread = (xs, f) => {
   return f(lo) === f(hi) ? f(median(xs)) : `${f(median(xs))} (${f(lo)}–${f(hi)})`;
 };
 
+/** The machine's load average at a run's start and end, when the run recorded it. */
+const loadavg = (json) =>
+  [json.machine?.loadAverageAtStart, json.machine?.loadAverageAtEnd]
+    .filter(Boolean)
+    .map((l) => l[0].toFixed(1))
+    .join(" → ") || "not recorded";
+
+/** A simulated run's drain over its bound, as the simulation prints it. */
+const simFactor = (r) => (r.drain_s / r.bound_s).toFixed(3);
+
 /** Where a run comes from, for the line above its table. */
 function provenance(file, json, command) {
   const commit = json.commit ? `commit \`${json.commit}\`` : "commit not recorded by this run";
@@ -89,6 +99,40 @@ export const TABLES = [
           `Rust/TS CPU divides the medians.`,
         "",
         "| photos | batch | tagger | workerd peak Δ MiB | Δ after MiB | CPU ms/photo | Rust/TS CPU | batch ms | sent to AI MiB/photo |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ...rows,
+      ].join("\n");
+    },
+  },
+  {
+    name: "photos exif",
+    source: "bench/photos-exif-results.json",
+    command: "node bench/photos.mjs --exif",
+    render(json) {
+      const mib = (x) => (x / MiB).toFixed(1);
+      const signed = (x) => (x < 0 ? "−" : "+") + mib(Math.abs(x));
+      const rows = [];
+      for (const cell of json.cells) {
+        for (const which of ["first", "next"]) {
+          for (const v of json.plan.variants) {
+            const of = (k) => cell.runs[v.key].map((r) => r[which][k]);
+            const upright = median(cell.runs.upright.map((r) => r[which].cpuMsPerPhoto));
+            const ratio = v.key === "upright" ? "" : `${(median(of("cpuMsPerPhoto")) / upright).toFixed(2)}×`;
+            rows.push(
+              `| ${cell.photos} | ${which} | ${v.orientation} (${v.key}) | ${spread(of("peakGrowth"), signed)} | ${spread(of("settledGrowth"), signed)} | ` +
+                `${spread(of("cpuMsPerPhoto"), (x) => x.toFixed(0))} | ${ratio} | ${spread(of("batchMs"), (x) => x.toFixed(0))} | ` +
+                `${spread(of("wasmAfter"), mib)} |`,
+            );
+          }
+        }
+      }
+      return [
+        provenance(this.source, json, this.command),
+        `The Rust tagger alone, tagging the same photos (${json.plan.photo}) stored with EXIF orientation 1 and with 6, interleaved. ` +
+          `Each cell: the median of ${json.plan.reps} runs, with the lowest and highest in brackets; rotated/upright divides the medians. ` +
+          `Load average ${loadavg(json)}.`,
+        "",
+        "| photos | batch | EXIF orientation | workerd peak Δ MiB | Δ after MiB | CPU ms/photo | rotated/upright CPU | batch ms | wasm memory after, MiB |",
         "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ...rows,
       ].join("\n");
@@ -156,16 +200,187 @@ export const TABLES = [
       ].join("\n");
     },
   },
+  {
+    name: "end to end",
+    source: "bench/run-e2e.json",
+    command: "node bench/run.mjs --only e2e",
+    render(json) {
+      const { plan, consumer, runs } = json.e2e;
+      const row = (label, key, f, ratio = true) => {
+        const [r, t] = ["rust", "ts"].map((impl) => runs[impl].map((x) => x[key]));
+        const q = ratio ? `${(median(t) / median(r)).toFixed(2)}×` : "";
+        return `| ${label} | ${spread(r, f)} | ${spread(t, f)} | ${q} |`;
+      };
+      const s2 = (x) => x.toFixed(2);
+      const s0 = (x) => x.toFixed(0);
+      return [
+        provenance(this.source, json, this.command),
+        `${plan.images} images of ${plan.imageBytes / 1024} KiB, AI ${plan.aiLatencyMs} ms per call, max_batch_size ${consumer.maxBatchSize}, ` +
+          `max_batch_timeout ${consumer.maxBatchTimeout} s, uploads ${plan.uploadConcurrency} at a time. ` +
+          `Each cell: the median of ${plan.reps} runs, Rust and TS interleaved, with the lowest and highest in brackets; TS/Rust divides the medians. ` +
+          `Every image of every run ended \`done\` with one AI call each (the benchmark fails otherwise). ` +
+          `Load average ${loadavg(json)}.`,
+        "",
+        "| | Rust (concurrent batch) | TS (sequential) | TS/Rust |",
+        "| --- | ---: | ---: | ---: |",
+        row("first POST → last done, s", "totalSeconds", s2),
+        row("per image POST → done, p50 ms", "perImageP50Ms", s0),
+        row(`one batch of ${consumer.maxBatchSize}, consumer time p50 ms`, "batchMsP50", s0),
+        row("AI calls in flight, max", "aiMaxInFlight", s0, false),
+      ].join("\n");
+    },
+  },
+  {
+    name: "memory",
+    source: "bench/run-memory.json",
+    command: "node bench/run.mjs --only memory",
+    render(json) {
+      const { plan, runs } = json.memory;
+      const mib = (x) => (x / MiB).toFixed(1);
+      const plus = (x) => `+${mib(x)}`;
+      const rows = [
+        ["rust", "Rust"],
+        ["ts", "TS"],
+      ].map(([impl, label]) => {
+        const of = (k) => runs[impl].map((r) => r[k]);
+        const wasm = (k) => (of(k).every((x) => Number.isFinite(x)) ? `${spread(of(k), mib)} MiB` : "no wasm");
+        return (
+          `| ${label} | ${spread(of("rssBase"), mib)} | ${spread(of("deltaAfter1"), plus)} | ${spread(of("deltaAfterN"), plus)} | ` +
+          `${spread(of("peakDelta"), plus)} | ${wasm("wasmAfterSmall")} | ${wasm("wasmAfter1")} | ${wasm("wasmAfterN")} |`
+        );
+      });
+      return [
+        provenance(this.source, json, this.command),
+        `A fresh workerd per implementation and run, ${plan.uploads} sequential uploads of ${plan.imageBytes / MiB} MiB. ` +
+          `Each cell: the median of ${plan.reps} runs, with the lowest and highest in brackets. Load average ${loadavg(json)}.`,
+        "",
+        `| | workerd RSS MiB | Δ after 1 | Δ after ${plan.uploads} | peak Δ | wasm after 100 KiB | wasm after 1 × ${plan.imageBytes / MiB} MiB | wasm after ${plan.uploads} × ${plan.imageBytes / MiB} MiB |`,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ...rows,
+      ].join("\n");
+    },
+  },
+  {
+    name: "size",
+    source: "bench/run-size.json",
+    command: "node bench/run.mjs --only size",
+    render(json) {
+      const { sizes, startup, checkStartup } = json.size;
+      const f1 = (x) => x.toFixed(1);
+      const rows = Object.keys(sizes).map((name) => {
+        const size = sizes[name];
+        const st = startup[name];
+        const of = (list, k) => list.map((r) => r[k]).filter((x) => Number.isFinite(x));
+        const cell = (list, k) => (of(list, k).length ? spread(of(list, k), f1) : "n/a");
+        const cs = checkStartup[name];
+        return (
+          `| ${name} | ${size.totalKiB?.toFixed(2) ?? "error"} | ${size.gzipKiB?.toFixed(2) ?? "error"} | ${cell(st.runs, "startCpuMs")} | ` +
+          `${cell(st.baseline, "startCpuMs")} | ${f1(median(of(st.runs, "startCpuMs")) - median(of(st.baseline, "startCpuMs")))} | ` +
+          `${cell(st.runs, "firstCpuMs")} | ${cell(st.runs, "secondCpuMs")} | ${cs.error ? "error" : `${f1(cs.busyMs)} (${cs.samples})`} |`
+        );
+      });
+      const reps = Object.values(startup)[0].runs.length;
+      return [
+        provenance(this.source, json, this.command),
+        `Size: \`wrangler deploy --dry-run\` of the built workers. Start-up: workerd's CPU (all threads) from launch to ready, each worker alone ` +
+          `and a trivial script with the same bindings; requests: \`GET /\` right after start (the taggers serve none). ` +
+          `Each cell: the median of ${reps} runs, with the lowest and highest in brackets. Load average ${loadavg(json)}.`,
+        "",
+        "| worker | upload KiB | gzip KiB | start-up CPU ms | trivial script ms | over trivial (medians) | 1st request CPU ms | 2nd request CPU ms | check startup: sampled ms (samples) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ...rows,
+      ].join("\n");
+    },
+  },
+  {
+    name: "simulation headline",
+    source: "bench/simulation-results.json",
+    command: "SIM_JSON=1 cargo test -p shared --release --test simulation -- --ignored --nocapture benchmark_table",
+    render(json) {
+      const byName = new Map(json.rows.map((r) => [r.name, r]));
+      const cell = (name) => {
+        const r = byName.get(name);
+        if (!r) return "not run";
+        const lost = r.failed + r.unfinished ? `, **${r.failed} failed, ${r.unfinished} unfinished**` : "";
+        return `${simFactor(r)} (${(r.refused_calls / r.images).toFixed(4)}; ${(r.queue_ops / r.images).toFixed(2)}${lost})`;
+      };
+      const bases = [...new Set(json.rows.map((r) => r.name.replace(/ \[.*$/, "")))].filter(
+        (b) => !/refused at random|token bucket/.test(b),
+      );
+      const rows = bases.map(
+        (b) =>
+          `| ${b} | ${cell(`${b} [before]`)} | ${cell(b)} | ${cell(`${b} [pacer +20 %]`)} | ${cell(`${b} [pacer -50 %]`)} | ${cell(`${b} [max_concurrency 10]`)} |`,
+      );
+      return [
+        provenance(this.source, json, this.command),
+        `Seed ${json.seed}; each cell: drain / bound (refused calls per image; queue operations per image). "not run": the scenario is not in the run.`,
+        "",
+        "| scenario | old conditions | new conditions, pacer right (50/s) | pacer 20 % above the real limit (60/s) | pacer 50 % below (25/s) | new conditions, `max_concurrency` 10 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ...rows,
+      ].join("\n");
+    },
+  },
+  {
+    name: "simulation",
+    source: "bench/simulation-results.json",
+    command: "SIM_JSON=1 cargo test -p shared --release --test simulation -- --ignored --nocapture benchmark_table",
+    render(json) {
+      const rows = json.rows.map((r) => {
+        const per = (x, d) => (x / r.images).toFixed(d);
+        const unfinished = r.unfinished ? ` (+${r.unfinished} unfinished)` : "";
+        return (
+          `| ${r.name} | ${r.images} | ${r.failed}${unfinished} | ${r.drain_s.toFixed(0)} | ${r.bound_s.toFixed(0)} | ${simFactor(r)} | ` +
+          `${per(r.refused_calls, 4)} | ${per(r.queue_ops, 2)} | ${per(r.pacer_calls, 2)} | ${r.max_deliveries} | ${r.latency_s.map((x) => x.toFixed(0)).join(" / ")} |`
+        );
+      });
+      return [
+        provenance(this.source, json, this.command),
+        `Seed ${json.seed}; a deterministic simulation, so a rerun on the same commit gives the same figures (the seed spread is below).`,
+        "",
+        "| scenario | images | failed | drain s | bound s | drain / bound | refused calls / image | queue ops / image | pacer calls / image | most deliveries | p50 / p99 / max latency s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ...rows,
+      ].join("\n");
+    },
+  },
+  {
+    name: "simulation seeds",
+    source: "bench/simulation-seeds.json",
+    command: "SIM_JSON=1 cargo test -p shared --release --test simulation -- --ignored --nocapture seed_spread",
+    render(json) {
+      const rows = json.rows.map((r) => {
+        const factors = r.drain_s.map((d, i) => d / r.bound_s[i]);
+        const f0 = (x) => x.toFixed(0);
+        return (
+          `| ${r.name} | ${f0(Math.min(...r.drain_s))} / ${f0(median(r.drain_s))} / ${f0(Math.max(...r.drain_s))} | ${spread(r.bound_s, f0)} | ` +
+          `${median(factors).toFixed(3)} (${Math.min(...factors).toFixed(3)}–${Math.max(...factors).toFixed(3)}) | ` +
+          `${Math.max(...r.refused_per_image).toFixed(4)} | ${r.failed_or_unfinished} |`
+        );
+      });
+      return [
+        provenance(this.source, json, this.command),
+        `Seeds ${json.rows[0].drain_s.length === 10 ? "1 to 10" : json.rows[0].drain_s.length}; the bound moves with the seed where the uploads are random (a steady load).`,
+        "",
+        "| scenario | drain s min / median / max | bound s | drain / bound, median (range) | worst refused / image | failed or unfinished, all seeds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ...rows,
+      ].join("\n");
+    },
+  },
 ];
 
 /**
- * Tables in BENCHMARKS.md that are not generated yet, and why: their runs were written to the
- * git-ignored bench/.build/, or their committed JSON is from an older commit than the table.
+ * Tables in BENCHMARKS.md that are still written by hand, and why. Each names the commit its
+ * figures come from; rerunning one means checking that commit out.
  */
 export const NOT_GENERATED = {
-  "upload path, end to end, memory, size": "bench/results.json holds the full run of 276ac8b; the tables show later partial runs",
-  "large photos, the goals table": "it mixes the photo run (generated below it) with upload and size runs whose JSON was not committed",
-  "simulation": "printed by `cargo test` (the simulation), not written as JSON",
+  "upload path; the targets; upload throughput, why the target is missed":
+    "the upload benchmark is being reworked for issue 25 (bench/run.mjs --only upload now writes bench/run-upload.json); the two ablation tables record commit 9b76a71",
+  "large photos, the goals table": "it sums up the photo run (generated below it) with upload and size figures from other runs",
+  "size, what each part of the tagger costs": "printed by `node bench/wasm-crates.mjs`, which writes no JSON",
+  "simulation, earlier results and what was changed": "history: the hand copy of the consumer and the pacers of commits bd0fd78 to 16fe118, which no longer exist",
+  "search, the same statements in SQLite": "printed by `cargo test -p shared --release -- --ignored --nocapture query_timings`, not written as JSON",
 };
 
 const begin = (name) => `<!-- generated by bench/tables.mjs: ${name} -->`;

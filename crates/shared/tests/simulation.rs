@@ -4,7 +4,9 @@
 //! The small runs below assert the goals on every `cargo test`; the figures of
 //! BENCHMARKS.md come from the ignored `benchmark_table`, in release:
 //! `cargo test -p shared --release --test simulation -- --ignored --nocapture`
-//! (`SIM=<text>` keeps only the scenarios whose name contains it).
+//! (`SIM=<text>` keeps only the scenarios whose name contains it). With `SIM_JSON=1` the two
+//! ignored tables are also written as raw JSON to `bench/simulation-results.json` and
+//! `bench/simulation-seeds.json`, from which `bench/tables.mjs` writes BENCHMARKS.md's tables.
 
 mod sim;
 
@@ -338,14 +340,26 @@ fn benchmark_table() {
     }
     all.push(Scenario::miniflare_burst());
     all.push(Scenario::miniflare_outage());
+    let json = raw_json_wanted(&only);
     let mut summary = BTreeMap::new();
+    let mut rows = Vec::new();
     println!("{}", Report::HEADER);
     for s in all.iter().filter(|s| s.name.contains(&only)) {
         let (r, seconds) = run_timed(s);
         print(&r, seconds);
         summary.insert(r.name.clone(), (r.failed, r.unfinished));
+        if json {
+            rows.push(report_json(&r, seconds));
+        }
     }
     eprintln!("failed / unfinished: {summary:?}");
+    if json {
+        write_raw_json(
+            "simulation-results.json",
+            "cargo test -p shared --release --test simulation -- --ignored --nocapture benchmark_table",
+            serde_json::json!({ "seed": Scenario::production("", Load::Burst(1)).seed, "rows": rows }),
+        );
+    }
 }
 
 /// How much the small scenarios move with the seed, as min / median / max of the drain time
@@ -353,6 +367,8 @@ fn benchmark_table() {
 #[test]
 #[ignore = "seconds in release"]
 fn seed_spread() {
+    let json = raw_json_wanted("");
+    let mut rows = Vec::new();
     for s in [
         burst(2_000).before(),
         burst(2_000),
@@ -367,6 +383,16 @@ fn seed_spread() {
         runs.sort_by(|a, b| a.drain_s.total_cmp(&b.drain_s));
         let refused = runs.iter().map(|r| r.per_image(r.refused_calls));
         let failed: u64 = runs.iter().map(|r| r.failed + r.unfinished).sum();
+        if json {
+            rows.push(serde_json::json!({
+                "name": s.name,
+                "seeds": "1 to 10, ordered by drain",
+                "drain_s": runs.iter().map(|r| r.drain_s).collect::<Vec<_>>(),
+                "bound_s": runs.iter().map(|r| r.bound_s).collect::<Vec<_>>(),
+                "refused_per_image": runs.iter().map(|r| r.per_image(r.refused_calls)).collect::<Vec<_>>(),
+                "failed_or_unfinished": failed,
+            }));
+        }
         println!(
             "| {} | {:.0} / {:.0} / {:.0} | {:.0} | {:.3} | {:.4} | {failed} |",
             s.name,
@@ -378,4 +404,100 @@ fn seed_spread() {
             refused.fold(0.0, f64::max),
         );
     }
+    if json {
+        write_raw_json(
+            "simulation-seeds.json",
+            "cargo test -p shared --release --test simulation -- --ignored --nocapture seed_spread",
+            serde_json::json!({ "rows": rows }),
+        );
+    }
+}
+
+/// Whether to write the raw JSON (`SIM_JSON=1`); only a full table may be written.
+fn raw_json_wanted(only: &str) -> bool {
+    let wanted = std::env::var("SIM_JSON").is_ok_and(|v| v == "1");
+    assert!(
+        !wanted || only.is_empty(),
+        "SIM_JSON=1 records the whole table: unset SIM"
+    );
+    wanted
+}
+
+/// One scenario's figures, as `bench/simulation-results.json` keeps them.
+fn report_json(r: &Report, seconds: f64) -> serde_json::Value {
+    serde_json::json!({
+        "name": r.name,
+        "images": r.images,
+        "failed": r.failed,
+        "unfinished": r.unfinished,
+        "drain_s": r.drain_s,
+        "bound_s": r.bound_s,
+        "ai_calls": r.ai_calls,
+        "refused_calls": r.refused_calls,
+        "queue_ops": r.queue_ops(),
+        "resends": r.resends,
+        "pacer_calls": r.pacer_calls,
+        "max_deliveries": r.max_deliveries,
+        "latency_s": [r.latency_p50_s, r.latency_p99_s, r.latency_max_s],
+        "peak_invocations": r.peak_invocations,
+        "seconds_to_run": seconds,
+    })
+}
+
+/// Writes `bench/<file>`: the run's date, commit and command, then `body`'s fields.
+fn write_raw_json(file: &str, command: &str, body: serde_json::Value) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let dirty = !git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "crates/shared",
+        "wrangler.tagger.toml",
+    ])
+    .is_empty();
+    let mut json = serde_json::json!({
+        "date": utc_now(),
+        "commit": git(&["rev-parse", "--short", "HEAD"]),
+        "uncommittedChanges": dirty,
+        "command": format!("SIM_JSON=1 {command}"),
+    });
+    if let (Some(json), serde_json::Value::Object(body)) = (json.as_object_mut(), body) {
+        json.extend(body);
+    }
+    let path = format!("{root}/bench/{file}");
+    let text = serde_json::to_string_pretty(&json).unwrap() + "\n";
+    std::fs::write(&path, text).unwrap();
+    eprintln!("wrote bench/{file}");
+}
+
+/// Now, as `YYYY-MM-DDTHH:MM:SSZ` (the civil date from the days since 1970, Hinnant's method).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
