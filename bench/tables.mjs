@@ -156,6 +156,34 @@ export const TABLES = [
       ].join("\n");
     },
   },
+  {
+    name: "dashboard",
+    source: "bench/dashboard-results.json",
+    command: "node bench/dashboard.mjs",
+    render(json) {
+      const n = (x) => x.toLocaleString("en");
+      const index = (plan) => plan.map((d) => d.match(/INDEX (\w+)/)?.[1]).filter(Boolean).join(", ") || plan.join("; ");
+      const lines = [
+        provenance(this.source, json, this.command),
+        `${n(json.images)} images over ${json.days} days (${n(json.imagesInWindow)} in the last 24 h), ${n(json.webhookEvents)} webhook events; ` +
+          `${json.samples} requests per row; load average ${json.loadAverage.before.toFixed(1)} before, ${json.loadAverage.after.toFixed(1)} after, on ${json.loadAverage.cores} cores.`,
+        "",
+        "| what | index (D1's plan) | p50 (ms) | p99 (ms) | max (ms) |",
+        "| --- | --- | ---: | ---: | ---: |",
+        ...json.statements.map((s) => `| ${s.name} | ${index(s.plan)} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.max)} |`),
+        `| D1 floor: \`SELECT 1\` | none | ${ms(json.d1Floor.p50)} | ${ms(json.d1Floor.p99)} | ${ms(json.d1Floor.max)} |`,
+        `| **GET /admin/stats** (all seven in one D1 batch, over HTTP) | | ${ms(json.endpoint.p50)} | ${ms(json.endpoint.p99)} | ${ms(json.endpoint.max)} |`,
+      ];
+      if (json.page) {
+        lines.push(
+          `| **the page in Chromium**, load to figures shown | | ${ms(json.page.total.p50)} | ${ms(json.page.total.p99)} | ${ms(json.page.total.max)} |`,
+          `| of which its request to /admin/stats | | ${ms(json.page.request.p50)} | ${ms(json.page.request.p99)} | ${ms(json.page.request.max)} |`,
+          `| of which drawing (to the next frame) | | ${ms(json.page.render.p50)} | ${ms(json.page.render.p99)} | ${ms(json.page.render.max)} |`,
+        );
+      }
+      return lines.join("\n");
+    },
+  },
 ];
 
 /**
