@@ -86,7 +86,7 @@ async function seed(db, now) {
       const id = crypto.randomUUID();
       const uploadedAt = start + Math.floor((k / IMAGES) * DAYS * DAY_MS);
       const roll = random();
-      // Queued images are the most recent ones, plus a few stuck ones (1% in all).
+      // 1% queued, spread over the days like the rest: a backlog as old as the data.
       const status = roll < 0.94 ? "done" : roll < 0.99 ? "failed" : "queued";
       // 1 to ~60 s, skewed to the fast end.
       const latency = Math.floor(1000 + 59_000 * random() ** 3);

@@ -162,7 +162,13 @@ export const TABLES = [
     command: "node bench/dashboard.mjs",
     render(json) {
       const n = (x) => x.toLocaleString("en");
-      const index = (plan) => plan.map((d) => d.match(/INDEX (\w+)/)?.[1]).filter(Boolean).join(", ") || plan.join("; ");
+      // What each statement reads, from D1's plan: a table's index, or its primary key.
+      const index = (plan) =>
+        plan
+          .map((d) => d.match(/^(?:SEARCH|SCAN) (\w+) USING (?:COVERING )?(?:INDEX (\w+)|(PRIMARY KEY))/))
+          .filter(Boolean)
+          .map(([, table, name, pk]) => `\`${name ?? `${table}`}\`${pk ? " (primary key)" : ""}`)
+          .join(", ");
       const lines = [
         provenance(this.source, json, this.command),
         `${n(json.images)} images over ${json.days} days (${n(json.imagesInWindow)} in the last 24 h), ${n(json.webhookEvents)} webhook events; ` +
