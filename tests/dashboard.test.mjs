@@ -187,12 +187,12 @@ test("the page in Chromium asks for the key, then shows the figures and the char
     // A wrong key: the API's error, and the key is not kept.
     await page.getByLabel("Operator key").fill("wrong");
     await page.getByRole("button", { name: "Show" }).click();
-    await page.locator("#error", { hasText: apiError.unauthorized }).waitFor({ timeout: 10_000 });
+    await page.locator("#error", { hasText: apiError.unauthorized }).waitFor({ timeout: 30_000 });
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
 
     await page.getByLabel("Operator key").fill(TOKEN);
     await page.getByRole("button", { name: "Show" }).click();
-    await page.locator("body[data-loaded]").waitFor({ timeout: 10_000 });
+    await page.locator("body[data-loaded]").waitFor({ timeout: 30_000 });
     assert.equal(await page.locator("#error").textContent(), "");
     assert.equal(await page.locator("#calls").textContent(), "4");
     assert.equal(await page.locator("#queued").textContent(), "0");
@@ -206,7 +206,7 @@ test("the page in Chromium asks for the key, then shows the figures and the char
 
     // The key is kept for the session: a reload shows the figures without asking.
     await page.reload();
-    await page.locator("body[data-loaded]").waitFor({ timeout: 10_000 });
+    await page.locator("body[data-loaded]").waitFor({ timeout: 30_000 });
     const timings = await page.evaluate(() => window.dashboardTimings);
     console.log(`dashboard: request ${timings.fetchMs.toFixed(1)} ms, render ${timings.renderMs.toFixed(1)} ms`);
 

@@ -50,7 +50,7 @@ pub async fn stats(env: &Env, settings: &Settings) -> Result<Response, ApiError>
         failures: rows(&results, 2)?,
         backlog: first(&results, 3)?,
         calls: first(&results, 4)?,
-        deliveries: rows(&results, 5)?,
+        deliveries: first(&results, 5)?,
         tags: rows(&results, 6)?,
     };
     let dashboard = Dashboard::shape(rows, &window, settings.ai_daily_budget);

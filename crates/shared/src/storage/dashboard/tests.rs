@@ -113,12 +113,13 @@ fn rows(conn: &Connection, window: &Window) -> Rows {
             })
         })[0],
         deliveries: query(conn, STATEMENTS[5], &one(5), |r| {
-            Ok(DeliveryRow {
-                state: r.get(0)?,
-                tried: r.get::<_, i64>(1)? as u64,
-                count: r.get::<_, i64>(2)? as u64,
+            Ok(Deliveries {
+                delivered: r.get::<_, i64>(0)? as u64,
+                retrying: r.get::<_, i64>(1)? as u64,
+                waiting: r.get::<_, i64>(2)? as u64,
+                given_up: r.get::<_, i64>(3)? as u64,
             })
-        }),
+        })[0],
         tags: query(conn, STATEMENTS[6], &one(6), |r| {
             Ok(TagCount {
                 tag: r.get(0)?,
@@ -453,6 +454,32 @@ proptest! {
         prop_assert_eq!(d.time_to_done.median_ms, nearest_rank(&sorted, 50));
         prop_assert_eq!(d.time_to_done.p95_ms, nearest_rank(&sorted, 95));
     }
+}
+
+/// Only the latest [`LATENCY_SAMPLES`] done images are measured: older slow ones are not.
+#[test]
+fn time_to_done_reads_only_the_latest_samples() {
+    let conn = db();
+    let w = Window::at(NOW);
+    let old = 200;
+    for i in 0..LATENCY_SAMPLES + old {
+        // The slow ones were done first (about 22.7 h ago), the rest from 20 h ago on.
+        let (at, ms) = match i < old {
+            true => (NOW - 23 * HOUR_MS + i * 1000, 1_000_000),
+            false => (NOW - 20 * HOUR_MS + i * 1000, 1000),
+        };
+        queued(&conn, i, at);
+        done(&conn, i, at + ms);
+    }
+    let d = Dashboard::shape(rows(&conn, &w), &w, None);
+    assert_eq!(
+        d.time_to_done,
+        TimeToDone {
+            samples: LATENCY_SAMPLES,
+            median_ms: Some(1000),
+            p95_ms: Some(1000)
+        }
+    );
 }
 
 #[test]
