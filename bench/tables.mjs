@@ -190,6 +190,24 @@ export const TABLES = [
       return lines.join("\n");
     },
   },
+  {
+    name: "dashboard, native SQLite",
+    source: "bench/dashboard-sqlite-results.json",
+    command: "bench/dashboard-sqlite.py",
+    render(json) {
+      const n = (x) => x.toLocaleString("en");
+      const f = (x) => x.toFixed(3);
+      return [
+        provenance(this.source, json, this.command),
+        `${n(json.images)} images over ${json.days} days (${n(json.imagesInWindow)} in the last 24 h), in memory, SQLite ${json.sqlite}; ` +
+          `${json.samples} runs per statement; load average ${json.loadAverage.atEnd.toFixed(1)} at the end, on ${json.loadAverage.cores} cores.`,
+        "",
+        "| aggregate | p50 (ms) | p99 (ms) | max (ms) |",
+        "| --- | ---: | ---: | ---: |",
+        ...json.results.map((r) => `| ${r.name} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} |`),
+      ].join("\n");
+    },
+  },
 ];
 
 /**
