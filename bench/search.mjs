@@ -53,7 +53,7 @@ function labelName(i) {
 const labels = Array.from({ length: LABELS }, (_, i) => labelName(i + 1));
 
 /**
- * Categories (issue 23), as the tagger indexes them beside the tags: each label has a chain of
+ * Categories (issue 23), as the tagger indexes them beside the tags. Each label has a chain of
  * three, from specific to general, in a hierarchy of 200 names (130 specific, 50 in the middle,
  * 20 general; the real table has 197), so the general ones are on many images, as `animal`
  * is. Every done image gets its first tag's chain: more category rows than the tagger writes
