@@ -57,7 +57,10 @@ export const TABLES = [
     render(json) {
       const lines = [
         provenance(this.source, json, this.command),
-        `${json.images.toLocaleString("en")} images, ${json.samples} requests per row; p50 is the median request, p99 and max show the spread.`,
+        `${json.images.toLocaleString("en")} images, ${json.tagRows.toLocaleString("en")} rows in the tag index` +
+          (json.categories ? ` (tags, and ${json.categories.reduce((a, b) => a + b, 0)} category names in a hierarchy of ${json.categories.join(", ")})` : "") +
+          `, ${json.samples} requests per row; p50 is the median request, p99 and max show the spread. ` +
+          `Load average ${json.loadAverage.before.toFixed(1)} before, ${json.loadAverage.after.toFixed(1)} after, on ${json.loadAverage.cores} cores.`,
         "",
         "| request | what | p50 (ms) | p99 (ms) | max (ms) |",
         "| --- | --- | ---: | ---: | ---: |",
