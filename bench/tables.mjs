@@ -423,6 +423,31 @@ export const TABLES = [
       ].join("\n");
     },
   },
+  {
+    name: "soak",
+    source: "bench/soak-results.json",
+    command: "scripts/soak.sh --runs 3 --record bench/soak-results.json",
+    render(json) {
+      const rows = json.soaks.flatMap((soak, i) =>
+        soak.runs.map(
+          (r) =>
+            `| ${i + 1} | ${r.run} | ${r.started.slice(0, 16).replace("T", " ")} | \`${r.commit}\` | ${r.hogs} | ${(r.durationSeconds / 60).toFixed(1)} | ` +
+            `${r.loadAverageAtStart[0].toFixed(1)} | ${r.failedFiles} of ${r.files} | ` +
+            `${r.failures.length ? r.failures.map((f) => `${f.file}: ${f.test.replaceAll("|", "\\|")}`).join("; ") : "none"} |`,
+        ),
+      );
+      const last = json.soaks.at(-1).runs.at(-1);
+      return [
+        provenance(this.source, { date: last.started, commit: last.commit.replace(/\+.*/, "") }, this.command),
+        `Every soak so far, each run on its own row: the commit it tested, the busy loops beside it, how long it took and the load average when it started.`,
+        ...json.soaks.flatMap((soak, i) => (soak.note ? [`Soak ${i + 1} (\`${soak.command}\`): ${soak.note}`] : [])),
+        "",
+        "| soak | run | started (UTC) | commit | busy loops | minutes | load at start | files failed | tests that failed |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |",
+        ...rows,
+      ].join("\n");
+    },
+  },
 ];
 
 /**

@@ -42,11 +42,16 @@ for (const run of runs) {
   run.failures = failures.filter(([r]) => Number(r) === run.run).map(([, f, test]) => ({ file: f, test }));
 }
 
-const record = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : { soaks: [] };
-record.description ??=
-  "Soak runs of the Miniflare tests (scripts/soak.sh --record): each run is every tests/*.test.mjs file, one after the other, " +
-  "while busy loops keep the cores loaded; a run passes when no test failed.";
-record.soaks.push({ command: process.env.SOAK_COMMAND || "scripts/soak.sh", runs });
+const record = existsSync(file)
+  ? JSON.parse(readFileSync(file, "utf8"))
+  : {
+      description:
+        "Soak runs of the Miniflare tests (scripts/soak.sh --record): each run is every tests/*.test.mjs file, one after the other, " +
+        "while busy loops keep the cores loaded; a run passes when no test failed.",
+      soaks: [],
+    };
+// SOAK_NOTE: anything a reader of the record should know (a run stopped early, say).
+record.soaks.push({ command: process.env.SOAK_COMMAND || "scripts/soak.sh", ...(process.env.SOAK_NOTE ? { note: process.env.SOAK_NOTE } : {}), runs });
 writeFileSync(file, JSON.stringify(record, null, 2) + "\n");
 const failed = runs.filter((r) => r.failures.length || r.failedFiles).length;
 console.log(`soak-record: ${runs.length} run(s), ${failed} with failures, added to ${file}`);
