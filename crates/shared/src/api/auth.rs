@@ -282,6 +282,8 @@ pub fn need(route: Route, method: Method) -> Need {
             Get | Head,
         ) => Need::Scope(Scope::ImagesRead),
         (Route::AdminUsage | Route::AdminKeys | Route::AdminKey(_), _) => Need::Operator,
+        // Live updates show the caller's own images, as reading them does.
+        (Route::Events, Get) | (Route::EventsTicket, Post) => Need::Scope(Scope::ImagesRead),
         _ => Need::Nothing,
     }
 }

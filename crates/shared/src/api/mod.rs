@@ -5,6 +5,7 @@ pub mod admission;
 pub mod auth;
 pub mod download;
 pub mod error;
+pub mod live;
 pub mod multipart;
 pub mod search;
 
@@ -62,6 +63,10 @@ pub enum Route {
     AdminKeys,
     /// `/admin/keys/{keyId}`: revoke a client key (`DELETE`).
     AdminKey(auth::KeyId),
+    /// `/events`: live updates, a WebSocket (`GET` with `Upgrade: websocket`).
+    Events,
+    /// `/events/ticket`: a short-lived ticket to open `/events` from a browser (`POST`).
+    EventsTicket,
 }
 
 impl Route {
@@ -73,6 +78,8 @@ impl Route {
             "/admin/usage" => return Ok(Some(Self::AdminUsage)),
             "/admin/keys" | "/admin/keys/" => return Ok(Some(Self::AdminKeys)),
             "/tags" | "/tags/" => return Ok(Some(Self::Tags)),
+            crate::wire::config::live_route::EVENTS => return Ok(Some(Self::Events)),
+            crate::wire::config::live_route::TICKET => return Ok(Some(Self::EventsTicket)),
             _ => match path.strip_prefix("/images/") {
                 Some(rest) => rest,
                 // A malformed key id names no key: `404 key_not_found`, as an unknown one.
@@ -111,6 +118,8 @@ impl Route {
             }
             Self::AdminKeys => "GET, HEAD, POST, OPTIONS",
             Self::AdminKey(_) => "DELETE, OPTIONS",
+            Self::Events => "GET, OPTIONS",
+            Self::EventsTicket => "POST, OPTIONS",
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod dedupe;
 pub mod images;
 pub mod keys;
+pub mod live;
 pub mod manage;
 pub mod outbox;
 #[cfg(test)]
