@@ -17,6 +17,7 @@ mod cursor_mac;
 mod detach;
 mod handlers;
 mod http;
+mod live;
 mod manage;
 mod problem;
 mod r2;

@@ -373,7 +373,12 @@ pub fn parse_ticket(text: &str) -> Result<TicketClaim<'_>, ApiError> {
 impl TicketClaim<'_> {
     /// The owner the ticket opens, if `expected_mac` (the MAC of [`Self::payload`] under
     /// `key`) matches, it has not expired at `now_ms`, and `key` allows its owner.
-    pub fn verify(&self, expected_mac: &[u8], key: TicketKey, now_ms: u64) -> Result<&str, ApiError> {
+    pub fn verify(
+        &self,
+        expected_mac: &[u8],
+        key: TicketKey,
+        now_ms: u64,
+    ) -> Result<&str, ApiError> {
         let genuine = constant_time_eq(&self.mac, expected_mac);
         if !genuine || now_ms > self.expires_ms || !key.allows(self.owner) {
             return Err(ApiError::InvalidTicket);

@@ -213,7 +213,11 @@ mod tests {
         assert_eq!(event.data.error.as_ref().unwrap().code, "invalid_image");
         assert_eq!(anchor_ms(row, LiveKind::Failed), Some(3000));
         assert_eq!(anchor_ms(row, LiveKind::Queued), Some(1000));
-        assert_eq!(anchor_ms(row, LiveKind::Tagged), Some(1000), "earlier: safe");
+        assert_eq!(
+            anchor_ms(row, LiveKind::Tagged),
+            Some(1000),
+            "earlier: safe"
+        );
         assert_eq!(anchor_ms(row, LiveKind::Deleted), None);
     }
 

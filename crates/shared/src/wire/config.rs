@@ -21,7 +21,7 @@ pub mod binding {
     /// Rate Limiting binding of uploads, counted per client key (`[[ratelimits]]`).
     pub const UPLOAD_LIMITER: &str = "UPLOAD_LIMITER";
     /// Durable Object namespace of live updates: one object per client (owner id), holding
-    /// its WebSockets. The class lives in the upload worker; the tagger binds it by
+    /// its WebSockets. The class lives in the tagger; the upload worker binds it by
     /// `script_name`.
     pub const LIVE_EVENTS: &str = "LIVE_EVENTS";
 }
