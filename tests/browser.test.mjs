@@ -1,6 +1,7 @@
 // The demo page in a real browser: headless Chromium (Debian's package) driven by
-// playwright-core picks a file, the page uploads it, polls, and shows the tags; the gallery
-// lists images with thumbnails fetched with the token, filters by tag and deletes.
+// playwright-core picks a file, the page uploads it, follows it (live updates over a
+// WebSocket, polling only without one), and shows the tags; the gallery lists images with
+// thumbnails fetched with the token, filters by tag and deletes, and changes as events come.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -231,6 +232,17 @@ test("the gallery follows an image to done over the socket, with no GET /images/
     if (r.method() === "GET" && /\/images\/[0-9a-f-]{36}$/.test(new URL(r.url()).pathname)) polls.push(r.url());
   });
   page.on("websocket", (ws) => sockets.push(ws.url()));
+  // Every status a card shows, in order, as the socket's events change the gallery.
+  await page.evaluate(() => {
+    window.cardStates = [];
+    const seen = () => {
+      for (const li of document.querySelectorAll("#grid > li.item")) {
+        const entry = `${li.dataset.id}:${li.querySelector(".status")?.textContent}`;
+        if (!window.cardStates.includes(entry)) window.cardStates.push(entry);
+      }
+    };
+    new MutationObserver(seen).observe(document.getElementById("grid"), { childList: true, subtree: true });
+  });
   const image = encodePng(40, 30, (x, y) => [x * 6, 90, y * 8]);
   p.ai.script(image, answer([{ label: "Lighthouse", score: 0.94 }]));
   await page.setInputFiles("#file", { name: "live.png", mimeType: "image/png", buffer: image });
@@ -239,6 +251,8 @@ test("the gallery follows an image to done over the socket, with no GET /images/
   assert.deepEqual(await page.locator("li.tag .name").allTextContents(), ["Lighthouse"]);
   // The gallery lists it as done (its listing is GET /images, not a poll of the image).
   await page.locator(`#grid > li[data-id="${id}"] .status.done`).waitFor({ timeout: 20_000 });
+  const states = (await page.evaluate(() => window.cardStates)).filter((e) => e.startsWith(id));
+  assert.deepEqual(states, [`${id}:${status.queued}`, `${id}:${status.done}`], "the card appeared queued, then turned done");
   assert.deepEqual(polls, [], "no poll of the image once the socket was open");
   assert.deepEqual(sockets, [], "the same socket throughout");
   console.log(`# GET /images/{id} after the socket opened: ${polls.length}`);
