@@ -12,8 +12,11 @@
 //   upload's 202 arriving to its arrival at each socket (its D1 commit is just before the
 //   202; the row does not keep that time); p50, p99 and max over every (event, socket) pair,
 //   and the time until the last socket had each event;
-// - memory per socket: workerd's RSS (every worker of the run, and the object) after the
-//   first socket and after all of them, divided by the sockets added;
+// - memory per socket: workerd's RSS (the whole process: every worker of the run, Miniflare's
+//   entry worker the sockets come through, and every connection's buffers) after the first
+//   socket and after all of them, divided by the sockets added; and the JS heap of the
+//   isolate the object runs in (the tagger's), after a full GC, the same way: what counts
+//   against an isolate's 128 MB;
 // - hibernation: a `ping` answers with the object's start time. The run pings, leaves every
 //   socket idle for `--idle` seconds (no message either way), pings again: a new start time
 //   under the same open sockets means workerd evicted the object and built it again for the
@@ -33,6 +36,7 @@ import { startPipeline, waitFor, ROOT } from "../local/pipeline.mjs";
 import { contract } from "../local/contract.mjs";
 import { eventsUrl, openLive } from "../local/live-client.mjs";
 import { png } from "../local/images.mjs";
+import { Inspector } from "./lib/inspector.mjs";
 import { memoryOf, newWorkerd, workerdChildren } from "./lib/proc.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
@@ -77,8 +81,16 @@ async function gcSettle() {
 }
 
 const before = workerdChildren();
-const p = await startPipeline({ queues: { "*": { maxBatchTimeout: 1, maxBatchSize: 1 } }, ai: { light: true } });
+const p = await startPipeline({ queues: { "*": { maxBatchTimeout: 1, maxBatchSize: 1 } }, ai: { light: true }, inspect: true });
 const pid = newWorkerd(before);
+// The object lives in the tagger's isolate: its JS heap, after a full GC, over the inspector.
+const inspector = await Inspector.forWorker(p.mf, p.names.tagger);
+async function isolateHeap() {
+  await inspector.send("HeapProfiler.enable");
+  await inspector.send("HeapProfiler.collectGarbage", {}, 10_000).catch(() => {});
+  await inspector.send("HeapProfiler.disable");
+  return (await inspector.heapUsage()).usedSize;
+}
 try {
   // One socket and one image first: the workers and the object are warm, D1 is migrated.
   const first = await openLive(p.url);
@@ -88,6 +100,7 @@ try {
   const pong0 = await first.ping();
   await gcSettle();
   const rssOne = memoryOf(pid).rss;
+  const heapOne = await isolateHeap();
 
   const sockets = [];
   const opening = Date.now();
@@ -99,6 +112,7 @@ try {
   const openMs = Date.now() - opening;
   await gcSettle();
   const rssAll = memoryOf(pid).rss;
+  const heapAll = await isolateHeap();
   const pong1 = await first.ping();
   console.log(`${SOCKETS} sockets open in ${openMs} ms; the object holds ${pong1.sockets}; workerd RSS ${(rssOne / MiB).toFixed(1)} → ${(rssAll / MiB).toFixed(1)} MiB`);
 
@@ -145,6 +159,8 @@ try {
   const pongBeforeIdle = await first.ping();
   await sleep(IDLE_S * 1000);
   const rssIdle = memoryOf(pid).rss;
+  // Read before the ping wakes the object (the inspector does not count as a request to it).
+  const heapIdle = await isolateHeap();
   const pongAfterIdle = await first.ping();
   const hibernated = pongAfterIdle.objectStarted !== pongBeforeIdle.objectStarted;
   const afterWake = await oneImage();
@@ -176,6 +192,10 @@ try {
       rssAllSockets: rssAll,
       bytesPerSocket: Math.round((rssAll - rssOne) / SOCKETS),
       rssAfterIdle: rssIdle,
+      heapOneSocket: heapOne,
+      heapAllSockets: heapAll,
+      heapBytesPerSocket: Math.round((heapAll - heapOne) / SOCKETS),
+      heapAfterIdle: heapIdle,
     },
     hibernation: {
       idleSeconds: IDLE_S,
@@ -188,10 +208,15 @@ try {
     },
   };
   console.log(JSON.stringify(result.latencyMs, null, 1));
-  console.log(`memory: ${(result.memory.bytesPerSocket / 1024).toFixed(1)} KiB per socket (workerd RSS)`);
+  console.log(
+    `memory: ${(result.memory.bytesPerSocket / 1024).toFixed(1)} KiB per socket (workerd RSS), ` +
+      `${(result.memory.heapBytesPerSocket / 1024).toFixed(2)} KiB per socket (the object's isolate heap: ` +
+      `${(heapOne / MiB).toFixed(1)} → ${(heapAll / MiB).toFixed(1)} MiB, ${(heapIdle / MiB).toFixed(1)} MiB after ${IDLE_S} s idle)`,
+  );
   writeFileSync(path.join(ROOT, "bench", "live-results.json"), `${JSON.stringify(result, null, 2)}\n`);
   for (const s of sockets) s.ws.terminate();
   await first.close();
 } finally {
+  inspector.close();
   await p.close();
 }
