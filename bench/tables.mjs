@@ -186,6 +186,13 @@ export const TABLES = [
         `| per socket | ${(json.memory.bytesPerSocket / 1024).toFixed(1)} KiB |`,
         `| after ${h.idleSeconds} s idle | ${mib(json.memory.rssAfterIdle)} MiB |`,
         "",
+        "| memory (JS heap of the object's isolate, after a GC) | value |",
+        "| --- | ---: |",
+        `| with 1 socket | ${mib(json.memory.heapOneSocket)} MiB |`,
+        `| with ${(json.sockets + 1).toLocaleString("en")} sockets | ${mib(json.memory.heapAllSockets)} MiB |`,
+        `| per socket | ${(json.memory.heapBytesPerSocket / 1024).toFixed(1)} KiB |`,
+        `| after ${h.idleSeconds} s idle (the object evicted; the isolate also tagged the images meanwhile) | ${mib(json.memory.heapAfterIdle)} MiB |`,
+        "",
         `Hibernation: after ${h.idleSeconds} s with no message either way, a \`ping\` found the object ` +
           (h.hibernated
             ? `started again (start time ${h.objectStartedBeforeIdle} → ${h.objectStartedAfterIdle}): workerd had evicted it while its ${h.socketsAfterIdle.toLocaleString("en")} sockets stayed open`
