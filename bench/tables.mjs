@@ -191,7 +191,7 @@ export const TABLES = [
         `| with 1 socket | ${mib(json.memory.heapOneSocket)} MiB |`,
         `| with ${(json.sockets + 1).toLocaleString("en")} sockets | ${mib(json.memory.heapAllSockets)} MiB |`,
         `| per socket | ${(json.memory.heapBytesPerSocket / 1024).toFixed(1)} KiB |`,
-        `| after ${h.idleSeconds} s idle (the object evicted; the isolate also tagged the images meanwhile) | ${mib(json.memory.heapAfterIdle)} MiB |`,
+        `| after ${h.idleSeconds} s idle (the object evicted; GC not forced to completion) | ${mib(json.memory.heapAfterIdle)} MiB |`,
         "",
         `Hibernation: after ${h.idleSeconds} s with no message either way, a \`ping\` found the object ` +
           (h.hibernated
