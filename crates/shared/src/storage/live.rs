@@ -94,7 +94,7 @@ pub fn replay(rows: &[ImageRow], since_ms: u64, skip: Option<&str>) -> Vec<LiveE
             (at, order, e)
         })
         .collect();
-    events.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    events.sort_by_key(|e| (e.0, e.1));
     events.into_iter().map(|(_, _, e)| e).collect()
 }
 
