@@ -783,6 +783,12 @@ function secondTaggerOptions(first) {
   const consumer = first.queueConsumers[QUEUES.images];
   if (!consumer) throw new Error(`the tagger has no consumer for ${QUEUES.images}`);
   const pacer = first.durableObjects?.[BINDINGS.aiPacer];
+  const live = first.durableObjects?.[BINDINGS.liveEvents];
+  // The first tagger's objects, not new ones of this worker's: one pacer, one object per client.
+  const objects = {
+    ...(pacer ? { [BINDINGS.aiPacer]: { ...pacer, scriptName: pacer.scriptName ?? first.name } } : {}),
+    ...(live ? { [BINDINGS.liveEvents]: { ...live, scriptName: live.scriptName ?? first.name } } : {}),
+  };
   return {
     ...rest,
     name: `${first.name}-2`,
@@ -795,7 +801,7 @@ function secondTaggerOptions(first) {
     ],
     modulesRoot: dir,
     queueConsumers: { [SECOND_QUEUE]: { ...consumer } },
-    durableObjects: pacer ? { [BINDINGS.aiPacer]: { ...pacer, scriptName: first.name } } : {},
+    durableObjects: objects,
   };
 }
 
