@@ -2,6 +2,8 @@
 
 use std::rc::Rc;
 
+use futures_util::future::join;
+
 use shared::api::auth::{need, Caller, UsageCache};
 use shared::api::multipart;
 use shared::api::{check_content_length, Accepted, ApiError, IdempotencyKey, Method, Route};
@@ -277,21 +279,28 @@ async fn ingest(
         size: stored.size,
         uploaded_at: uploaded_at_text,
     };
-    if let Err(e) = enqueue(&env, &message).await {
+    // The send, and at the same time one statement (issue 25: one D1 round trip less than a
+    // size update before the send and a due time after it, and neither waits for the other):
+    // the size (a form's or a chunked body's is only known now), the due time (the
+    // reconciler never takes an upload in progress for a lost message), and the check that
+    // the row still exists. Making the image due a moment before its message is sent is
+    // safe: if the send fails, the row goes below; if the upload stops before it, the
+    // reconciler finds the image overdue and sends it (its bytes are stored).
+    let (sent, kept) = join(
+        enqueue(&env, &message),
+        store.sent(&id, stored.size, now_ms()),
+    )
+    .await;
+    if let Err(e) = sent {
         // Nothing must stay recorded or stored that no message will ever tag.
         let _ = r2::delete(&bucket, &key).await;
         let _ = store.delete_unfinished(&id).await;
         undo_key().await;
         return Err(e);
     }
-    // One statement once the message is sent (issue 25: one D1 round trip less than a size
-    // update before the send and a due time after it): the size (a form's or a chunked
-    // body's is only known now), the due time (the reconciler never takes an upload in
-    // progress for a lost message), and the check that the row still exists. A `DELETE`
-    // during the upload removed it, and maybe the object before the put wrote it: the
-    // object goes too, and nothing is left behind (the message finds no row, and the tagger
-    // drops it). If D1 fails here, the upload is undone the same way and the client retries.
-    let kept = store.sent(&id, stored.size, now_ms()).await;
+    // A `DELETE` during the upload removed the row, and maybe the object before the put
+    // wrote it: the object goes too, and nothing is left behind (the message finds no row,
+    // and the tagger drops it). If D1 failed, the upload is undone the same way.
     if !matches!(kept, Ok(true)) {
         if let Err(e) = r2::delete(&bucket, &key).await {
             problem::error("object_not_deleted", &format!("{key}: {e:?}"));
