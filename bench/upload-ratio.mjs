@@ -4,7 +4,12 @@
 // (bench/reference/upload.ts, no D1), all three in one workerd, interleaved.
 //
 //   node bench/upload-ratio.mjs [--quick] [--reps 3] [--no-save] [--save-profiles DIR]
+//                               [--earlier DIR --earlier-commit SHA]
 //   npm run bench:upload
+//
+// --earlier adds a copy of crates/upload-worker/build made at commit SHA (before a change)
+// to the same runs, interleaved with the rest, and records a run of its own for that commit
+// (with the same TS figures): the history's row for the commit before the change.
 //
 // Cells: 100 KiB at c = 1, 16, 64 and 5 MiB at c = 4. Every request carries the operator key
 // (`Authorization: Bearer`): the operator is the caller with no rate limit, no quota and no
@@ -15,12 +20,16 @@
 //   Miniflare's local R2, Queues and D1, which run in the same process. Measured in a
 //   Miniflare without the inspector, with throughput and latency.
 // - isolate CPU: the upload worker's own isolate, from the V8 CPU profiler over the
-//   inspector (a second Miniflare with `inspectorPort`, same runs), the self time of every
-//   sample but `(idle)` and `(program)`. `(program)` is time the isolate's thread spends
-//   outside any JS or wasm of this isolate: workerd's event loop, socket I/O and the other
-//   isolates on the same thread (Miniflare's R2, Queues and D1 services), which cannot be
-//   told apart; it is reported on its own. GC is kept: the isolate's garbage is its own.
-//   The profiler samples every 100 µs and inflates what it measures: compare within it.
+//   inspector (a second Miniflare with `inspectorPort`, the same runs again): the samples in
+//   the isolate's own JS and wasm, GC included (its garbage is its own), as a share of all
+//   its samples, times the CPU time of workerd's main thread (from /proc) in that run.
+//   Left out: `(idle)` (the isolate waits: workerd's event loop, and the other isolates on
+//   the same thread, Miniflare's R2, Queues and D1 among them) and `(program)` (native code
+//   that cannot be told apart; reported on its own as programMs). The scaling is needed
+//   because V8 spaces samples in wall time: on a busy machine the thread is off the CPU for
+//   part of every state, and the raw sampled time (sampledOwnMs) can exceed the CPU time
+//   of the whole process. The profiler samples every 100 µs and slows what it measures:
+//   compare within one run.
 //
 // Writes the run into bench/upload-results.json (`runs`, one entry per run, newest last:
 // the history by commit), unless --no-save or --quick; bench/tables.mjs makes BENCHMARKS.md's
@@ -48,15 +57,21 @@ const reps = Number(arg("--reps", quick ? 1 : 3));
 const save = !argv.includes("--no-save") && !quick;
 const profilesDir = arg("--save-profiles", null);
 const RESULTS = path.join(ROOT, "bench", "upload-results.json");
+const earlierDir = arg("--earlier", null);
+const earlierCommit = arg("--earlier-commit", null);
+if (Boolean(earlierDir) !== Boolean(earlierCommit)) throw new Error("--earlier and --earlier-commit go together");
+/** The Rust build of an earlier commit, when given. */
+const EARLIER = "rust-earlier";
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const CELLS = [
   { size: 100 * KiB, label: "100 KiB", concurrency: 1, count: quick ? 60 : 200 },
-  { size: 100 * KiB, label: "100 KiB", concurrency: 16, count: quick ? 100 : 320 },
-  { size: 100 * KiB, label: "100 KiB", concurrency: 64, count: quick ? 128 : 384 },
-  { size: 5 * MiB, label: "5 MiB", concurrency: 4, count: quick ? 12 : 40 },
+  { size: 100 * KiB, label: "100 KiB", concurrency: 16, count: quick ? 100 : 256 },
+  { size: 100 * KiB, label: "100 KiB", concurrency: 64, count: quick ? 128 : 256 },
+  { size: 5 * MiB, label: "5 MiB", concurrency: 4, count: quick ? 12 : 32 },
 ];
-const IMPLS = [RUST, TS_D1, TS];
+const IMPLS = [RUST, ...(earlierDir ? [EARLIER] : []), TS_D1, TS];
+const NAME = { ...Object.fromEntries(IMPLS.map((impl) => [impl, NAMES[impl]?.upload])), [EARLIER]: "image-upload-worker-earlier" };
 const TOKEN = "bench-operator-token-0123456789abcdef";
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 const VARS = { MAX_UPLOAD_BYTES: String(64 * MiB), API_TOKEN: TOKEN, ALLOW_ANONYMOUS: "false" };
@@ -68,7 +83,7 @@ bundleReference();
 
 function workers() {
   return IMPLS.map((impl) => {
-    if (impl !== RUST) return uploadWorker(impl, { queue: `bench-sink-${impl}`, vars: VARS });
+    if (impl !== RUST && impl !== EARLIER) return uploadWorker(impl, { queue: `bench-sink-${impl}`, vars: VARS });
     // As the launcher runs it, alone (no tagger: its AI_PACER binding goes), its sends to a
     // queue without a consumer.
     const options = workerOptions("upload", {
@@ -76,6 +91,9 @@ function workers() {
       overrides: {
         unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
         queueProducers: { [bindings.imageQueue]: { queueName: `bench-sink-${impl}` } },
+        ...(impl === EARLIER
+          ? { name: NAME[EARLIER], scriptPath: path.join(path.resolve(earlierDir), "index.js"), modulesRoot: path.resolve(earlierDir) }
+          : {}),
       },
     });
     return withoutForeignObjects(options);
@@ -101,7 +119,7 @@ function selfTime(profile) {
 
 async function emptyBuckets(mf) {
   for (const impl of IMPLS) {
-    const bucket = await mf.getR2Bucket(bindings.imageBucket, NAMES[impl].upload);
+    const bucket = await mf.getR2Bucket(bindings.imageBucket, NAME[impl]);
     for (let listed; (listed = await bucket.list({ limit: 1000 })).objects.length; ) {
       await bucket.delete(listed.objects.map((o) => o.key));
     }
@@ -127,9 +145,9 @@ async function phase(profiled, results) {
     const urls = {};
     const inspectors = {};
     for (const impl of IMPLS) {
-      urls[impl] = new URL("/images", await mf.unsafeGetDirectURL(NAMES[impl].upload));
+      urls[impl] = new URL("/images", await mf.unsafeGetDirectURL(NAME[impl]));
       if (profiled) {
-        const inspector = await Inspector.forWorker(mf, NAMES[impl].upload);
+        const inspector = await Inspector.forWorker(mf, NAME[impl]);
         await inspector.send("Profiler.enable");
         await inspector.send("Profiler.setSamplingInterval", { interval: SAMPLING_US });
         inspectors[impl] = inspector;
@@ -154,12 +172,20 @@ async function phase(profiled, results) {
           if (profiled) {
             const { profile } = await inspectors[impl].send("Profiler.stop");
             const t = selfTime(profile);
-            out[rep].isolateMs = t.own / cell.count;
-            out[rep].programMs = t.program / cell.count;
-            out[rep].gcMs = t.gc / cell.count;
-            out[rep].profiledWorkerdMs = cpu;
-            out[rep].idleMs = t.idle / cell.count;
-            out[rep].mainThreadMs = (threadMs(pid, pid) - main0) / cell.count;
+            const mainThreadMs = (threadMs(pid, pid) - main0) / cell.count;
+            // Samples are spaced in wall time, and on a busy machine the thread is off the
+            // CPU for part of it, whatever it runs: the isolate's share of the samples times
+            // the CPU time of the thread that runs every isolate.
+            const share = (ms) => (ms / (t.own + t.program + t.idle)) * mainThreadMs;
+            Object.assign(out[rep], {
+              isolateMs: share(t.own),
+              programMs: share(t.program),
+              gcMs: share(t.gc),
+              sampledOwnMs: t.own / cell.count,
+              sampledIdleMs: t.idle / cell.count,
+              mainThreadMs,
+              profiledWorkerdMs: cpu,
+            });
             if (profilesDir && rep === reps - 1) {
               mkdirSync(profilesDir, { recursive: true });
               const file = `${impl}-${cell.size / KiB}k-c${cell.concurrency}.cpuprofile`;
@@ -207,7 +233,7 @@ await phase(false, results);
 await phase(true, results);
 const load1 = os.loadavg();
 
-const KEYS = ["workerdMs", "isolateMs", "programMs", "idleMs", "mainThreadMs", "profiledWorkerdMs", "throughput", "p50", "p99"];
+const KEYS = ["workerdMs", "isolateMs", "programMs", "gcMs", "sampledOwnMs", "sampledIdleMs", "mainThreadMs", "profiledWorkerdMs", "throughput", "p50", "p99"];
 for (const cell of results) {
   cell.median = Object.fromEntries(
     IMPLS.map((impl) => [impl, Object.fromEntries(KEYS.map((k) => [k, median(cell.runs[impl].map((r) => r[k]))]))]),
@@ -240,7 +266,13 @@ for (const cell of results) {
       `vs TS with D1: workerd CPU ${ratio(TS_D1, "workerdMs")}×, isolate CPU ${ratio(TS_D1, "isolateMs")}×, throughput ${ratio(TS_D1, "throughput")}×   ` +
       `vs seed TS: ${ratio(TS, "workerdMs")}×, ${ratio(TS, "isolateMs")}×, ${ratio(TS, "throughput")}×`,
   );
-  console.log("        " + IMPLS.map((impl) => `${impl} own ${f(m[impl].isolateMs)} program ${f(m[impl].programMs)} idle ${f(m[impl].idleMs)} main thread ${f(m[impl].mainThreadMs)} workerd ${f(m[impl].profiledWorkerdMs)}`).join("; "));
+  if (earlierDir) {
+    const was = (ref, k) => f(m[EARLIER][k] / m[ref][k]);
+    console.log(
+      `        ${earlierCommit}: vs TS with D1: workerd CPU ${was(TS_D1, "workerdMs")}×, isolate CPU ${was(TS_D1, "isolateMs")}×, ` +
+        `throughput ${was(TS_D1, "throughput")}×`,
+    );
+  }
   console.log(
     "        " +
       IMPLS.map((impl) => `${impl} ${f(m[impl].workerdMs)}/${f(m[impl].isolateMs)} ms, ${f(m[impl].throughput, 1)} req/s`).join("; "),
@@ -249,7 +281,29 @@ for (const cell of results) {
 
 if (save) {
   const json = existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, "utf8")) : { runs: [] };
-  json.runs.push(run);
+  if (earlierDir) {
+    // The earlier build's own entry, from the same runs: its figures in the `rust` slot.
+    const cells = run.cells.map(({ runs, median: m, ...cell }) => ({
+      ...cell,
+      runs: { rust: runs[EARLIER], "ts-d1": runs[TS_D1], ts: runs[TS] },
+      median: { rust: m[EARLIER], "ts-d1": m[TS_D1], ts: m[TS] },
+    }));
+    json.runs.push({
+      ...run,
+      commit: earlierCommit,
+      dirty: false,
+      command: `node bench/upload-ratio.mjs --earlier <build of ${earlierCommit}> --earlier-commit ${earlierCommit}`,
+      cells,
+    });
+  }
+  json.runs.push({
+    ...run,
+    cells: run.cells.map(({ runs, median: m, ...cell }) => ({
+      ...cell,
+      runs: { rust: runs[RUST], "ts-d1": runs[TS_D1], ts: runs[TS] },
+      median: { rust: m[RUST], "ts-d1": m[TS_D1], ts: m[TS] },
+    })),
+  });
   writeFileSync(RESULTS, `${JSON.stringify(json, null, 2)}\n`);
   console.log(`written to ${path.relative(ROOT, RESULTS)} (run ${json.runs.length}); then: node bench/tables.mjs`);
 }
