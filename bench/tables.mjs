@@ -201,13 +201,15 @@ export const TABLES = [
         ...fair,
         "",
         "Against the plain seed design (`bench/reference/upload.ts`, no D1). The D1 share is what the insert costs the TS design " +
-          "(TS + D1 minus TS, workerd CPU, and its share of TS + D1); \"without D1\" takes that share off the Rust figure:",
+          "(TS + D1 minus TS, workerd CPU, and its share of TS + D1); \"without D1\" takes that one insert's cost off the Rust " +
+          "figure (the Rust worker makes two D1 statements: the second, `SENT`, stays in):",
         "",
         "| upload | TS workerd CPU | Rust / TS | D1 share | Rust without D1 / TS | TS isolate CPU | Rust / TS isolate | TS req/s | Rust / TS req/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ...seed,
         "",
-        "History: workerd CPU per request / throughput, Rust against TS + D1, by commit (every run in the JSON):",
+        "History: workerd CPU per request / throughput, Rust against TS + D1, by commit (every run in the JSON; a run made " +
+          "with `--earlier` measures the earlier commit's build in the same runs as the current one):",
         "",
         `| commit | run (UTC) | load | ${run.cells.map(cellName).join(" | ")} |`,
         `| --- | --- | --- | ${run.cells.map(() => "---:").join(" | ")} |`,
