@@ -217,6 +217,58 @@ export const TABLES = [
       ].join("\n");
     },
   },
+  {
+    name: "dashboard",
+    source: "bench/dashboard-results.json",
+    command: "node bench/dashboard.mjs",
+    render(json) {
+      const n = (x) => x.toLocaleString("en");
+      // What each statement reads, from D1's plan: a table's index, or its primary key.
+      const index = (plan) =>
+        plan
+          .map((d) => d.match(/^(?:SEARCH|SCAN) (\w+) USING (?:COVERING )?(?:INDEX (\w+)|(PRIMARY KEY))/))
+          .filter(Boolean)
+          .map(([, table, name, pk]) => `\`${name ?? `${table}`}\`${pk ? " (primary key)" : ""}`)
+          .join(", ");
+      const lines = [
+        provenance(this.source, json, this.command),
+        `${n(json.images)} images over ${json.days} days (${n(json.imagesInWindow)} in the last 24 h), ${n(json.webhookEvents)} webhook events; ` +
+          `${json.samples} requests per row; load average ${json.loadAverage.before.toFixed(1)} before, ${json.loadAverage.after.toFixed(1)} after, on ${json.loadAverage.cores} cores.`,
+        "",
+        "| what | index (D1's plan) | p50 (ms) | p99 (ms) | max (ms) |",
+        "| --- | --- | ---: | ---: | ---: |",
+        ...json.statements.map((s) => `| ${s.name} | ${index(s.plan)} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.max)} |`),
+        `| D1 floor: \`SELECT 1\` | none | ${ms(json.d1Floor.p50)} | ${ms(json.d1Floor.p99)} | ${ms(json.d1Floor.max)} |`,
+        `| **GET /admin/stats** (all seven in one D1 batch, over HTTP) | | ${ms(json.endpoint.p50)} | ${ms(json.endpoint.p99)} | ${ms(json.endpoint.max)} |`,
+      ];
+      if (json.page) {
+        lines.push(
+          `| **the page in Chromium**, load to figures shown | | ${ms(json.page.total.p50)} | ${ms(json.page.total.p99)} | ${ms(json.page.total.max)} |`,
+          `| of which its request to /admin/stats | | ${ms(json.page.request.p50)} | ${ms(json.page.request.p99)} | ${ms(json.page.request.max)} |`,
+          `| of which drawing (to the next frame) | | ${ms(json.page.render.p50)} | ${ms(json.page.render.p99)} | ${ms(json.page.render.max)} |`,
+        );
+      }
+      return lines.join("\n");
+    },
+  },
+  {
+    name: "dashboard, native SQLite",
+    source: "bench/dashboard-sqlite-results.json",
+    command: "bench/dashboard-sqlite.py",
+    render(json) {
+      const n = (x) => x.toLocaleString("en");
+      const f = (x) => x.toFixed(3);
+      return [
+        provenance(this.source, json, this.command),
+        `${n(json.images)} images over ${json.days} days (${n(json.imagesInWindow)} in the last 24 h), in memory, SQLite ${json.sqlite}; ` +
+          `${json.samples} runs per statement; load average ${json.loadAverage.atEnd.toFixed(1)} at the end, on ${json.loadAverage.cores} cores.`,
+        "",
+        "| aggregate | p50 (ms) | p99 (ms) | max (ms) |",
+        "| --- | ---: | ---: | ---: |",
+        ...json.results.map((r) => `| ${r.name} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.max)} |`),
+      ].join("\n");
+    },
+  },
 ];
 
 /**

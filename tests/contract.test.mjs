@@ -286,6 +286,22 @@ test("GET /admin/usage conforms and counts today's AI calls", async () => {
   await exchange("OPTIONS", "/admin/usage", { headers: { origin: ORIGIN, "access-control-request-method": "GET" }, status: 204 });
 });
 
+test("the operator dashboard conforms: GET /admin (public page) and GET /admin/stats (operator only)", async () => {
+  const stats = await exchange("GET", "/admin/stats", { status: 200 });
+  assert.equal(stats.uploadsPerHour.length, stats.windowHours);
+  assert.ok(stats.uploadsPerHour.reduce((n, h) => n + h.done + h.failed + h.queued, 0) >= 1, JSON.stringify(stats.uploadsPerHour.at(-1)));
+  await exchange("HEAD", "/admin/stats", { status: 200 });
+  assert.equal((await exchange("GET", "/admin/stats", { headers: {}, status: 401 })).error.code, apiError.unauthorized);
+  await exchange("HEAD", "/admin/stats", { headers: {}, status: 401 });
+  await exchange("POST", "/admin/stats", { body: "{}", status: 405 });
+  await exchange("OPTIONS", "/admin/stats", { headers: { origin: ORIGIN, "access-control-request-method": "GET" }, status: 204 });
+  await exchange("GET", "/admin", { headers: {}, status: 200 });
+  await exchange("HEAD", "/admin", { headers: { origin: ORIGIN }, status: 200 });
+  await exchange("POST", "/admin", { body: "{}", status: 405 });
+  await exchange("POST", "/admin", { headers: {}, body: "{}", status: 401 });
+  await exchange("OPTIONS", "/admin", { headers: { origin: ORIGIN, "access-control-request-method": "GET" }, status: 204 });
+});
+
 test("errors conform: 400, 401, 404, 405, 413, 415", async () => {
   const code = async (method, pathname, options) => (await exchange(method, pathname, options)).error.code;
   // 400
@@ -389,7 +405,7 @@ test("client keys conform: made, listed, scoped, metered and revoked", async () 
 
   // 403: the operator's routes, and a scope the key lacks.
   const as = (key) => ({ authorization: `Bearer ${key.key}`, origin: ORIGIN });
-  for (const [method, pathname] of [["GET", "/admin/keys"], ["HEAD", "/admin/keys"], ["POST", "/admin/keys"], ["GET", "/admin/usage"], ["HEAD", "/admin/usage"], ["DELETE", `/admin/keys/${reader.keyId}`]]) {
+  for (const [method, pathname] of [["GET", "/admin/keys"], ["HEAD", "/admin/keys"], ["POST", "/admin/keys"], ["GET", "/admin/usage"], ["HEAD", "/admin/usage"], ["GET", "/admin/stats"], ["HEAD", "/admin/stats"], ["DELETE", `/admin/keys/${reader.keyId}`]]) {
     await exchange(method, pathname, { headers: as(metered), body: method === "POST" ? "{}" : undefined, status: 403 });
   }
   for (const pathname of ["/images", "/"]) {

@@ -61,6 +61,8 @@ async fn route(
         (Route::Root, Method::Get | Method::Head) => {
             return Ok(http::page(include_bytes!("demo.html")))
         }
+        // So is the dashboard's: its figures come from `/admin/stats`, with the operator key.
+        (Route::Admin, Method::Get | Method::Head) => return Ok(crate::dashboard::page()),
         _ => {}
     }
     let caller = crate::auth::authenticate(&req, &env, settings).await?;
@@ -85,6 +87,9 @@ async fn route(
         }
         (Route::Tags, Method::Get | Method::Head) => manage::tags(&req, &env, owner).await,
         (Route::AdminUsage, Method::Get | Method::Head) => usage(&env).await,
+        (Route::AdminStats, Method::Get | Method::Head) => {
+            crate::dashboard::stats(&env, settings).await
+        }
         (Route::AdminKeys, Method::Post) => crate::admin::create(&req, &env).await,
         (Route::AdminKeys, Method::Get | Method::Head) => crate::admin::list(&env).await,
         (Route::AdminKey(id), Method::Delete) => crate::admin::revoke(&env, id).await,

@@ -6,7 +6,8 @@
 //! `GET /images/{id}/content` and `DELETE /images/{id}` serve and delete an image
 //! ([`manage`]). Every API request is authenticated first ([`auth`]: the operator key, a
 //! client key, or an anonymous caller where allowed), and a client sees only its own images;
-//! the operator manages client keys under `/admin/keys` ([`admin`]). Routing, validation and
+//! the operator manages client keys under `/admin/keys` ([`admin`]) and watches the service
+//! on `/admin` ([`dashboard`]). Routing, validation and
 //! error codes live in [`shared::api`]; this crate only does the I/O.
 
 mod admin;
@@ -14,6 +15,7 @@ mod auth;
 mod body;
 mod crypto;
 mod cursor_mac;
+mod dashboard;
 mod detach;
 mod handlers;
 mod http;

@@ -25,6 +25,8 @@ pub struct Settings {
     pub default_callback: Option<Result<CallbackUrl, UrlError>>,
     /// Key of search cursors; `None`: derived from `api_token` (see `cursor_mac`).
     pub cursor_secret: Option<String>,
+    /// `AI_DAILY_BUDGET` (the tagger's; the dashboard shows today's calls against it).
+    pub ai_daily_budget: Option<u64>,
 }
 
 impl Settings {
@@ -55,6 +57,7 @@ impl Settings {
             cursor_secret: vars
                 .raw(config::CURSOR_SECRET.name)
                 .filter(|t| !t.is_empty()),
+            ai_daily_budget: vars.get_opt(config::AI_DAILY_BUDGET),
         }
     }
 }

@@ -281,7 +281,9 @@ pub fn need(route: Route, method: Method) -> Need {
             | Route::Tags,
             Get | Head,
         ) => Need::Scope(Scope::ImagesRead),
-        (Route::AdminUsage | Route::AdminKeys | Route::AdminKey(_), _) => Need::Operator,
+        (Route::AdminUsage | Route::AdminKeys | Route::AdminKey(_) | Route::AdminStats, _) => {
+            Need::Operator
+        }
         _ => Need::Nothing,
     }
 }
@@ -690,7 +692,12 @@ mod tests {
         let delete = need(Route::Image(id), Method::Delete);
         assert_eq!(delete, Need::Scope(Scope::ImagesDelete));
         assert!(reader.allow(delete).is_err());
-        for route in [Route::AdminUsage, Route::AdminKeys, Route::AdminKey(key_id)] {
+        for route in [
+            Route::AdminUsage,
+            Route::AdminKeys,
+            Route::AdminKey(key_id),
+            Route::AdminStats,
+        ] {
             let n = need(route, Method::Get);
             assert_eq!(n, Need::Operator);
             assert_eq!(Caller::Operator.allow(n), Ok(()));

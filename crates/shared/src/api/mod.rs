@@ -62,6 +62,10 @@ pub enum Route {
     AdminKeys,
     /// `/admin/keys/{keyId}`: revoke a client key (`DELETE`).
     AdminKey(auth::KeyId),
+    /// `/admin`: the operator dashboard's page (`GET`; it holds no data).
+    Admin,
+    /// `/admin/stats`: the operator dashboard's figures.
+    AdminStats,
 }
 
 impl Route {
@@ -71,6 +75,8 @@ impl Route {
             "/" | "" => return Ok(Some(Self::Root)),
             "/images" | "/images/" => return Ok(Some(Self::Images)),
             "/admin/usage" => return Ok(Some(Self::AdminUsage)),
+            "/admin" | "/admin/" => return Ok(Some(Self::Admin)),
+            "/admin/stats" => return Ok(Some(Self::AdminStats)),
             "/admin/keys" | "/admin/keys/" => return Ok(Some(Self::AdminKeys)),
             "/tags" | "/tags/" => return Ok(Some(Self::Tags)),
             _ => match path.strip_prefix("/images/") {
@@ -106,9 +112,12 @@ impl Route {
             Self::Root => "GET, HEAD, POST, OPTIONS",
             Self::Images => "GET, HEAD, POST, OPTIONS",
             Self::Image(_) => "GET, HEAD, DELETE, OPTIONS",
-            Self::ImageTags(_) | Self::ImageContent(_) | Self::Tags | Self::AdminUsage => {
-                "GET, HEAD, OPTIONS"
-            }
+            Self::ImageTags(_)
+            | Self::ImageContent(_)
+            | Self::Tags
+            | Self::AdminUsage
+            | Self::Admin
+            | Self::AdminStats => "GET, HEAD, OPTIONS",
             Self::AdminKeys => "GET, HEAD, POST, OPTIONS",
             Self::AdminKey(_) => "DELETE, OPTIONS",
         }
@@ -221,6 +230,10 @@ mod tests {
         );
         assert_eq!(Route::parse("/tags/x"), Ok(None));
         assert_eq!(Route::parse("/admin/keys"), Ok(Some(Route::AdminKeys)));
+        assert_eq!(Route::parse("/admin"), Ok(Some(Route::Admin)));
+        assert_eq!(Route::parse("/admin/"), Ok(Some(Route::Admin)));
+        assert_eq!(Route::parse("/admin/stats"), Ok(Some(Route::AdminStats)));
+        assert_eq!(Route::parse("/admin/stats/x"), Ok(None));
         let key = auth::KeyId::parse("key_0123456789abcdef0123").unwrap();
         assert_eq!(
             Route::parse("/admin/keys/key_0123456789abcdef0123"),

@@ -86,6 +86,14 @@ fn contract() -> Value {
         json!({ "sql": st.sql, "params": params })
     })
     .collect();
+    let dashboard_statements = || -> Vec<Value> {
+        let window = crate::storage::dashboard::Window::at(1_796_000_000_000);
+        crate::storage::dashboard::STATEMENTS
+            .iter()
+            .zip(window.params())
+            .map(|(sql, params)| json!({ "sql": sql, "params": params }))
+            .collect()
+    };
     json!({
         "comment": "Generated from crates/shared by `UPDATE_CONTRACT=1 cargo test -p shared contract`. Do not edit.",
         "bindings": {
@@ -138,6 +146,9 @@ fn contract() -> Value {
             "selectImage": db::SELECT_IMAGE,
             "searchShapes": search_shapes,
             "tagCloud": manage::TAG_CLOUD,
+            // The operator dashboard's statements, with the parameters of a window, to
+            // check D1's own plans from JavaScript (bench/dashboard.mjs).
+            "dashboard": dashboard_statements(),
         },
         "statuses": [Status::Queued, Status::Done, Status::Failed],
         "outcomes": Outcome::ALL,
