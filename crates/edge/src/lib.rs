@@ -7,7 +7,8 @@
 //! - [`crypto`]: WebCrypto (HMAC-SHA-256, SHA-256) and hex;
 //! - [`vars`]: settings from `Env` (vars and secrets), read once per isolate;
 //! - [`fail`]: platform errors into each worker's error type;
-//! - [`now_ms`]: the clock.
+//! - [`now_ms`]: the clock;
+//! - [`binding`]: a binding without workers-rs's constructor-name check (the hot paths).
 
 pub mod crypto;
 pub mod d1;
