@@ -269,6 +269,51 @@ export const TABLES = [
       ].join("\n");
     },
   },
+  {
+    name: "live load",
+    source: "bench/live-results.json",
+    command: "node bench/live-load.mjs",
+    render(json) {
+      const l = json.latencyMs;
+      const row = (what, x) => `| ${what} | ${x.n.toLocaleString("en")} | ${ms(x.p50)} | ${ms(x.p99)} | ${ms(x.max)} |`;
+      const mib = (x) => (x / MiB).toFixed(1);
+      const h = json.hibernation;
+      return [
+        provenance(this.source, json, this.command),
+        `${json.sockets.toLocaleString("en")} sockets on one client's object (it held ${json.objectSockets.toLocaleString("en")} with the first one), ` +
+          `${json.images} images one after another, each raising \`image.queued\` and \`image.tagged\` at every socket: ` +
+          `${json.deliveries.toLocaleString("en")} deliveries, ${json.missing} missing, ${json.duplicates} repeated. ` +
+          `${json.machine.cpus} cores (${json.machine.model}), Node ${json.machine.node}; opening every socket took ${(json.openMs / 1000).toFixed(1)} s.`,
+        "",
+        "| delivery | count | p50 (ms) | p99 (ms) | max (ms) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        row("`image.tagged`: D1 commit → a socket", l.tagged),
+        row(`\`image.tagged\`: D1 commit → the last of ${json.sockets.toLocaleString("en")} sockets`, l.taggedLastSocket),
+        row("`image.queued`: the upload's `202` → a socket", l.queued),
+        row(`\`image.queued\`: the upload's \`202\` → the last socket`, l.queuedLastSocket),
+        "",
+        "| memory (workerd RSS, every worker of the run) | value |",
+        "| --- | ---: |",
+        `| with 1 socket | ${mib(json.memory.rssOneSocket)} MiB |`,
+        `| with ${(json.sockets + 1).toLocaleString("en")} sockets | ${mib(json.memory.rssAllSockets)} MiB |`,
+        `| per socket | ${(json.memory.bytesPerSocket / 1024).toFixed(1)} KiB |`,
+        `| after ${h.idleSeconds} s idle | ${mib(json.memory.rssAfterIdle)} MiB |`,
+        "",
+        "| memory (JS heap of the object's isolate, after a GC) | value |",
+        "| --- | ---: |",
+        `| with 1 socket | ${mib(json.memory.heapOneSocket)} MiB |`,
+        `| with ${(json.sockets + 1).toLocaleString("en")} sockets | ${mib(json.memory.heapAllSockets)} MiB |`,
+        `| per socket | ${(json.memory.heapBytesPerSocket / 1024).toFixed(1)} KiB |`,
+        `| after ${h.idleSeconds} s idle (the object evicted; GC not forced to completion) | ${mib(json.memory.heapAfterIdle)} MiB |`,
+        "",
+        `Hibernation: after ${h.idleSeconds} s with no message either way, a \`ping\` found the object ` +
+          (h.hibernated
+            ? `started again (start time ${h.objectStartedBeforeIdle} → ${h.objectStartedAfterIdle}): workerd had evicted it while its ${h.socketsAfterIdle.toLocaleString("en")} sockets stayed open`
+            : `still the same instance (start time ${h.objectStartedAfterIdle}): not evicted in that time`) +
+          `; an image uploaded after that reached every socket${h.deliveredAfterWake ? "" : " (NOT: see the run)"}.`,
+      ].join("\n");
+    },
+  },
 ];
 
 /**

@@ -437,7 +437,8 @@ export async function waitFor(check, { timeoutMs = DEFAULT_WAIT_MS, intervalMs =
  * - `secondTagger`: also run a second tagger from the same bundle, consuming its own queue
  *   (`SECOND_QUEUE`, `p.queue(SECOND_QUEUE)`) and sharing D1, R2, KV and the pacer, so two
  *   batches run at once as they do in production (see `secondTaggerOptions`);
- * - `pacerDown`: the tagger's pacer binding leads to an object that fails every request.
+ * - `pacerDown`: the tagger's pacer binding leads to an object that fails every request;
+ * - `liveDown`: so do both workers' live-updates bindings (`LIVE_EVENTS`).
  */
 export async function startPipeline(options = {}) {
   const {
@@ -456,6 +457,7 @@ export async function startPipeline(options = {}) {
     inspect = false,
     secondTagger = false,
     pacerDown = false,
+    liveDown = false,
   } = options;
 
   const workers = Object.fromEntries(
@@ -477,6 +479,14 @@ export async function startPipeline(options = {}) {
       }
     }
     downPacers.push(downPacerWorker());
+  }
+  if (liveDown) {
+    for (const options of Object.values(workers)) {
+      if (options.durableObjects?.[BINDINGS.liveEvents]) {
+        options.durableObjects = { ...options.durableObjects, [BINDINGS.liveEvents]: { className: "DownLive", scriptName: DOWN_LIVE } };
+      }
+    }
+    downPacers.push(downLiveWorker());
   }
   for (const role of Object.keys(vars)) if (!workers[role]) throw new Error(`vars for unknown worker ${role}`);
   for (const queue of Object.keys(queues)) {
@@ -773,6 +783,12 @@ function secondTaggerOptions(first) {
   const consumer = first.queueConsumers[QUEUES.images];
   if (!consumer) throw new Error(`the tagger has no consumer for ${QUEUES.images}`);
   const pacer = first.durableObjects?.[BINDINGS.aiPacer];
+  const live = first.durableObjects?.[BINDINGS.liveEvents];
+  // The first tagger's objects, not new ones of this worker's: one pacer, one object per client.
+  const objects = {
+    ...(pacer ? { [BINDINGS.aiPacer]: { ...pacer, scriptName: pacer.scriptName ?? first.name } } : {}),
+    ...(live ? { [BINDINGS.liveEvents]: { ...live, scriptName: live.scriptName ?? first.name } } : {}),
+  };
   return {
     ...rest,
     name: `${first.name}-2`,
@@ -785,7 +801,7 @@ function secondTaggerOptions(first) {
     ],
     modulesRoot: dir,
     queueConsumers: { [SECOND_QUEUE]: { ...consumer } },
-    durableObjects: pacer ? { [BINDINGS.aiPacer]: { ...pacer, scriptName: first.name } } : {},
+    durableObjects: objects,
   };
 }
 
@@ -807,5 +823,23 @@ function downPacerWorker() {
       "export default { fetch() { return new Response(null, { status: 404 }); } };",
     ].join("\n"),
     durableObjects: { PACER: { className: "DownPacer", useSQLite: true } },
+  };
+}
+
+const DOWN_LIVE = "live-down";
+
+/** A worker whose live-updates class fails every request (`liveDown`). */
+function downLiveWorker() {
+  return {
+    name: DOWN_LIVE,
+    modules: true,
+    script: [
+      "import { DurableObject } from \"cloudflare:workers\";",
+      "export class DownLive extends DurableObject {",
+      "  fetch() { throw new Error(\"Durable Object is overloaded (injected by the test launcher)\"); }",
+      "}",
+      "export default { fetch() { return new Response(null, { status: 404 }); } };",
+    ].join("\n"),
+    durableObjects: { LIVE: { className: "DownLive", useSQLite: true } },
   };
 }

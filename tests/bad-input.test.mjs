@@ -165,6 +165,26 @@ const CASES = [
     code: apiError.empty_body,
   },
 
+  // Live updates: GET /events is refused before any upgrade.
+  { name: "GET /events without Upgrade", req: get("/events"), status: 426, code: apiError.upgrade_required },
+  {
+    // A forged ticket (the anonymous client's, with a MAC of zeros), offered as a browser does.
+    name: "raw GET /events with a forged ticket",
+    raw: {
+      head:
+        "GET /events HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+        `Sec-WebSocket-Protocol: ${contract.live.protocol}, ${contract.live.ticketProtocolPrefix}v1.anonymous.99999999999999.${"A".repeat(43)}`,
+    },
+    status: 401,
+    code: apiError.invalid_ticket,
+  },
+  {
+    name: "raw GET /events with a malformed ticket",
+    raw: { head: `GET /events HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: ${contract.live.ticketProtocolPrefix}${"x".repeat(500)}` },
+    status: 401,
+    code: apiError.invalid_ticket,
+  },
+
   // Multipart bodies, built by hand.
   { name: "multipart, zero-length body", req: post(Buffer.alloc(0), { "content-type": MULTIPART }), status: 400, code: apiError.empty_body },
   { name: "multipart, no parts", req: post(text(`--${BOUNDARY}--\r\n`), { "content-type": MULTIPART }), status: 400, code: apiError.invalid_multipart },

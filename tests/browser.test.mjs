@@ -1,6 +1,7 @@
 // The demo page in a real browser: headless Chromium (Debian's package) driven by
-// playwright-core picks a file, the page uploads it, polls, and shows the tags; the gallery
-// lists images with thumbnails fetched with the token, filters by tag and deletes.
+// playwright-core picks a file, the page uploads it, follows it (live updates over a
+// WebSocket, polling only without one), and shows the tags; the gallery lists images with
+// thumbnails fetched with the token, filters by tag and deletes, and changes as events come.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -219,4 +220,41 @@ test("the page is usable from the keyboard", async () => {
   const focused = await page.evaluate(() => document.activeElement?.id);
   assert.equal(focused, "file", "the file picker is the first focus stop");
   assert.equal(await page.getByLabel("API token").count(), 1);
+});
+
+test("the gallery follows an image to done over the socket, with no GET /images/{id} after it opened", async () => {
+  const { page, errors } = await galleryPage();
+  // The socket opens with a ticket once the token is set (the page polls only until then).
+  await page.waitForFunction(() => document.body.dataset.live === "open", null, { timeout: 20_000 });
+  const polls = [];
+  const sockets = [];
+  page.on("request", (r) => {
+    if (r.method() === "GET" && /\/images\/[0-9a-f-]{36}$/.test(new URL(r.url()).pathname)) polls.push(r.url());
+  });
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  // Every status a card shows, in order, as the socket's events change the gallery.
+  await page.evaluate(() => {
+    window.cardStates = [];
+    const seen = () => {
+      for (const li of document.querySelectorAll("#grid > li.item")) {
+        const entry = `${li.dataset.id}:${li.querySelector(".status")?.textContent}`;
+        if (!window.cardStates.includes(entry)) window.cardStates.push(entry);
+      }
+    };
+    new MutationObserver(seen).observe(document.getElementById("grid"), { childList: true, subtree: true });
+  });
+  const image = encodePng(40, 30, (x, y) => [x * 6, 90, y * 8]);
+  p.ai.script(image, answer([{ label: "Lighthouse", score: 0.94 }]));
+  await page.setInputFiles("#file", { name: "live.png", mimeType: "image/png", buffer: image });
+  await page.locator("#status", { hasText: status.done }).waitFor({ timeout: 20_000 });
+  const id = await page.locator("#image-id").textContent();
+  assert.deepEqual(await page.locator("li.tag .name").allTextContents(), ["Lighthouse"]);
+  // The gallery lists it as done (its listing is GET /images, not a poll of the image).
+  await page.locator(`#grid > li[data-id="${id}"] .status.done`).waitFor({ timeout: 20_000 });
+  const states = (await page.evaluate(() => window.cardStates)).filter((e) => e.startsWith(id));
+  assert.deepEqual(states, [`${id}:${status.queued}`, `${id}:${status.done}`], "the card appeared queued, then turned done");
+  assert.deepEqual(polls, [], "no poll of the image once the socket was open");
+  assert.deepEqual(sockets, [], "the same socket throughout");
+  console.log(`# GET /images/{id} after the socket opened: ${polls.length}`);
+  assert.deepEqual(errors, []);
 });

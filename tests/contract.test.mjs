@@ -22,6 +22,7 @@ import { apiError, contract, status, tagError } from "../local/contract.mjs";
 import { FAST_QUEUES } from "./support/helpers.mjs";
 import { png, jpeg, gif } from "../local/images.mjs";
 import { multipartBody } from "./support/requests.mjs";
+import { openLive } from "../local/live-client.mjs";
 
 const doc = parseYaml(readFileSync(path.join(ROOT, "docs/openapi.yaml"), "utf8"));
 const LIMIT = 4096;
@@ -450,6 +451,8 @@ test("every other method on a listed path is a documented 405 with Allow", async
     ["/tags", ["POST", "PUT", "PATCH", "DELETE"]],
     ["/admin/keys", ["PUT", "DELETE"]],
     ["/admin/keys/key_00000000000000000000", ["GET", "POST"]],
+    ["/events", ["POST", "PUT", "DELETE"]],
+    ["/events/ticket", ["GET", "PUT", "DELETE"]],
   ]) {
     for (const method of methods) {
       const body = ["POST", "PUT", "PATCH"].includes(method) ? "{}" : undefined;
@@ -459,11 +462,36 @@ test("every other method on a listed path is a documented 405 with Allow", async
 });
 
 test("OPTIONS, GET / and HEAD / conform", async () => {
-  for (const pathname of ["/", "/images", `/images/${UNKNOWN_ID}`, `/images/${UNKNOWN_ID}/tags`, `/images/${UNKNOWN_ID}/content`, "/tags", "/admin/keys", "/admin/keys/key_00000000000000000000"]) {
+  for (const pathname of ["/", "/images", `/images/${UNKNOWN_ID}`, `/images/${UNKNOWN_ID}/tags`, `/images/${UNKNOWN_ID}/content`, "/tags", "/admin/keys", "/admin/keys/key_00000000000000000000", "/events", "/events/ticket"]) {
     await exchange("OPTIONS", pathname, { headers: { origin: ORIGIN, "access-control-request-method": "POST" }, status: 204 });
   }
   await exchange("GET", "/", { headers: {}, status: 200 });
   await exchange("HEAD", "/", { headers: { origin: ORIGIN }, status: 200 });
+});
+
+test("live updates conform: the ticket, the refusals before the upgrade, and every message on the socket", async () => {
+  const issued = await exchange("POST", contract.live.routes.ticket, { status: 200 });
+  await exchange("POST", contract.live.routes.ticket, { headers: {}, status: 401 });
+  const refused = await exchange("GET", contract.live.routes.events, { status: 426 });
+  assert.equal(refused.error.code, apiError.upgrade_required);
+  // The messages (over the real socket, which fetch cannot open) match LiveEvent and LiveControl.
+  const socket = await openLive(p.url, { protocols: issued.protocols });
+  const image = png(1024);
+  p.ai.script(image, answer([{ label: "Contract Owl", score: 0.97 }]));
+  const id = (await exchange("POST", "/images", { body: image, status: 202 })).imageId;
+  await socket.eventOf(id, contract.live.events[1]);
+  assert.equal(await socket.ping().then((m) => m.type), "live.pong");
+  const schemas = doc.components.schemas;
+  for (const { receivedAt, ...message } of socket.messages) {
+    const schema = message.type.startsWith("live.") ? schemas.LiveControl : schemas.LiveEvent;
+    validate(schema, message, `the socket's ${message.type}`);
+  }
+  // The webhook's body is the event without its id: one parser serves both.
+  const { id: eventId, ...body } = socket.events().find((m) => m.type === contract.live.events[1]);
+  delete body.receivedAt;
+  validate(schemas.WebhookEvent, body, "image.tagged without its id");
+  assert.match(eventId, /^msg_/);
+  await socket.close();
 });
 
 test("every documented operation was exercised", () => {

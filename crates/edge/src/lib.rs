@@ -7,6 +7,7 @@
 //! - [`crypto`]: WebCrypto (HMAC-SHA-256, SHA-256) and hex;
 //! - [`vars`]: settings from `Env` (vars and secrets), read once per isolate;
 //! - [`fail`]: platform errors into each worker's error type;
+//! - [`live`]: handing a live update to the client's Durable Object (best-effort);
 //! - [`now_ms`]: the clock;
 //! - [`binding`]: a binding without workers-rs's constructor-name check (the hot paths).
 
@@ -14,6 +15,7 @@ pub mod crypto;
 pub mod d1;
 pub mod fail;
 pub mod kv;
+pub mod live;
 pub mod log;
 pub mod vars;
 

@@ -9,6 +9,7 @@
 
 mod classify;
 mod consumer;
+mod live;
 mod log;
 mod notify;
 mod pacer;
@@ -19,6 +20,7 @@ mod retention;
 mod settings;
 mod store;
 
+pub use live::LiveEvents;
 pub use pacer::AiPacer;
 
 use wasm_bindgen::prelude::wasm_bindgen;

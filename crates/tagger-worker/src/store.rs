@@ -7,6 +7,7 @@ pub use edge::OrStorage;
 use serde::Serialize;
 use shared::storage::dedupe::{self, TwinRow};
 use shared::storage::images::{self, ImageRow, View};
+use shared::storage::live;
 use shared::storage::outbox;
 use shared::tagging::batch::Twin;
 use shared::tagging::labels::Classified;
@@ -37,6 +38,8 @@ pub enum Claim {
 pub struct Store {
     db: Db<TagError>,
     kv: KvStore,
+    /// For live updates (`edge::live`).
+    env: Env,
 }
 
 impl Store {
@@ -47,6 +50,7 @@ impl Store {
             kv: env
                 .kv(binding::RESULTS_KV)
                 .or_storage("RESULTS_KV binding")?,
+            env: env.clone(),
         })
     }
 
@@ -100,7 +104,7 @@ impl Store {
     }
 
     /// Runs a transition (its statement first, the event's outbox row second) and reads the
-    /// row back, in one round trip. `Some(record)` when the transition happened (the caller
+    /// row back, in one round trip; then hands the live update to the owner's object. `Some(record)` when the transition happened (the caller
     /// then owns writing the record to KV); its `notification` names the event when this
     /// transition recorded one (the caller then enqueues its delivery).
     async fn transition(
@@ -127,6 +131,12 @@ impl Store {
             .transpose()
             .or_storage("D1 read back")?
             .and_then(|rows| rows.into_iter().next());
+        // Committed: the owner's open sockets get the event now (best-effort, bounded).
+        if let Some(event) = row.as_ref().and_then(live::terminal_event) {
+            if let Some(row) = &row {
+                edge::live::publish(&self.env, &row.owner, &event).await;
+            }
+        }
         Ok(match row.and_then(|r| r.view()) {
             Some(View::Finished(mut record)) => {
                 if event_recorded {

@@ -13,16 +13,33 @@ thread_local! {
     static KEY: RefCell<Option<JsValue>> = const { RefCell::new(None) };
 }
 
-async fn hmac_key(raw: &[u8]) -> Result<JsValue, ApiError> {
+pub async fn hmac_key(raw: &[u8]) -> Result<JsValue, ApiError> {
     edge::crypto::hmac_key(raw)
         .await
         .map_err(ApiError::Internal)
 }
 
-async fn hmac(key: &JsValue, data: &[u8]) -> Result<Vec<u8>, ApiError> {
+pub async fn hmac(key: &JsValue, data: &[u8]) -> Result<Vec<u8>, ApiError> {
     edge::crypto::hmac(key, data)
         .await
         .map_err(ApiError::Internal)
+}
+
+/// The raw cursor key of these settings, and whether it is the open API's public one.
+/// (Live-updates tickets derive their own key from it: `crate::live`.)
+pub async fn raw_key(settings: &Settings) -> Result<(Vec<u8>, bool), ApiError> {
+    let chosen = CursorKey::choose(
+        settings.cursor_secret.as_deref(),
+        settings.api_token.as_deref(),
+    );
+    Ok(match chosen {
+        CursorKey::Secret(secret) => (secret.as_bytes().to_vec(), false),
+        CursorKey::DerivedFrom(token) => (
+            hmac(&hmac_key(token.as_bytes()).await?, KEY_LABEL).await?,
+            false,
+        ),
+        CursorKey::Public => (PUBLIC_KEY.to_vec(), true),
+    })
 }
 
 /// The cursor key of this isolate's settings.
@@ -30,17 +47,7 @@ async fn key(settings: &Settings) -> Result<JsValue, ApiError> {
     if let Some(key) = KEY.with(|k| k.borrow().clone()) {
         return Ok(key);
     }
-    let chosen = CursorKey::choose(
-        settings.cursor_secret.as_deref(),
-        settings.api_token.as_deref(),
-    );
-    let raw = match chosen {
-        CursorKey::Secret(secret) => secret.as_bytes().to_vec(),
-        CursorKey::DerivedFrom(token) => {
-            hmac(&hmac_key(token.as_bytes()).await?, KEY_LABEL).await?
-        }
-        CursorKey::Public => PUBLIC_KEY.to_vec(),
-    };
+    let (raw, _) = raw_key(settings).await?;
     let key = hmac_key(&raw).await?;
     KEY.with(|k| *k.borrow_mut() = Some(key.clone()));
     Ok(key)

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use futures_util::future::join;
 
 use shared::api::auth::{need, Caller, UsageCache};
+use shared::api::live::LiveEvent;
 use shared::api::multipart;
 use shared::api::{check_content_length, Accepted, ApiError, IdempotencyKey, Method, Route};
 use shared::storage::images::View;
@@ -65,6 +66,10 @@ async fn route(
         (Route::Admin, Method::Get | Method::Head) => return Ok(crate::dashboard::page()),
         _ => {}
     }
+    // A browser's socket authenticates with a ticket, not a header: `live::connect` checks.
+    if (route, method) == (Route::Events, Method::Get) {
+        return crate::live::connect(&req, &env, settings).await;
+    }
     let caller = crate::auth::authenticate(&req, &env, settings).await?;
     caller.allow(need(route, method))?;
     // A client sees only its own images; the operator every image.
@@ -79,8 +84,14 @@ async fn route(
         (Route::Image(id), Method::Get | Method::Head) => status(&env, id, owner).await,
         // The delete runs to its end even if the client goes away.
         (Route::Image(id), Method::Delete) => {
-            detach(&ctx, manage::delete(env, id, owner.map(str::to_string))).await
+            let work = manage::delete(env.clone(), id, owner.map(str::to_string));
+            let deleted_from = detach(&ctx, work).await?;
+            // The owner's sockets hear of it after the response (best-effort).
+            let event = LiveEvent::deleted(id, now_ms());
+            ctx.wait_until(async move { edge::live::publish(&env, &deleted_from, &event).await });
+            Ok(Response::builder().with_status(204).empty())
         }
+        (Route::EventsTicket, Method::Post) => crate::live::ticket(caller.owner(), settings).await,
         (Route::ImageTags(id), Method::Get | Method::Head) => tags(&env, id, owner).await,
         (Route::ImageContent(id), Method::Get | Method::Head) => {
             manage::image_content(&req, &env, id, method == Method::Head, owner).await
@@ -177,17 +188,20 @@ async fn upload(
     let work = detach(
         &ctx,
         ingest(
-            env,
+            env.clone(),
             store,
             id,
             upload,
             size_hint,
             reservation,
             callback,
-            owner,
+            owner.clone(),
         ),
     );
-    work.await?;
+    let uploaded_at = work.await?;
+    // Committed and enqueued: the owner's sockets hear of it after the response.
+    let event = LiveEvent::queued(id, uploaded_at);
+    ctx.wait_until(async move { edge::live::publish(&env, &owner, &event).await });
     log::emit(
         Level::Info,
         log_event::UPLOAD_ACCEPTED,
@@ -218,7 +232,7 @@ fn callback_url(req: &Request, settings: &Settings) -> Result<Option<String>, Ap
 }
 
 /// Records the image (as `owner`'s), stores its bytes and enqueues it; undoes what it did if
-/// a step fails.
+/// a step fails. Returns when it was recorded (its `uploaded_at`).
 #[allow(clippy::too_many_arguments)]
 async fn ingest(
     env: Env,
@@ -229,7 +243,7 @@ async fn ingest(
     reservation: Option<(String, String)>,
     callback: Option<String>,
     owner: String,
-) -> Result<(), ApiError> {
+) -> Result<u64, ApiError> {
     let key = object_key(&id, upload.image_type.extension());
     let mime = upload.image_type.mime();
     let uploaded_at = now_ms();
@@ -325,7 +339,7 @@ async fn ingest(
             }
         }
     }
-    Ok(())
+    Ok(uploaded_at)
 }
 
 /// Sends the message to the tagger's queue, as JSON.

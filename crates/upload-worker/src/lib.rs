@@ -19,6 +19,7 @@ mod dashboard;
 mod detach;
 mod handlers;
 mod http;
+mod live;
 mod manage;
 mod problem;
 mod r2;

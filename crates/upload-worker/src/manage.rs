@@ -232,8 +232,8 @@ pub async fn image_content(
 /// that a retry of the delete finishes (R2 deletes are idempotent; a `404` still removes a
 /// KV record left behind). KV is never read first: a stale read must not skip the delete.
 /// A client (`owner`) deletes only its own images: another's is a `404`, and its record is
-/// left alone.
-pub async fn delete(env: Env, id: ImageId, owner: Option<String>) -> Result<Response, ApiError> {
+/// left alone. Returns the owner of the image deleted (for its live `image.deleted`).
+pub async fn delete(env: Env, id: ImageId, owner: Option<String>) -> Result<String, ApiError> {
     let db = d1(&env)?;
     let kv = env
         .kv(binding::RESULTS_KV)
@@ -261,5 +261,5 @@ pub async fn delete(env: Env, id: ImageId, owner: Option<String>) -> Result<Resp
         log_event::UPLOAD_DELETED,
         &serde_json::json!({ "imageId": id }),
     );
-    Ok(Response::builder().with_status(204).empty())
+    Ok(row.owner)
 }

@@ -284,6 +284,8 @@ pub fn need(route: Route, method: Method) -> Need {
         (Route::AdminUsage | Route::AdminKeys | Route::AdminKey(_) | Route::AdminStats, _) => {
             Need::Operator
         }
+        // Live updates show the caller's own images, as reading them does.
+        (Route::Events, Get) | (Route::EventsTicket, Post) => Need::Scope(Scope::ImagesRead),
         _ => Need::Nothing,
     }
 }

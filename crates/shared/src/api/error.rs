@@ -72,6 +72,10 @@ pub enum ApiError {
     /// 422: the head of the image shows it cannot be decoded within the CPU bound (a JPEG with
     /// more scans than any encoder writes); says why.
     InvalidImage(String),
+    /// 401: a live-updates ticket (`GET /events`) that is malformed, forged or expired.
+    InvalidTicket,
+    /// 426: `GET /events` without a WebSocket upgrade.
+    UpgradeRequired,
 }
 
 #[derive(Serialize)]
@@ -113,6 +117,8 @@ impl ApiError {
             Self::RateLimited { .. } | Self::QuotaExceeded { .. } => 429,
             Self::KeyNotFound => 404,
             Self::InvalidKeyRequest(_) => 400,
+            Self::InvalidTicket => 401,
+            Self::UpgradeRequired => 426,
         }
     }
 
@@ -148,6 +154,8 @@ impl ApiError {
             Self::KeyNotFound => "key_not_found",
             Self::InvalidKeyRequest(_) => "invalid_key_request",
             Self::InvalidImage(_) => "invalid_image",
+            Self::InvalidTicket => "invalid_ticket",
+            Self::UpgradeRequired => "upgrade_required",
         }
     }
 
@@ -209,6 +217,10 @@ impl ApiError {
             Self::KeyNotFound => "no key with this id".into(),
             Self::InvalidKeyRequest(why) => why.clone(),
             Self::InvalidImage(why) => why.clone(),
+            Self::InvalidTicket => "the live-updates ticket is malformed, altered or expired; \
+                 get a new one with POST /events/ticket"
+                .into(),
+            Self::UpgradeRequired => "GET /events is a WebSocket: send Upgrade: websocket".into(),
         }
     }
 
@@ -274,6 +286,8 @@ impl ApiError {
             Self::KeyNotFound,
             Self::InvalidKeyRequest(s()),
             Self::InvalidImage(s()),
+            Self::InvalidTicket,
+            Self::UpgradeRequired,
         ]
     }
 }

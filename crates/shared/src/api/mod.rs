@@ -5,6 +5,7 @@ pub mod admission;
 pub mod auth;
 pub mod download;
 pub mod error;
+pub mod live;
 pub mod multipart;
 pub mod search;
 
@@ -66,6 +67,10 @@ pub enum Route {
     Admin,
     /// `/admin/stats`: the operator dashboard's figures.
     AdminStats,
+    /// `/events`: live updates, a WebSocket (`GET` with `Upgrade: websocket`).
+    Events,
+    /// `/events/ticket`: a short-lived ticket to open `/events` from a browser (`POST`).
+    EventsTicket,
 }
 
 impl Route {
@@ -79,6 +84,8 @@ impl Route {
             "/admin/stats" => return Ok(Some(Self::AdminStats)),
             "/admin/keys" | "/admin/keys/" => return Ok(Some(Self::AdminKeys)),
             "/tags" | "/tags/" => return Ok(Some(Self::Tags)),
+            crate::wire::config::live_route::EVENTS => return Ok(Some(Self::Events)),
+            crate::wire::config::live_route::TICKET => return Ok(Some(Self::EventsTicket)),
             _ => match path.strip_prefix("/images/") {
                 Some(rest) => rest,
                 // A malformed key id names no key: `404 key_not_found`, as an unknown one.
@@ -120,6 +127,8 @@ impl Route {
             | Self::AdminStats => "GET, HEAD, OPTIONS",
             Self::AdminKeys => "GET, HEAD, POST, OPTIONS",
             Self::AdminKey(_) => "DELETE, OPTIONS",
+            Self::Events => "GET, OPTIONS",
+            Self::EventsTicket => "POST, OPTIONS",
         }
     }
 }

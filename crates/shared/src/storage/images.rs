@@ -180,6 +180,9 @@ pub struct ImageRow {
     /// Done with this image's labels (`migrations/0006_content_hash.sql`).
     #[serde(default)]
     pub reused_from: Option<String>,
+    /// Who uploaded it (`migrations/0005_api_keys.sql`): whose live updates it goes to.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// What `GET /images/{id}` shows of an image.
@@ -467,6 +470,7 @@ mod tests {
                 callback_url: r.get("callback_url")?,
                 categories: r.get("categories")?,
                 reused_from: r.get("reused_from")?,
+                owner: r.get("owner")?,
             })
         })
         .unwrap()

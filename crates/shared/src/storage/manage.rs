@@ -225,7 +225,8 @@ pub fn page(mut rows: Vec<SearchRow>, limit: u32) -> (Vec<ListItem>, Option<Posi
 pub const TAG_CLOUD: &str = "SELECT tag, count FROM tag_counts ORDER BY count DESC, tag LIMIT ?1";
 
 /// Where an image's bytes are. `?1` id.
-pub const SELECT_CONTENT: &str = "SELECT r2_key, content_type, size FROM images WHERE id = ?1";
+pub const SELECT_CONTENT: &str =
+    "SELECT r2_key, content_type, size, owner FROM images WHERE id = ?1";
 
 /// The tags of `?2`'s images, most used first (a client's `GET /tags`). `?1` limit, `?2`
 /// owner.
@@ -234,7 +235,7 @@ pub const OWNER_TAG_CLOUD: &str = "SELECT tag, count FROM owner_tag_counts WHERE
 
 /// Where an image's bytes are, if `?2` owns it. `?1` id, `?2` owner.
 pub const SELECT_OWNED_CONTENT: &str =
-    "SELECT r2_key, content_type, size FROM images WHERE id = ?1 AND owner = ?2";
+    "SELECT r2_key, content_type, size, owner FROM images WHERE id = ?1 AND owner = ?2";
 
 /// A row of [`SELECT_CONTENT`] and [`SELECT_EXPIRED`].
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -248,6 +249,9 @@ pub struct ObjectRow {
     pub size: u64,
     #[serde(default)]
     pub status: String,
+    /// Whose image it is (the live `image.deleted` goes to this owner).
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// Finished images (`done` or `failed`: not `queued`) uploaded before `?1`, oldest first, at

@@ -5,6 +5,7 @@ pub mod dashboard;
 pub mod dedupe;
 pub mod images;
 pub mod keys;
+pub mod live;
 pub mod manage;
 pub mod outbox;
 #[cfg(test)]

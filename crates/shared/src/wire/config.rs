@@ -20,6 +20,10 @@ pub mod binding {
     pub const AI_PACER: &str = "AI_PACER";
     /// Rate Limiting binding of uploads, counted per client key (`[[ratelimits]]`).
     pub const UPLOAD_LIMITER: &str = "UPLOAD_LIMITER";
+    /// Durable Object namespace of live updates: one object per client (owner id), holding
+    /// its WebSockets. The class lives in the tagger; the upload worker binds it by
+    /// `script_name`.
+    pub const LIVE_EVENTS: &str = "LIVE_EVENTS";
 }
 
 /// Queue names.
@@ -68,6 +72,15 @@ pub mod queue {
 pub const DATABASE_NAME: &str = "image-tagger";
 /// The class of the Durable Object behind [`binding::AI_PACER`].
 pub const AI_PACER_CLASS: &str = "AiPacer";
+/// The class of the Durable Object behind [`binding::LIVE_EVENTS`].
+pub const LIVE_EVENTS_CLASS: &str = "LiveEvents";
+/// Routes of live updates (`shared::api::Route::Events`, `Route::EventsTicket`).
+pub mod live_route {
+    /// The WebSocket.
+    pub const EVENTS: &str = "/events";
+    /// `POST`: a ticket to open it from a browser.
+    pub const TICKET: &str = "/events/ticket";
+}
 /// The classifier the tagger runs.
 pub const MODEL: &str = "@cf/microsoft/resnet-50";
 

@@ -43,3 +43,9 @@ pub const CONFIG_INVALID: &str = "tagger.config_invalid";
 /// The tagger could not compute an image's content hash (WebCrypto failed): that image is
 /// tagged without looking for a same-bytes twin. Level `warn`.
 pub const CONTENT_HASH_FAILED: &str = "tagger.content_hash_failed";
+/// Either worker: a live update could not be handed to the client's object (it did not
+/// answer in time, or failed). The socket is best-effort; the webhook and `GET /images/{id}`
+/// still tell. Level `warn`.
+pub const LIVE_PUBLISH_FAILED: &str = "live.publish_failed";
+/// The upload worker's live-updates object: a socket opened (with its replay) or closed.
+pub const LIVE_SOCKET: &str = "live.socket";
