@@ -6,7 +6,8 @@
 //
 // Each BUILD_DIR is a crates/upload-worker/build directory (index.js and index_bg.wasm),
 // e.g. a copy of the current build and one made from a branch. The builds, the TS reference
-// (buffering) and its streaming ablation run in one Miniflare, interleaved; printed are the
+// (buffering), the fair one that also writes D1 (upload-d1.ts) and the streaming ablation
+// run in one Miniflare, interleaved, every request with the operator key; printed are the
 // workerd CPU time per request (all threads), throughput and latency, median of the runs.
 // With --memory, each build and the TS reference also get the memory measurement of
 // bench/run.mjs (a fresh workerd each, 20 uploads of 8 MiB).
@@ -19,7 +20,7 @@ import { bindings } from "../local/contract.mjs";
 import { load, median, pngBody } from "./lib/http.mjs";
 import { measureUploadMemory } from "./lib/memory.mjs";
 import { cpuMs, newWorkerd, workerdChildren } from "./lib/proc.mjs";
-import { NAMES, TS, TS_STREAM, bundleReference, migrateD1, uploadWorker, withoutForeignObjects } from "./lib/reference.mjs";
+import { NAMES, TS, TS_D1, TS_STREAM, bundleReference, migrateD1, uploadWorker, withoutForeignObjects } from "./lib/reference.mjs";
 
 process.env.WRANGLER_LOG ??= "error";
 
@@ -40,6 +41,10 @@ const count = options.count ?? 300;
 const concurrency = options.concurrency ?? 1;
 const reps = options.reps ?? 5;
 const MAX = String(64 * 1024 * 1024);
+// Every request carries the operator key, as in bench/upload-ratio.mjs.
+const TOKEN = "bench-operator-token-0123456789abcdef";
+const AUTH = { authorization: `Bearer ${TOKEN}` };
+const VARS = { MAX_UPLOAD_BYTES: MAX, API_TOKEN: TOKEN, ALLOW_ANONYMOUS: "false" };
 
 bundleReference();
 
@@ -59,7 +64,7 @@ function buildWorker(dir, i, vars) {
 
 const variants = [
   ...builds.map((dir, i) => ({ label: dir, options: (vars) => buildWorker(dir, i, vars) })),
-  ...[TS, TS_STREAM].map((impl) => ({
+  ...[TS_D1, TS, TS_STREAM].map((impl) => ({
     label: NAMES[impl].upload,
     options: (vars) => uploadWorker(impl, { queue: `bench-sink-${impl}`, vars }),
   })),
@@ -71,7 +76,7 @@ const mf = new Miniflare({
     stdout.resume();
     stderr.resume();
   },
-  workers: variants.map((v) => v.options({ MAX_UPLOAD_BYTES: MAX })),
+  workers: variants.map((v) => v.options(VARS)),
 });
 await mf.ready;
 await migrateD1(mf, variants.map((v) => v.options({})));
@@ -81,12 +86,12 @@ for (const v of variants) {
   v.name = v.options({}).name;
   v.url = new URL("/images", await mf.unsafeGetDirectURL(v.name));
   v.runs = [];
-  await load(v.url, body, { count: 20, concurrency }); // warm up
+  await load(v.url, body, { count: 20, concurrency, headers: AUTH }); // warm up
 }
 for (let rep = 0; rep < reps; rep++) {
   for (const v of rep % 2 ? [...variants].reverse() : variants) {
     const cpu0 = cpuMs(pid);
-    const run = await load(v.url, body, { count, concurrency });
+    const run = await load(v.url, body, { count, concurrency, headers: AUTH });
     v.runs.push({ ...run, cpu: (cpuMs(pid) - cpu0) / count });
     const bucket = await mf.getR2Bucket(bindings.imageBucket, v.name);
     for (let listed; (listed = await bucket.list({ limit: 1000 })).objects.length; ) {
@@ -108,7 +113,7 @@ for (const v of variants) {
 
 if (options.memory) {
   console.log("\nMemory: fresh workerd each, 20 sequential uploads of 8 MiB");
-  for (const v of variants.filter((v) => v.label !== NAMES[TS_STREAM].upload)) {
+  for (const v of variants.filter((v) => v.label !== NAMES[TS_STREAM].upload && v.label !== NAMES[TS_D1].upload)) {
     const m = await measureUploadMemory(v.options({ MAX_UPLOAD_BYTES: MAX }), {
       imageBytes: 8 * 1024 * 1024,
       uploads: 20,

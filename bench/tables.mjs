@@ -372,6 +372,67 @@ export const TABLES = [
     },
   },
   {
+    name: "upload ratios",
+    source: "bench/upload-results.json",
+    command: "node bench/upload-ratio.mjs",
+    render(json) {
+      // The newest run made by the command itself (not an earlier build's run); the history
+      // lists them all.
+      const run = json.runs.findLast((r) => r.command === this.command) ?? json.runs.at(-1);
+      const x = (a, b) => `${(a / b).toFixed(2)}×`;
+      const f2 = (v) => v.toFixed(2);
+      const cellName = (c) => `${c.size}, c = ${c.concurrency}`;
+      const load = (r) => `${r.machine.loadAverage.before[0].toFixed(1)} → ${r.machine.loadAverage.after[0].toFixed(1)}`;
+      const fair = run.cells.map((c) => {
+        const m = c.median;
+        return (
+          `| ${cellName(c)} | ${f2(m.rust.workerdMs)} | ${f2(m["ts-d1"].workerdMs)} | **${x(m.rust.workerdMs, m["ts-d1"].workerdMs)}** | ` +
+          `${f2(m.rust.isolateMs)} | ${f2(m["ts-d1"].isolateMs)} | ${x(m.rust.isolateMs, m["ts-d1"].isolateMs)} | ` +
+          `${m.rust.throughput.toFixed(1)} | ${m["ts-d1"].throughput.toFixed(1)} | **${x(m.rust.throughput, m["ts-d1"].throughput)}** |`
+        );
+      });
+      const seed = run.cells.map((c) => {
+        const m = c.median;
+        const d1 = m["ts-d1"].workerdMs - m.ts.workerdMs;
+        return (
+          `| ${cellName(c)} | ${f2(m.ts.workerdMs)} | ${x(m.rust.workerdMs, m.ts.workerdMs)} | ${f2(d1)} (${Math.round((100 * d1) / m["ts-d1"].workerdMs)} %) | ` +
+          `${x(m.rust.workerdMs - d1, m.ts.workerdMs)} | ${f2(m.ts.isolateMs)} | ${x(m.rust.isolateMs, m.ts.isolateMs)} | ` +
+          `${m.ts.throughput.toFixed(1)} | ${x(m.rust.throughput, m.ts.throughput)} |`
+        );
+      });
+      const history = json.runs.map((r) => {
+        const cells = r.cells.map((c) => `${x(c.median.rust.workerdMs, c.median["ts-d1"].workerdMs)} / ${x(c.median.rust.throughput, c.median["ts-d1"].throughput)}`);
+        return `| \`${r.commit}\`${r.dirty ? " (uncommitted changes)" : ""} | ${r.date.slice(0, 16).replace("T", " ")} | ${load(r)} | ${cells.join(" | ")} |`;
+      });
+      return [
+        provenance(this.source, run, this.command),
+        `Medians of ${run.plan.reps} interleaved runs per cell (${run.cells.map((c) => `${c.count} × ${c.size} at c = ${c.concurrency}`).join(", ")}); ` +
+          `every request with the operator key. Load average ${load(run)} on ${run.machine.cpus} cores.`,
+        "",
+        "Against the TypeScript design doing the same D1 work (`bench/reference/upload-d1.ts`); CPU in ms per request:",
+        "",
+        "| upload | Rust workerd CPU | TS + D1 workerd CPU | Rust / TS + D1 | Rust isolate CPU | TS + D1 isolate CPU | Rust / TS + D1 | Rust req/s | TS + D1 req/s | Rust / TS + D1 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ...fair,
+        "",
+        "Against the plain seed design (`bench/reference/upload.ts`, no D1). The D1 share is what the insert costs the TS design " +
+          "(TS + D1 minus TS, workerd CPU, and its share of TS + D1); \"without D1\" takes that one insert's cost off the Rust " +
+          "figure (the Rust worker makes two D1 statements: the second, `SENT`, stays in):",
+        "",
+        "| upload | TS workerd CPU | Rust / TS | D1 share | Rust without D1 / TS | TS isolate CPU | Rust / TS isolate | TS req/s | Rust / TS req/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ...seed,
+        "",
+        "History: workerd CPU per request / throughput, Rust against TS + D1, by commit (every run in the JSON; a run made " +
+          "with `--earlier` measures the earlier commit's build in the same runs as the current one):",
+        "",
+        `| commit | run (UTC) | load | ${run.cells.map(cellName).join(" | ")} |`,
+        `| --- | --- | --- | ${run.cells.map(() => "---:").join(" | ")} |`,
+        ...history,
+      ].join("\n");
+    },
+  },
+  {
     name: "dashboard",
     source: "bench/dashboard-results.json",
     command: "node bench/dashboard.mjs",
@@ -501,7 +562,7 @@ export const TABLES = [
  */
 export const NOT_GENERATED = {
   "upload path; the targets; upload throughput, why the target is missed":
-    "the upload benchmark is being reworked for issue 25 (bench/run.mjs --only upload now writes bench/run-upload.json); the two ablation tables record commit 9b76a71",
+    "the run.mjs upload table of 212f924 (2026-11-29, raw results not committed), kept beside issue 25's generated upload ratios (bench/upload-ratio.mjs); bench/run.mjs --only upload now writes bench/run-upload.json; the two ablation tables record commit 9b76a71",
   "large photos, the goals table": "it sums up the photo run (generated below it) with upload and size figures from other runs",
   "size, what each part of the tagger costs": "printed by `node bench/wasm-crates.mjs`, which writes no JSON",
   "simulation, earlier results and what was changed": "history: the hand copy of the consumer and the pacers of commits bd0fd78 to 16fe118, which no longer exist",

@@ -44,8 +44,9 @@ export function request(url, { method = "GET", body, headers = {}, agent } = {})
   });
 }
 
-/** POSTs `body` to `url` `count` times with `concurrency` requests in flight. */
-export async function load(url, body, { count, concurrency }) {
+/** POSTs `body` to `url` `count` times with `concurrency` requests in flight, with `headers`
+ *  added to each request's `content-type`. */
+export async function load(url, body, { count, concurrency, headers = {} }) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const latencies = [];
   let errors = 0;
@@ -60,7 +61,7 @@ export async function load(url, body, { count, concurrency }) {
           method: "POST",
           body,
           agent,
-          headers: { "content-type": "image/png" },
+          headers: { "content-type": "image/png", ...headers },
         });
         if (res.status !== 202) {
           errors++;

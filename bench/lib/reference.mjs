@@ -26,6 +26,9 @@ export const TS = "ts";
 export const IMPLS = [RUST, TS];
 /** Ablation for bench/profile.mjs only: the TS upload worker streaming like the Rust one. */
 export const TS_STREAM = "ts-stream";
+/** The fair upload reference (issue 25): the TS upload that also checks the operator key and
+ *  records the image's row in D1 with our statement before the 202 (upload-d1.ts). */
+export const TS_D1 = "ts-d1";
 
 /** Worker and queue names per implementation. */
 export const NAMES = {
@@ -45,7 +48,14 @@ export const NAMES = {
     upload: "ts-streaming-upload-worker",
     queue: `ts-${queues.images}`,
   },
+  [TS_D1]: {
+    upload: "ts-d1-upload-worker",
+    queue: `ts-${queues.images}`,
+  },
 };
+
+/** The script each TS upload variant is bundled into. */
+const TS_UPLOAD_SCRIPT = { [TS]: "upload.js", [TS_STREAM]: "upload-streaming.js", [TS_D1]: "upload-d1.js" };
 
 /** Queue consumer settings of the benchmark, read from wrangler.tagger.toml. */
 export function configuredConsumer() {
@@ -53,11 +63,11 @@ export function configuredConsumer() {
   return { maxBatchSize, maxBatchTimeout, maxRetries };
 }
 
-/** Bundles the TypeScript reference into bench/.build/{upload,tagger,upload-streaming}.js. */
+/** Bundles the TypeScript reference into bench/.build/{upload,tagger,upload-streaming,upload-d1}.js. */
 export function bundleReference() {
   mkdirSync(BUILD, { recursive: true });
   const esbuild = path.join(ROOT, "node_modules/.bin/esbuild");
-  for (const name of ["upload", "tagger", "upload-streaming"]) {
+  for (const name of ["upload", "tagger", "upload-streaming", "upload-d1"]) {
     execFileSync(
       esbuild,
       [
@@ -110,11 +120,13 @@ export function uploadWorker(impl, { queue, vars = {}, socket = true } = {}) {
   return {
     name: names.upload,
     modules: true,
-    scriptPath: path.join(BUILD, impl === TS_STREAM ? "upload-streaming.js" : "upload.js"),
+    scriptPath: path.join(BUILD, TS_UPLOAD_SCRIPT[impl]),
     compatibilityDate: COMPATIBILITY_DATE,
     bindings: { MAX_UPLOAD_BYTES: RUST_VARS.upload.MAX_UPLOAD_BYTES, ...vars },
     r2Buckets: { [bindings.imageBucket]: "ts-image-uploads" },
     kvNamespaces: { [bindings.resultsKv]: "ts-results-kv" },
+    // Its own database, on the same migrations as ours (`migrateD1`).
+    ...(impl === TS_D1 ? { d1Databases: { [bindings.db]: "ts-image-tagger" } } : {}),
     queueProducers: { [bindings.imageQueue]: { queueName: queue ?? names.queue } },
     ...sockets,
   };

@@ -37,8 +37,7 @@ impl<E: PlatformError> Db<E> {
 
     /// Opens the `DB` binding.
     pub fn open(env: &Env) -> Result<Self, E> {
-        let db = env
-            .d1(binding::DB)
+        let db = crate::binding::<D1Database>(env, binding::DB)
             .map_err(|e| E::platform("DB binding", e))?;
         Ok(Self::new(db))
     }

@@ -2,6 +2,8 @@
 
 use std::rc::Rc;
 
+use futures_util::future::join;
+
 use shared::api::auth::{need, Caller, UsageCache};
 use shared::api::live::LiveEvent;
 use shared::api::multipart;
@@ -13,7 +15,9 @@ use shared::wire::keys::object_key;
 use shared::wire::message::SCHEMA_VERSION;
 use shared::wire::record::{status_url, TagRecord, TagsView};
 use shared::{ImageId, ImageMessage, Status};
-use worker::{Context, Env, Headers, MessageBuilder, QueueContentType, Request, Response};
+use worker::{
+    Bucket, Context, Env, Headers, MessageBuilder, Queue, QueueContentType, Request, Response,
+};
 
 use edge::log::{self, Level};
 use edge::now_ms;
@@ -138,7 +142,7 @@ async fn upload(
     };
     // The caller's rate limit and quota, before any body is read.
     crate::auth::admit_upload(&env, caller, settings).await?;
-    let store = Store::open(&env)?;
+    let store = Store::open_db(&env)?;
     let id = ImageId::from_uuid(uuid::Uuid::new_v4())
         .map_err(|e| ApiError::Internal(format!("uuid: {e}")))?;
     let reservation = match &key {
@@ -243,6 +247,7 @@ async fn ingest(
     let key = object_key(&id, upload.image_type.extension());
     let mime = upload.image_type.mime();
     let uploaded_at = now_ms();
+    let uploaded_at_text = shared::wire::time::format_ms(uploaded_at);
     let undo_key = || async {
         if let Some((scope, key)) = &reservation {
             let _ = store.release_key(scope, key, &id).await;
@@ -275,17 +280,9 @@ async fn ingest(
             return Err(holder.err().unwrap_or(ApiError::IdempotencyKeyInFlight));
         }
     }
-    let bucket = env
-        .bucket(binding::IMAGE_BUCKET)
+    let bucket = edge::binding::<Bucket>(&env, binding::IMAGE_BUCKET)
         .map_err(|e| ApiError::Internal(format!("IMAGE_BUCKET binding: {e}")))?;
-    let stored = match r2::store(
-        &bucket,
-        &key,
-        upload,
-        &shared::wire::time::format_ms(uploaded_at),
-    )
-    .await
-    {
+    let stored = match r2::store(&bucket, &key, upload, &uploaded_at_text).await {
         Ok(stored) => stored,
         Err(e) => {
             let _ = store.delete_unfinished(&id).await;
@@ -293,10 +290,36 @@ async fn ingest(
             return Err(e);
         }
     };
-    // The size (a form's or a chunked body's is only known now), and the check that the row
-    // still exists: a `DELETE` during the upload removed it, and maybe the object before the
-    // put wrote it. The object goes too, and nothing is left behind.
-    let kept = store.set_size(&id, stored.size).await;
+    let message = ImageMessage {
+        schema_version: SCHEMA_VERSION,
+        image_id: id,
+        r2_key: key.clone(),
+        content_type: mime.into(),
+        size: stored.size,
+        uploaded_at: uploaded_at_text,
+    };
+    // The send, and at the same time one statement (issue 25: one D1 round trip less than a
+    // size update before the send and a due time after it, and neither waits for the other):
+    // the size (a form's or a chunked body's is only known now), the due time (the
+    // reconciler never takes an upload in progress for a lost message), and the check that
+    // the row still exists. Making the image due a moment before its message is sent is
+    // safe: if the send fails, the row goes below; if the upload stops before it, the
+    // reconciler finds the image overdue and sends it (its bytes are stored).
+    let (sent, kept) = join(
+        enqueue(&env, &message),
+        store.sent(&id, stored.size, now_ms()),
+    )
+    .await;
+    if let Err(e) = sent {
+        // Nothing must stay recorded or stored that no message will ever tag.
+        let _ = r2::delete(&bucket, &key).await;
+        let _ = store.delete_unfinished(&id).await;
+        undo_key().await;
+        return Err(e);
+    }
+    // A `DELETE` during the upload removed the row, and maybe the object before the put
+    // wrote it: the object goes too, and nothing is left behind (the message finds no row,
+    // and the tagger drops it). If D1 failed, the upload is undone the same way.
     if !matches!(kept, Ok(true)) {
         if let Err(e) = r2::delete(&bucket, &key).await {
             problem::error("object_not_deleted", &format!("{key}: {e:?}"));
@@ -307,27 +330,6 @@ async fn ingest(
             Err(e) => e,
             Ok(_) => ApiError::ImageDeleted,
         });
-    }
-    let message = ImageMessage {
-        schema_version: SCHEMA_VERSION,
-        image_id: id,
-        r2_key: key.clone(),
-        content_type: mime.into(),
-        size: stored.size,
-        uploaded_at: shared::wire::time::format_ms(uploaded_at),
-    };
-    if let Err(e) = enqueue(&env, &message).await {
-        // Nothing must stay recorded or stored that no message will ever tag.
-        let _ = r2::delete(&bucket, &key).await;
-        let _ = store.delete_unfinished(&id).await;
-        undo_key().await;
-        return Err(e);
-    }
-    // Due from now on: the reconciler never takes an upload in progress for a lost message.
-    if let Err(e) = store.mark_sent(&id, now_ms()).await {
-        // The tagger's claim sets the due time too; a lost message is found past the
-        // give-up horizon (`SELECT_UNSENT`).
-        problem::warn("image_not_marked_sent", &e.to_string());
     }
     if let Some((scope, key)) = &reservation {
         if let Some(digest) = &stored.sha256 {
@@ -342,7 +344,7 @@ async fn ingest(
 
 /// Sends the message to the tagger's queue, as JSON.
 async fn enqueue(env: &Env, message: &ImageMessage) -> Result<(), ApiError> {
-    env.queue(binding::IMAGE_QUEUE)
+    edge::binding::<Queue>(env, binding::IMAGE_QUEUE)
         .map_err(|e| ApiError::Internal(format!("IMAGE_QUEUE binding: {e}")))?
         .send(
             MessageBuilder::new(message)

@@ -9,7 +9,7 @@ use shared::wire::config::binding;
 use shared::wire::record::TagRecord;
 use shared::ImageId;
 use worker::wasm_bindgen::JsValue;
-use worker::{Env, KvStore};
+use worker::{D1Database, Env, KvStore};
 
 /// What an `Idempotency-Key` reservation found.
 pub enum Reservation {
@@ -27,7 +27,8 @@ pub enum Reservation {
 /// D1 and KV.
 pub struct Store {
     db: Db<ApiError>,
-    kv: KvStore,
+    /// `None` when opened for an upload, which reads no KV ([`Store::open_db`]).
+    kv: Option<KvStore>,
 }
 
 #[derive(serde::Deserialize)]
@@ -41,8 +42,19 @@ impl Store {
     pub fn open(env: &Env) -> Result<Self, ApiError> {
         let internal = |e: worker::Error| ApiError::Internal(format!("binding: {e}"));
         Ok(Self {
-            db: Db::new(env.d1(binding::DB).map_err(internal)?),
-            kv: env.kv(binding::RESULTS_KV).map_err(internal)?,
+            kv: Some(env.kv(binding::RESULTS_KV).map_err(internal)?),
+            ..Self::open_db(env)?
+        })
+    }
+
+    /// Opens D1 only: the upload path never reads KV, and opening the KV binding costs a
+    /// few JS calls per request.
+    pub fn open_db(env: &Env) -> Result<Self, ApiError> {
+        let db = edge::binding::<D1Database>(env, binding::DB)
+            .map_err(|e| ApiError::Internal(format!("binding: {e}")))?;
+        Ok(Self {
+            db: Db::new(db),
+            kv: None,
         })
     }
 
@@ -84,26 +96,16 @@ impl Store {
             .map(drop)
     }
 
-    /// Records the size of an image whose bytes are stored; `false` when its row is gone (a
-    /// `DELETE` ran during the upload).
-    pub async fn set_size(&self, id: &ImageId, size: u64) -> Result<bool, ApiError> {
+    /// Once its message is sent: records the image's stored size and makes it due
+    /// ([`images::SENT`]); `false` when its row is gone (a `DELETE` ran during the upload).
+    pub async fn sent(&self, id: &ImageId, size: u64, now: u64) -> Result<bool, ApiError> {
         let result = (self.db)
-            .statement(images::SET_SIZE, &[s(&id.to_string()), n(size)])?
+            .statement(images::SENT, &[s(&id.to_string()), n(size), n(now)])?
             .run()
             .await
-            .or_unavailable("D1 set size")?;
+            .or_unavailable("D1 sent")?;
         let changes = result.meta().ok().flatten().and_then(|m| m.changes);
         Ok(changes.unwrap_or(0) > 0)
-    }
-
-    /// Makes the image due for the reconciler: its message was sent.
-    pub async fn mark_sent(&self, id: &ImageId, now: u64) -> Result<(), ApiError> {
-        self.run(
-            "D1 mark sent",
-            images::MARK_SENT,
-            &[s(&id.to_string()), n(now)],
-        )
-        .await
     }
 
     /// The image id an `Idempotency-Key` names now, if any.
@@ -169,7 +171,12 @@ impl Store {
 
     /// The finished record KV holds for an image, if any.
     pub async fn published(&self, id: &ImageId) -> Result<Option<TagRecord>, ApiError> {
-        edge::kv::published(&self.kv, id).await
+        match &self.kv {
+            Some(kv) => edge::kv::published(kv, id).await,
+            None => Err(ApiError::Internal(
+                "KV read on a store opened without it".into(),
+            )),
+        }
     }
 
     /// Reserves `key` in `scope` for `image_id`, race-safely, or says who holds it.
