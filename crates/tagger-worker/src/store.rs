@@ -104,9 +104,10 @@ impl Store {
     }
 
     /// Runs a transition (its statement first, the event's outbox row second) and reads the
-    /// row back, in one round trip; then hands the live update to the owner's object. `Some(record)` when the transition happened (the caller
-    /// then owns writing the record to KV); its `notification` names the event when this
-    /// transition recorded one (the caller then enqueues its delivery).
+    /// row back, in one round trip; then hands the live update to the owner's object.
+    /// `Some(record)` when the transition happened (the caller then owns writing the record
+    /// to KV); its `notification` names the event when this transition recorded one (the
+    /// caller then enqueues its delivery).
     async fn transition(
         &self,
         id: &ImageId,
@@ -132,8 +133,8 @@ impl Store {
             .or_storage("D1 read back")?
             .and_then(|rows| rows.into_iter().next());
         // Committed: the owner's open sockets get the event now (best-effort, bounded).
-        if let Some(event) = row.as_ref().and_then(live::terminal_event) {
-            if let Some(row) = &row {
+        if let Some(row) = &row {
+            if let Some(event) = live::terminal_event(row) {
                 edge::live::publish(&self.env, &row.owner, &event).await;
             }
         }
