@@ -8,6 +8,7 @@
 /// <reference path="./workers-types.d.ts" />
 
 import { SCHEMA_VERSION, recordKey, type ImageMessage, type TagRecord } from "./types";
+import { sniff } from "./sniff";
 
 export interface Env {
   IMAGE_BUCKET: R2Bucket;
@@ -18,25 +19,6 @@ export interface Env {
 
 const DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
 const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-
-const TYPES = {
-  jpeg: { mime: "image/jpeg", ext: "jpg" },
-  png: { mime: "image/png", ext: "png" },
-  gif: { mime: "image/gif", ext: "gif" },
-  webp: { mime: "image/webp", ext: "webp" },
-} as const;
-type ImageType = (typeof TYPES)[keyof typeof TYPES];
-
-/** Recognises JPEG, PNG, GIF and WebP from their magic bytes. */
-function sniff(b: Uint8Array): ImageType | null {
-  const ascii = (start: number, text: string) =>
-    [...text].every((c, i) => b[start + i] === c.charCodeAt(0));
-  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return TYPES.jpeg;
-  if (b[0] === 0x89 && ascii(1, "PNG\r\n\x1a\n")) return TYPES.png;
-  if (ascii(0, "GIF8") && (b[4] === 0x37 || b[4] === 0x39) && b[5] === 0x61) return TYPES.gif;
-  if (ascii(0, "RIFF") && ascii(8, "WEBP")) return TYPES.webp;
-  return null;
-}
 
 function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
   return Response.json(body, { status, headers });
