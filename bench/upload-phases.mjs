@@ -13,6 +13,10 @@
 // (`(idle)`, `(program)` and GC apart) and the sampled ms per request (REQUESTS: the run's
 // request count), which the profiler and the machine's load inflate alike: compare shares.
 import { readFileSync } from "node:fs";
+// The live publish runs after the response, under `waitUntil`: a sample with its frame
+// anywhere on the stack is the publish's, whatever the leaf is (building its request, the
+// stub's fetch, the timeout's timer).
+const LIVE = ["live publish (after the response)", /edge::live|LiveEvent|durable_object|get_by_name|fetch_with_request|Delay/];
 const PHASES = [
   ["D1 (binding's JS and our statements)", /d1-api|edge::d1|worker::d1|Store::(insert_queued|sent|set_size|mark_sent|run|open)|D1Database|D1Prepared/],
   ["R2 put", /r2::|R2Bucket|__wbg_put_|^put$|Env::bucket/],
@@ -47,6 +51,9 @@ p.samples.forEach((id, i) => {
   else if (f === "(garbage collector)") phase = "GC";
   else {
     total += dt;
+    for (let cur = id; cur !== undefined && !phase; cur = parent.get(cur)) {
+      if (LIVE[1].test(byId.get(cur).callFrame.functionName)) phase = LIVE[0];
+    }
     for (let cur = id; cur !== undefined && !phase; cur = parent.get(cur)) {
       const cf = byId.get(cur).callFrame;
       const name = cf.functionName;

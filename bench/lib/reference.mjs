@@ -133,6 +133,16 @@ export function uploadWorker(impl, { queue, vars = {}, socket = true } = {}) {
 }
 
 /**
+ * The Rust tagger as the host of its Durable Objects only, for an upload benchmark: each Rust
+ * upload publishes a `queued` event to its owner's `LiveEvents` object, which lives in the
+ * tagger. It consumes no queue and has no AI: it tags nothing.
+ */
+export function taggerObjectHost(vars = {}) {
+  const { queueConsumers: _q, wrappedBindings: _w, ...rest } = workerOptions("tagger", { vars });
+  return rest;
+}
+
+/**
  * The options without Durable Object bindings to another script: the Rust upload worker's
  * `AI_PACER` (read by `GET /admin/usage` only) names the tagger, which a benchmark of the
  * upload path does not run, and workerd refuses to start with a binding to a missing script.
