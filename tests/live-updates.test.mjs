@@ -111,6 +111,20 @@ test("a client sees queued then done for its upload, after the D1 commit; anothe
   await Promise.all([a.close(), b.close()]);
 });
 
+test("a burst of uploads gives one queued event each (the upload worker sends a window's events in one request)", async () => {
+  const a = await openLive(p.url, { headers: bearer(keyA) });
+  const ids = await Promise.all(Array.from({ length: 12 }, () => uploadAs(keyA, png())));
+  for (const id of ids) await a.eventOf(id, QUEUED);
+  for (const id of ids) {
+    const queued = a.events().filter((e) => e.data.imageId === id && e.type === QUEUED);
+    assert.equal(queued.length, 1, `one image.queued for ${id}`);
+    assert.equal(queued[0].id, `msg_${id.replaceAll("-", "")}_queued`);
+  }
+  // Let them finish before the next test counts events.
+  for (const id of ids) await a.eventOf(id, TAGGED);
+  await a.close();
+});
+
 test("a browser's ticket opens the socket; bad tickets, no upgrade, no key and a bad lastEventId are refused before upgrading", async () => {
   const issued = await ticketFor(keyA);
   assert.deepEqual(issued.protocols, [live.protocol, `${live.ticketProtocolPrefix}${issued.ticket}`]);

@@ -10,7 +10,8 @@ use edge::d1::{n, s, Db};
 use edge::log::{self, Level};
 use edge::now_ms;
 use shared::api::live::{
-    self as rules, header, parse_event_id, path, replay_since, Control, PROTOCOL, REPLAY_MAX_IMAGES,
+    self as rules, header, parse_event_id, path, published_events, replay_since, Control, PROTOCOL,
+    REPLAY_MAX_IMAGES,
 };
 use shared::api::ApiError;
 use shared::storage::images::ImageRow;
@@ -123,13 +124,16 @@ impl DurableObject for LiveEvents {
         match req.path().as_str() {
             path::CONNECT => self.open(&req).await,
             path::PUBLISH => {
-                let text = req.text().await?;
+                // One event, or a window's events from one isolate, one per line.
+                let body = req.text().await?;
                 let sockets = self.state.get_websockets();
                 let mut sent = 0u32;
-                for ws in &sockets {
-                    // A socket closing meanwhile refuses: the others still get it.
-                    if ws.send_with_str(&text).is_ok() {
-                        sent += 1;
+                for event in published_events(&body) {
+                    for ws in &sockets {
+                        // A socket closing meanwhile refuses: the others still get it.
+                        if ws.send_with_str(event).is_ok() {
+                            sent += 1;
+                        }
                     }
                 }
                 Response::from_json(&serde_json::json!({ "sent": sent }))

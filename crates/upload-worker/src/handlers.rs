@@ -88,7 +88,9 @@ async fn route(
             let deleted_from = detach(&ctx, work).await?;
             // The owner's sockets hear of it after the response (best-effort).
             let event = LiveEvent::deleted(id, now_ms());
-            ctx.wait_until(async move { edge::live::publish(&env, &deleted_from, &event).await });
+            ctx.wait_until(
+                async move { edge::live::publish_soon(&env, &deleted_from, &event).await },
+            );
             Ok(Response::builder().with_status(204).empty())
         }
         (Route::EventsTicket, Method::Post) => crate::live::ticket(caller.owner(), settings).await,
@@ -201,7 +203,7 @@ async fn upload(
     let uploaded_at = work.await?;
     // Committed and enqueued: the owner's sockets hear of it after the response.
     let event = LiveEvent::queued(id, uploaded_at);
-    ctx.wait_until(async move { edge::live::publish(&env, &owner, &event).await });
+    ctx.wait_until(async move { edge::live::publish_soon(&env, &owner, &event).await });
     log::emit(
         Level::Info,
         log_event::UPLOAD_ACCEPTED,
