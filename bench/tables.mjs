@@ -400,6 +400,14 @@ export const TABLES = [
           `${m.ts.throughput.toFixed(1)} | ${x(m.rust.throughput, m.ts.throughput)} |`
         );
       });
+      // A client key's cost over the operator's (issue 20), in the runs that measured it.
+      const client = run.cells.filter((c) => c.median["rust-client"]).map((c) => {
+        const [o, k] = [c.median.rust, c.median["rust-client"]];
+        return (
+          `| ${cellName(c)} | ${f2(o.workerdMs)} | ${f2(k.workerdMs)} | ${f2(k.workerdMs - o.workerdMs)} | ${f2(o.isolateMs)} | ${f2(k.isolateMs)} | ` +
+          `${f2(k.isolateMs - o.isolateMs)} | ${x(k.throughput, o.throughput)} |`
+        );
+      });
       const history = json.runs.map((r) => {
         const cells = r.cells.map((c) => `${x(c.median.rust.workerdMs, c.median["ts-d1"].workerdMs)} / ${x(c.median.rust.throughput, c.median["ts-d1"].throughput)}`);
         return `| \`${r.commit}\`${r.dirty ? " (uncommitted changes)" : ""} | ${r.date.slice(0, 16).replace("T", " ")} | ${load(r)} | ${cells.join(" | ")} |`;
@@ -422,6 +430,17 @@ export const TABLES = [
         "| upload | TS workerd CPU | Rust / TS | D1 share | Rust without D1 / TS | TS isolate CPU | Rust / TS isolate | TS req/s | Rust / TS req/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ...seed,
+        ...(client.length
+          ? [
+              "",
+              "The Rust worker called with a client key instead of the operator key (issue 20), in the same runs: the key's " +
+                "SHA-256, the isolate's key cache (a D1 lookup once per cache TTL) and the Rate Limiting binding's call; ms per request:",
+              "",
+              "| upload | operator workerd CPU | client workerd CPU | difference | operator isolate CPU | client isolate CPU | difference | client / operator req/s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+              ...client,
+            ]
+          : []),
         "",
         "History: workerd CPU per request / throughput, Rust against TS + D1, by commit (every run in the JSON; a run made " +
           "with `--earlier` measures the earlier commit's build in the same runs as the current one):",

@@ -13,7 +13,9 @@
 //
 // Cells: 100 KiB at c = 1, 16, 64 and 5 MiB at c = 4. Every request carries the operator key
 // (`Authorization: Bearer`): the operator is the caller with no rate limit, no quota and no
-// key lookup, so the auth check is a constant-time compare on both sides.
+// key lookup, so the auth check is a constant-time compare on both sides. The Rust worker is
+// also called with a client key (`rust-client`, issue 20), interleaved with the rest: the
+// cost of a client's key lookup (its SHA-256, the isolate's cache, the Rate Limiting call).
 //
 // Two figures per request, each the median of the interleaved runs:
 // - workerd CPU: every thread of the workerd process (from /proc), so it includes
@@ -63,6 +65,8 @@ const earlierCommit = arg("--earlier-commit", null);
 if (Boolean(earlierDir) !== Boolean(earlierCommit)) throw new Error("--earlier and --earlier-commit go together");
 /** The Rust build of an earlier commit, when given. */
 const EARLIER = "rust-earlier";
+/** The same Rust worker, called with a client key (issue 20): its cost over the operator's. */
+const CLIENT = "rust-client";
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const CELLS = [
@@ -71,8 +75,14 @@ const CELLS = [
   { size: 100 * KiB, label: "100 KiB", concurrency: 64, count: quick ? 128 : 256 },
   { size: 5 * MiB, label: "5 MiB", concurrency: 4, count: quick ? 12 : 32 },
 ];
-const IMPLS = [RUST, ...(earlierDir ? [EARLIER] : []), TS_D1, TS];
-const NAME = { ...Object.fromEntries(IMPLS.map((impl) => [impl, NAMES[impl]?.upload])), [EARLIER]: "image-upload-worker-earlier" };
+const IMPLS = [RUST, CLIENT, ...(earlierDir ? [EARLIER] : []), TS_D1, TS];
+/** The implementations that are workers of their own (the client calls the Rust one). */
+const WORKERS = IMPLS.filter((impl) => impl !== CLIENT);
+const NAME = {
+  ...Object.fromEntries(IMPLS.map((impl) => [impl, NAMES[impl]?.upload])),
+  [EARLIER]: "image-upload-worker-earlier",
+  [CLIENT]: NAMES[RUST].upload,
+};
 const TOKEN = "bench-operator-token-0123456789abcdef";
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 const VARS = { MAX_UPLOAD_BYTES: String(64 * MiB), API_TOKEN: TOKEN, ALLOW_ANONYMOUS: "false" };
@@ -85,7 +95,7 @@ if (stale) console.warn(`warning: crates/upload-worker/build is ${stale}`);
 bundleReference();
 
 function workers() {
-  const uploads = IMPLS.map((impl) => {
+  const uploads = WORKERS.map((impl) => {
     if (impl !== RUST && impl !== EARLIER) return uploadWorker(impl, { queue: `bench-sink-${impl}`, vars: VARS });
     // As the launcher runs it, with the tagger's objects bound; its sends go to a queue
     // without a consumer.
@@ -121,7 +131,7 @@ function selfTime(profile) {
 }
 
 async function emptyBuckets(mf) {
-  for (const impl of IMPLS) {
+  for (const impl of WORKERS) {
     const bucket = await mf.getR2Bucket(bindings.imageBucket, NAME[impl]);
     for (let listed; (listed = await bucket.list({ limit: 1000 })).objects.length; ) {
       await bucket.delete(listed.objects.map((o) => o.key));
@@ -150,10 +160,23 @@ async function phase(profiled, results) {
     await migrateD1(mf, options);
     const pid = newWorkerd(before);
     const urls = {};
+    const headers = {};
     const inspectors = {};
     for (const impl of IMPLS) {
       urls[impl] = new URL("/images", await mf.unsafeGetDirectURL(NAME[impl]));
-      if (profiled) {
+      if (impl === CLIENT) {
+        // Its key, made by the operator: every call then costs the key's SHA-256, the
+        // isolate's key cache (D1 once per cacheTtlMs) and the Rate Limiting binding's call.
+        const made = await fetch(new URL("/admin/keys", urls[impl]), {
+          method: "POST",
+          headers: { ...AUTH, "content-type": "application/json" },
+          body: JSON.stringify({ name: "bench client" }),
+        });
+        if (made.status !== 201) throw new Error(`POST /admin/keys: ${made.status} ${await made.text()}`);
+        headers[impl] = { authorization: `Bearer ${(await made.json()).key}` };
+      } else headers[impl] = AUTH;
+      if (profiled && impl === CLIENT) inspectors[impl] = inspectors[RUST] ?? (await Inspector.forWorker(mf, NAME[impl]));
+      else if (profiled) {
         const inspector = await Inspector.forWorker(mf, NAME[impl]);
         await inspector.send("Profiler.enable");
         await inspector.send("Profiler.setSamplingInterval", { interval: SAMPLING_US });
@@ -163,7 +186,7 @@ async function phase(profiled, results) {
     for (const [c, cell] of CELLS.entries()) {
       const body = pngBody(cell.size);
       for (const impl of IMPLS) {
-        const warm = await load(urls[impl], body, { count: 20, concurrency: cell.concurrency, headers: AUTH });
+        const warm = await load(urls[impl], body, { count: 20, concurrency: cell.concurrency, headers: headers[impl] });
         if (warm.errors) throw new Error(`${impl}: ${warm.firstError}`);
       }
       for (let rep = 0; rep < reps; rep++) {
@@ -176,7 +199,7 @@ async function phase(profiled, results) {
             if (profiled) await inspectors[impl].send("Profiler.start");
             const cpu0 = cpuMs(pid);
             main0 = threadMs(pid, pid);
-            run = await load(urls[impl], body, { count: cell.count, concurrency: cell.concurrency, headers: AUTH });
+            run = await load(urls[impl], body, { count: cell.count, concurrency: cell.concurrency, headers: headers[impl] });
             cpu = (cpuMs(pid) - cpu0) / cell.count;
             if (!run.errors) break;
             const failed = `${impl} ${cell.label} c=${cell.concurrency}: ${run.errors} errors, ${run.firstError}`;
@@ -221,7 +244,7 @@ async function phase(profiled, results) {
         log(`${profiled ? "profiled" : "measured"} ${cell.label} c=${cell.concurrency} run ${rep + 1}/${reps}`);
       }
     }
-    for (const i of Object.values(inspectors)) i.close();
+    for (const i of new Set(Object.values(inspectors))) i.close();
   } finally {
     await mf.dispose();
   }
@@ -285,6 +308,10 @@ for (const cell of results) {
       `vs TS with D1: workerd CPU ${ratio(TS_D1, "workerdMs")}×, isolate CPU ${ratio(TS_D1, "isolateMs")}×, throughput ${ratio(TS_D1, "throughput")}×   ` +
       `vs seed TS: ${ratio(TS, "workerdMs")}×, ${ratio(TS, "isolateMs")}×, ${ratio(TS, "throughput")}×`,
   );
+  console.log(
+    `        a client key instead of the operator's: workerd CPU ${f(m[CLIENT].workerdMs / m[RUST].workerdMs)}×, ` +
+      `isolate CPU ${f(m[CLIENT].isolateMs / m[RUST].isolateMs)}×, throughput ${f(m[CLIENT].throughput / m[RUST].throughput)}×`,
+  );
   if (earlierDir) {
     const was = (ref, k) => f(m[EARLIER][k] / m[ref][k]);
     console.log(
@@ -319,8 +346,8 @@ if (save) {
     ...run,
     cells: run.cells.map(({ runs, median: m, ...cell }) => ({
       ...cell,
-      runs: { rust: runs[RUST], "ts-d1": runs[TS_D1], ts: runs[TS] },
-      median: { rust: m[RUST], "ts-d1": m[TS_D1], ts: m[TS] },
+      runs: { rust: runs[RUST], [CLIENT]: runs[CLIENT], "ts-d1": runs[TS_D1], ts: runs[TS] },
+      median: { rust: m[RUST], [CLIENT]: m[CLIENT], "ts-d1": m[TS_D1], ts: m[TS] },
     })),
   });
   writeFileSync(RESULTS, `${JSON.stringify(json, null, 2)}\n`);
