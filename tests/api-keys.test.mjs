@@ -283,7 +283,7 @@ test("with no API_TOKEN and no ALLOW_ANONYMOUS, every API route is 401 and says 
       ["GET", `/images/${UNKNOWN_ID}`], ["HEAD", `/images/${UNKNOWN_ID}`], ["DELETE", `/images/${UNKNOWN_ID}`],
       ["GET", `/images/${UNKNOWN_ID}/tags`], ["GET", `/images/${UNKNOWN_ID}/content`], ["GET", "/tags"],
       ["GET", "/admin/usage"], ["GET", "/admin/keys"], ["POST", "/admin/keys"], ["DELETE", "/admin/keys/key_00000000000000000000"],
-      ["PUT", "/images"],
+      ["GET", "/admin/stats"], ["POST", "/events/ticket"], ["PUT", "/images"],
     ];
     for (const [method, path] of routes) {
       for (const headers of [{}, { authorization: "Bearer anything" }, { authorization: `Bearer ${contract.auth.keyPrefix}${"A".repeat(43)}` }]) {
