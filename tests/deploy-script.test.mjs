@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { ROOT, startPipeline } from "../local/pipeline.mjs";
-import { planFor } from "../scripts/lib/deploy-plan.mjs";
+import { ENVIRONMENTS, generateConfig, planFor, readRawConfig } from "../scripts/lib/deploy-plan.mjs";
 
 const ENV = "staging";
 const plan = planFor(ENV);
@@ -251,6 +251,23 @@ test("teardown asks first, then removes every worker and resource of the environ
 function resourceNamesOf(p) {
   return Object.fromEntries(Object.entries(p.resources).map(([kind, list]) => [kind, list.map((r) => r.name)]));
 }
+
+test("each environment counts uploads in a rate-limit namespace of its own; production's is the committed one", () => {
+  const committed = readRawConfig("upload").ratelimits.map((r) => r.namespace_id);
+  const ids = ENVIRONMENTS.map((env) => {
+    const p = planFor(env);
+    const ids = {
+      kv: Object.fromEntries(p.resources.kv.map((r) => [r.base, `kv-${env}`])),
+      d1: Object.fromEntries(p.resources.d1.map((r) => [r.base, `d1-${env}`])),
+    };
+    const config = generateConfig(p, p.workers.find((w) => w.role === "upload"), ids);
+    return config.ratelimits.map((r) => r.namespace_id);
+  });
+  assert.ok(committed.length > 0, "the upload worker has a rate limit");
+  assert.equal(new Set(ids.flat()).size, ids.flat().length, `no namespace shared: ${JSON.stringify(ids)}`);
+  assert.deepEqual(ids[ENVIRONMENTS.indexOf("production")], committed);
+  for (const id of ids.flat()) assert.match(id, /^[1-9][0-9]*$/, "a positive integer");
+});
 
 test("the generated configs are valid for the real wrangler: `wrangler deploy --dry-run` bundles both with every binding", async () => {
   const box = sandbox();

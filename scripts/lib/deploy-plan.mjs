@@ -31,6 +31,13 @@ process.env.WRANGLER_LOG ??= "error";
 process.env.WRANGLER_SEND_METRICS ??= "false";
 const { experimental_readRawConfig } = await import("wrangler");
 
+/**
+ * What each environment adds to a rate limit's `namespace_id`: a namespace holds its counters,
+ * so staging's uploads must not count against production's clients (none in production, so
+ * the committed id is production's).
+ */
+export const RATELIMIT_NAMESPACE_OFFSET = Object.freeze({ staging: 1_000_000, production: 0 });
+
 /** The suffix of every name in `env`: none in production. */
 export function suffixOf(env) {
   if (!ENVIRONMENTS.includes(env)) throw new Error(`unknown environment ${env} (known: ${ENVIRONMENTS.join(", ")})`);
@@ -157,6 +164,12 @@ export function generateConfig(plan, worker, ids) {
     };
   }
   if (raw.services) config.services = named(raw.services, "service", plan.workerName);
+  if (raw.ratelimits) {
+    config.ratelimits = raw.ratelimits.map((r) => ({
+      ...r,
+      namespace_id: String(Number(r.namespace_id) + RATELIMIT_NAMESPACE_OFFSET[plan.env]),
+    }));
+  }
   return config;
 }
 
