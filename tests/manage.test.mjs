@@ -11,6 +11,7 @@ import { startPipeline } from "../local/pipeline.mjs";
 import { answer } from "../local/ai-stub.mjs";
 import { apiError, contract, keys, logEvents, outcome, sql, status } from "../local/contract.mjs";
 import { FAST_QUEUES, bucketKeys, upload } from "./support/helpers.mjs";
+import { openLive } from "../local/live-client.mjs";
 import { encodePng } from "../local/png.mjs";
 
 const TOKEN = "manage-token-5d1c";
@@ -410,6 +411,8 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
     const freshId = await upload(q, fresh);
     await q.waitForStatus(freshId);
 
+    // Their owner (the anonymous client: the seeded rows have no other) has a socket open.
+    const socket = await openLive(q.url);
     // One record cannot be deleted in the first run: that image is kept whole until the next.
     q.faults.RESULTS_KV.fail({ op: "delete", worker: "tagger", key: keys.record(old[5].id), times: 1 });
     const runs = [];
@@ -439,6 +442,14 @@ test("retention deletes images older than RETENTION_DAYS everywhere, in bounded 
     assert.deepEqual((await call(q, "/tags")).json.tags, [{ tag: "new", count: 1, category: false }]);
     assert.deepEqual(await bucketKeys(q), [keys.object(freshId, "png"), keys.object(old[0].id, "png")].sort());
     assert.equal((await call(q, `/images/${freshId}`)).json.status, status.done);
+    // The owner's socket heard of each deleted image once (old[5] in the second run), and of
+    // nothing that stays.
+    const [, , , DELETED] = contract.live.events;
+    const deleted = old.filter((o) => o.st !== "queued").map((o) => o.id);
+    for (const id of deleted) await socket.eventOf(id, DELETED);
+    const heard = socket.events().filter((e) => e.type === DELETED).map((e) => e.data.imageId);
+    assert.deepEqual([...heard].sort(), [...deleted].sort(), "one image.deleted per deleted image");
+    await socket.close();
     // A third run has nothing to do.
     const from = q.lines.length;
     await q.scheduled("tagger");

@@ -32,6 +32,16 @@ pub async fn publish(env: &Env, owner: &str, event: &LiveEvent) {
     deliver(env, owner, &event.id, 1, event.to_json()).await;
 }
 
+/// Sends `events` (one owner's) to `owner`'s sockets in one request; never fails, waits at
+/// most the publish timeout.
+pub async fn publish_all(env: &Env, owner: &str, events: &[LiveEvent]) {
+    let Some(first) = events.first() else {
+        return;
+    };
+    let lines: Vec<String> = events.iter().map(LiveEvent::to_json).collect();
+    deliver(env, owner, &first.id, lines.len(), publish_body(&lines)).await;
+}
+
 thread_local! {
     /// Events waiting in this isolate for their client's next request, by owner id.
     static PENDING: RefCell<HashMap<String, Vec<String>>> = RefCell::new(HashMap::new());

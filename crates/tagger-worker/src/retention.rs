@@ -5,14 +5,18 @@
 //! run), their R2 objects (one bulk delete), their D1 rows with their tags and
 //! Idempotency-Keys (one transaction), and then once more their KV records, in case a tagger
 //! published one meanwhile (its re-check of D1 in `Store::publish` ran before the rows
-//! went). KV deletes never read first: a stale read would skip them. A backlog drains at
-//! [`BATCH`] images a run; each run logs one `tagger.retention` line.
+//! went). KV deletes never read first: a stale read would skip them. Each owner's open
+//! sockets then hear `image.deleted` for its images (one request per owner). A backlog
+//! drains at [`BATCH`] images a run; each run logs one `tagger.retention` line.
+
+use std::collections::BTreeMap;
 
 use edge::d1::{n, Db};
 use edge::log::{self, Level};
 use edge::OrStorage;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
+use shared::api::live::LiveEvent;
 use shared::storage::manage::{id_list, ObjectRow, DELETE_IMAGES, SELECT_EXPIRED};
 use shared::wire::config::binding;
 use shared::wire::keys::record_key;
@@ -111,6 +115,7 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
         .collect::<Result<Vec<_>, _>>()?;
     db.batch("D1 delete expired", batch).await?;
     report.deleted = expiring.len() as u32;
+    announce(env, &expiring).await;
     // Records again, in case one appeared since: a delivery that published while the rows
     // were still there (its re-check of D1 came first).
     for result in delete_records(&kv, &expiring).await {
@@ -123,6 +128,24 @@ async fn expire(env: &Env, cutoff: u64, report: &mut Report) -> Result<(), TagEr
         }
     }
     Ok(())
+}
+
+/// Sends `image.deleted` for each of `rows` (deleted) to its owner's sockets: one request
+/// per owner, a few owners at a time (best-effort, as every live update).
+async fn announce(env: &Env, rows: &[&ObjectRow]) {
+    let now = edge::now_ms();
+    let mut by_owner: BTreeMap<&str, Vec<LiveEvent>> = BTreeMap::new();
+    for row in rows {
+        if let Ok(id) = ImageId::parse(&row.id) {
+            let events = by_owner.entry(row.owner.as_str()).or_default();
+            events.push(LiveEvent::deleted(id, now));
+        }
+    }
+    stream::iter(&by_owner)
+        .for_each_concurrent(CONCURRENCY, |(owner, events)| {
+            edge::live::publish_all(env, owner, events)
+        })
+        .await;
 }
 
 /// Deletes the KV records of `rows`, a few at a time, without reading them first.

@@ -258,7 +258,7 @@ pub struct ObjectRow {
 /// most `?2`.
 /// Retention never takes a queued image: its upload may still be running, or a delivery
 /// may be tagging it, or it waits for a budget; it is deleted once it has a final state.
-pub const SELECT_EXPIRED: &str = "SELECT id, r2_key, status FROM images \
+pub const SELECT_EXPIRED: &str = "SELECT id, r2_key, status, owner FROM images \
      WHERE uploaded_at < ?1 AND status != 'queued' ORDER BY uploaded_at, id LIMIT ?2";
 
 /// The statements that delete images from D1, run as one batch (a transaction), each with
