@@ -64,7 +64,7 @@ async function refused(options, expected) {
   assert.equal(error.body?.error?.code, expected.code, error.message);
 }
 
-test("a client sees queued then done for its upload, after the D1 commit; another client sees nothing of it", async () => {
+test("a client sees queued and done for its upload, after the D1 commit; another client sees nothing of it", async () => {
   const a = await openLive(p.url, { headers: bearer(keyA) });
   const b = await openLive(p.url, { headers: bearer(keyB) });
   assert.equal(a.ws.protocol, live.protocol, "the server answers with the protocol offered");
@@ -77,12 +77,13 @@ test("a client sees queued then done for its upload, after the D1 commit; anothe
   // Committed before it was sent: D1 already says done when the event arrives.
   const committed = await row(id);
   assert.equal(committed.status, status.done);
-  const queued = a.events().find((e) => e.data.imageId === id && e.type === QUEUED);
-  assert.ok(queued, "image.queued came too");
+  const queued = await a.eventOf(id, QUEUED);
+  // Each once. Not in a set order: the upload worker holds `queued` up to 50 ms, and a
+  // terminal event wins over it whatever order they arrive in (README, live updates).
   assert.deepEqual(
-    a.events().filter((e) => e.data.imageId === id).map((e) => e.type),
-    [QUEUED, TAGGED],
-    "queued, then done, once each",
+    a.events().filter((e) => e.data.imageId === id).map((e) => e.type).sort(),
+    [QUEUED, TAGGED].sort(),
+    "queued and done, once each",
   );
   console.log(
     `# delivery after the D1 commit: queued ${queued.receivedAt - committed.uploaded_at} ms (from uploaded_at), ` +
