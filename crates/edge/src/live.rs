@@ -29,7 +29,7 @@ pub fn object(env: &Env, owner: &str) -> worker::Result<Stub> {
 
 /// Sends `event` to `owner`'s sockets; never fails, waits at most the publish timeout.
 pub async fn publish(env: &Env, owner: &str, event: &LiveEvent) {
-    deliver(env, owner, &event.id, 1, event.to_json()).await;
+    publish_all(env, owner, std::slice::from_ref(event)).await;
 }
 
 /// Sends `events` (one owner's) to `owner`'s sockets in one request; never fails, waits at
