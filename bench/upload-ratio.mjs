@@ -175,7 +175,8 @@ async function phase(profiled, results) {
         if (made.status !== 201) throw new Error(`POST /admin/keys: ${made.status} ${await made.text()}`);
         headers[impl] = { authorization: `Bearer ${(await made.json()).key}` };
       } else headers[impl] = AUTH;
-      if (profiled && impl === CLIENT) inspectors[impl] = inspectors[RUST] ?? (await Inspector.forWorker(mf, NAME[impl]));
+      // The client's calls run in the Rust worker's isolate (RUST comes first in IMPLS).
+      if (profiled && impl === CLIENT) inspectors[impl] = inspectors[RUST];
       else if (profiled) {
         const inspector = await Inspector.forWorker(mf, NAME[impl]);
         await inspector.send("Profiler.enable");

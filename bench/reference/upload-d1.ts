@@ -10,8 +10,8 @@
 /// <reference path="./workers-types.d.ts" />
 
 import { auth, sql } from "../../local/contract.json";
-import { SCHEMA_VERSION, type ImageMessage } from "./types";
-import { sniff } from "./sniff";
+import type { ImageMessage } from "./types";
+import { enqueue, error, readImage, uploadLimit } from "./common";
 
 export interface Env {
   IMAGE_BUCKET: R2Bucket;
@@ -19,12 +19,6 @@ export interface Env {
   DB: D1Database;
   API_TOKEN?: string;
   MAX_UPLOAD_BYTES?: string;
-}
-
-const DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
-
-function error(status: number, code: string, message: string): Response {
-  return Response.json({ error: { code, message } }, { status });
 }
 
 const encoder = new TextEncoder();
@@ -39,15 +33,9 @@ function authorized(request: Request, env: Env): boolean {
 }
 
 async function upload(request: Request, env: Env): Promise<Response> {
-  const limit = Number(env.MAX_UPLOAD_BYTES) || DEFAULT_MAX_UPLOAD_BYTES;
-  const declared = Number(request.headers.get("content-length") ?? 0);
-  if (declared > limit) return error(413, "payload_too_large", `the image is larger than ${limit} bytes`);
-
-  const bytes = await request.arrayBuffer();
-  if (bytes.byteLength === 0) return error(400, "empty_body", "the request has no body; send the image bytes");
-  if (bytes.byteLength > limit) return error(413, "payload_too_large", `the image is larger than ${limit} bytes`);
-  const type = sniff(new Uint8Array(bytes, 0, Math.min(12, bytes.byteLength)));
-  if (!type) return error(415, "unsupported_media_type", "only JPEG, PNG, GIF and WebP images are accepted");
+  const read = await readImage(request, uploadLimit(env));
+  if (read instanceof Response) return read;
+  const { bytes, type } = read;
 
   const imageId = crypto.randomUUID();
   const r2Key = `images/${imageId}.${type.ext}`;
@@ -62,26 +50,10 @@ async function upload(request: Request, env: Env): Promise<Response> {
     customMetadata: { uploadedAt },
   });
 
-  const message: ImageMessage = {
-    schemaVersion: SCHEMA_VERSION,
-    imageId,
-    r2Key,
-    contentType: type.mime,
-    size: bytes.byteLength,
-    uploadedAt,
-  };
-  try {
-    await env.IMAGE_QUEUE.send(message);
-  } catch (e) {
-    // Nothing must stay recorded or stored that no message will ever tag.
+  return enqueue(env.IMAGE_QUEUE, { imageId, r2Key, contentType: type.mime, size: bytes.byteLength, uploadedAt }, async () => {
     await env.IMAGE_BUCKET.delete(r2Key);
     await env.DB.prepare("DELETE FROM images WHERE id = ?1").bind(imageId).run();
-    console.error(`queue send failed for ${imageId}`, e);
-    return error(503, "unavailable", "a storage service is unavailable; try again");
-  }
-
-  const statusUrl = `/images/${imageId}`;
-  return Response.json({ imageId, status: "queued", statusUrl }, { status: 202, headers: { location: statusUrl } });
+  });
 }
 
 export default {

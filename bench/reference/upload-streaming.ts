@@ -5,8 +5,9 @@
 
 /// <reference path="./workers-types.d.ts" />
 
-import { SCHEMA_VERSION, recordKey, type ImageMessage, type TagRecord } from "./types";
+import type { ImageMessage } from "./types";
 import { sniff } from "./sniff";
+import { enqueue, error, route, uploadLimit } from "./common";
 
 export interface Env {
   IMAGE_BUCKET: R2Bucket;
@@ -15,19 +16,8 @@ export interface Env {
   MAX_UPLOAD_BYTES?: string;
 }
 
-const DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
-const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-
-function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
-  return Response.json(body, { status, headers });
-}
-
-function error(status: number, code: string, message: string, headers: Record<string, string> = {}): Response {
-  return json({ error: { code, message } }, status, headers);
-}
-
 async function upload(request: Request, env: Env): Promise<Response> {
-  const limit = Number(env.MAX_UPLOAD_BYTES) || DEFAULT_MAX_UPLOAD_BYTES;
+  const limit = uploadLimit(env);
   const size = Number(request.headers.get("content-length") ?? 0);
   if (size > limit) return error(413, "payload_too_large", `the image is larger than ${limit} bytes`);
   if (!request.body || size === 0) return error(400, "empty_body", "the request has no body; send the image bytes");
@@ -60,65 +50,11 @@ async function upload(request: Request, env: Env): Promise<Response> {
   });
   await feeding;
 
-  const message: ImageMessage = {
-    schemaVersion: SCHEMA_VERSION,
-    imageId,
-    r2Key,
-    contentType: type.mime,
-    size,
-    uploadedAt,
-  };
-  try {
-    await env.IMAGE_QUEUE.send(message);
-  } catch (e) {
-    await env.IMAGE_BUCKET.delete(r2Key);
-    console.error(`queue send failed for ${imageId}`, e);
-    return error(503, "unavailable", "a storage service is unavailable; try again");
-  }
-
-  const statusUrl = `/images/${imageId}`;
-  return json({ imageId, status: "queued", statusUrl }, 202, { location: statusUrl });
-}
-
-async function status(env: Env, imageId: string, tagsOnly: boolean): Promise<Response> {
-  const record = await env.RESULTS_KV.get<TagRecord>(recordKey(imageId), "json");
-  if (record) {
-    if (tagsOnly && record.status === "done") return json({ imageId, tags: record.tags });
-    return json(record);
-  }
-  const stored = await env.IMAGE_BUCKET.list({ prefix: `images/${imageId}.`, limit: 1 });
-  if (stored.objects.length > 0) return json({ imageId, status: "queued" });
-  return error(404, "image_not_found", "no image with this id");
+  return enqueue(env.IMAGE_QUEUE, { imageId, r2Key, contentType: type.mime, size, uploadedAt }, () =>
+    env.IMAGE_BUCKET.delete(r2Key),
+  );
 }
 
 export default {
-  async fetch(request, env): Promise<Response> {
-    const { pathname } = new URL(request.url);
-    const method = request.method;
-
-    if (pathname === "/" || pathname === "/images" || pathname === "/images/") {
-      if (method === "POST") return upload(request, env);
-      if (pathname === "/" && (method === "GET" || method === "HEAD")) {
-        return json({
-          service: "ts-streaming-upload-worker",
-          upload: "POST /images with the image bytes as the body",
-          status: "GET /images/{id}",
-          tags: "GET /images/{id}/tags",
-        });
-      }
-      const allow = pathname === "/" ? "GET, HEAD, POST" : "POST";
-      return error(405, "method_not_allowed", `method not allowed; use one of: ${allow}`, { allow });
-    }
-
-    const match = pathname.match(/^\/images\/([^/]+)(\/tags)?\/?$/);
-    if (!match) return error(404, "not_found", "no such route");
-    const [, imageId, tags] = match;
-    if (!ID.test(imageId)) {
-      return error(400, "invalid_id", "image ids are lowercase version 4 UUIDs");
-    }
-    if (method !== "GET" && method !== "HEAD") {
-      return error(405, "method_not_allowed", "method not allowed; use one of: GET, HEAD", { allow: "GET, HEAD" });
-    }
-    return status(env, imageId, Boolean(tags));
-  },
+  fetch: (request, env) => route(request, env, "ts-streaming-upload-worker", upload),
 } satisfies ExportedHandler<Env>;
