@@ -478,26 +478,11 @@ fn write_raw_json(file: &str, command: &str, body: serde_json::Value) {
     eprintln!("wrote bench/{file}");
 }
 
-/// Now, as `YYYY-MM-DDTHH:MM:SSZ` (the civil date from the days since 1970, Hinnant's method).
+/// Now, as `YYYY-MM-DDTHH:MM:SS.sssZ` (the pipeline's own timestamps).
 fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+        .as_millis();
+    shared::wire::time::format_ms(ms as u64)
 }
